@@ -1,0 +1,58 @@
+use crate::error::ErrorKind;
+use crate::ids::ProductId;
+use crate::money::Currency;
+
+use super::{BasketStatus, MAX_LINES, MAX_QUANTITY};
+
+/// Why a basket command was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BasketError {
+    #[error("basket is already open")]
+    AlreadyOpened,
+    #[error("basket does not exist")]
+    NotOpened,
+    #[error("basket is {status} and accepts no further change")]
+    NotOpen { status: BasketStatus },
+    #[error("quantity must be between 1 and {MAX_QUANTITY}, got {quantity}")]
+    QuantityOutOfRange { quantity: u64 },
+    #[error("a basket holds at most {MAX_LINES} lines")]
+    TooManyLines,
+    #[error("product {product_id} is discontinued")]
+    ProductDiscontinued { product_id: ProductId },
+    #[error("basket is priced in {basket}, product in {product}")]
+    CurrencyMismatch { basket: Currency, product: Currency },
+    #[error("product {product_id} is not in the basket")]
+    ItemNotInBasket { product_id: ProductId },
+    #[error("basket is empty")]
+    Empty,
+}
+
+impl BasketError {
+    #[must_use]
+    pub const fn kind(&self) -> ErrorKind {
+        match self {
+            Self::NotOpened | Self::ItemNotInBasket { .. } => ErrorKind::NotFound,
+            Self::QuantityOutOfRange { .. }
+            | Self::TooManyLines
+            | Self::ProductDiscontinued { .. }
+            | Self::CurrencyMismatch { .. } => ErrorKind::Validation,
+            Self::AlreadyOpened | Self::NotOpen { .. } | Self::Empty => ErrorKind::InvalidState,
+        }
+    }
+
+    /// A stable, machine-readable name for the error.
+    #[must_use]
+    pub const fn code(&self) -> &'static str {
+        match self {
+            Self::AlreadyOpened => "basket-already-opened",
+            Self::NotOpened => "basket-not-found",
+            Self::NotOpen { .. } => "basket-not-open",
+            Self::QuantityOutOfRange { .. } => "quantity-out-of-range",
+            Self::TooManyLines => "too-many-lines",
+            Self::ProductDiscontinued { .. } => "product-discontinued",
+            Self::CurrencyMismatch { .. } => "currency-mismatch",
+            Self::ItemNotInBasket { .. } => "item-not-in-basket",
+            Self::Empty => "basket-empty",
+        }
+    }
+}

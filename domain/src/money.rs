@@ -1,0 +1,186 @@
+//! Money as integer minor units plus an ISO 4217 currency. There is no
+//! floating point anywhere in this module, and every operation that could
+//! overflow or mix currencies is checked.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::str::FromStr;
+
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
+use serde::{Deserialize, Serialize};
+
+/// The ISO 4217 codes of currencies in circulation (funds and precious
+/// metals excluded).
+const ISO_4217: &[&str] = &[
+    "AED", "AFN", "ALL", "AMD", "ANG", "AOA", "ARS", "AUD", "AWG", "AZN", "BAM", "BBD", "BDT",
+    "BGN", "BHD", "BIF", "BMD", "BND", "BOB", "BRL", "BSD", "BTN", "BWP", "BYN", "BZD", "CAD",
+    "CDF", "CHF", "CLP", "CNY", "COP", "CRC", "CUP", "CVE", "CZK", "DJF", "DKK", "DOP", "DZD",
+    "EGP", "ERN", "ETB", "EUR", "FJD", "FKP", "GBP", "GEL", "GHS", "GIP", "GMD", "GNF", "GTQ",
+    "GYD", "HKD", "HNL", "HTG", "HUF", "IDR", "ILS", "INR", "IQD", "IRR", "ISK", "JMD", "JOD",
+    "JPY", "KES", "KGS", "KHR", "KMF", "KPW", "KRW", "KWD", "KYD", "KZT", "LAK", "LBP", "LKR",
+    "LRD", "LSL", "LYD", "MAD", "MDL", "MGA", "MKD", "MMK", "MNT", "MOP", "MRU", "MUR", "MVR",
+    "MWK", "MXN", "MYR", "MZN", "NAD", "NGN", "NIO", "NOK", "NPR", "NZD", "OMR", "PAB", "PEN",
+    "PGK", "PHP", "PKR", "PLN", "PYG", "QAR", "RON", "RSD", "RUB", "RWF", "SAR", "SBD", "SCR",
+    "SDG", "SEK", "SGD", "SHP", "SLE", "SOS", "SRD", "SSP", "STN", "SVC", "SYP", "SZL", "THB",
+    "TJS", "TMT", "TND", "TOP", "TRY", "TTD", "TWD", "TZS", "UAH", "UGX", "USD", "UYU", "UZS",
+    "VES", "VND", "VUV", "WST", "XAF", "XCD", "XCG", "XOF", "XPF", "YER", "ZAR", "ZMW", "ZWG",
+];
+
+/// An ISO 4217 currency code such as `EUR`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Currency([u8; 3]);
+
+impl Currency {
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        // Only ever built from an entry of ISO_4217, which is ASCII.
+        std::str::from_utf8(&self.0).unwrap_or("XXX")
+    }
+}
+
+impl FromStr for Currency {
+    type Err = MoneyError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match ISO_4217.binary_search(&s) {
+            Ok(index) => {
+                let code = ISO_4217[index].as_bytes();
+                Ok(Self([code[0], code[1], code[2]]))
+            }
+            Err(_) => Err(MoneyError::UnknownCurrency(s.chars().take(16).collect())),
+        }
+    }
+}
+
+impl TryFrom<String> for Currency {
+    type Error = MoneyError;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        value.parse()
+    }
+}
+
+impl From<Currency> for String {
+    fn from(value: Currency) -> Self {
+        value.as_str().to_owned()
+    }
+}
+
+impl fmt::Display for Currency {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl JsonSchema for Currency {
+    fn schema_name() -> Cow<'static, str> {
+        "Currency".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "type": "string",
+            "pattern": "^[A-Z]{3}$",
+            "description": "ISO 4217 currency code"
+        })
+    }
+}
+
+/// An amount of money: integer minor units (cents for EUR, yen for JPY)
+/// and its currency.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub struct Money {
+    /// The amount in the currency's minor unit.
+    #[serde(rename = "amount_minor")]
+    pub minor: i64,
+    pub currency: Currency,
+}
+
+/// Why a money value or operation was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MoneyError {
+    #[error("'{0}' is not an ISO 4217 currency code")]
+    UnknownCurrency(String),
+    #[error("amounts in {left} and {right} cannot be combined")]
+    CurrencyMismatch { left: Currency, right: Currency },
+    #[error("amount must not be negative")]
+    Negative,
+    #[error("amount is too large")]
+    Overflow,
+}
+
+impl Money {
+    #[must_use]
+    pub const fn new(minor: i64, currency: Currency) -> Self {
+        Self { minor, currency }
+    }
+
+    /// A price or payment: zero or more minor units.
+    pub fn non_negative(minor: i64, currency: Currency) -> Result<Self, MoneyError> {
+        if minor < 0 {
+            return Err(MoneyError::Negative);
+        }
+        Ok(Self { minor, currency })
+    }
+
+    #[must_use]
+    pub const fn zero(currency: Currency) -> Self {
+        Self { minor: 0, currency }
+    }
+
+    pub fn checked_add(self, other: Self) -> Result<Self, MoneyError> {
+        if self.currency != other.currency {
+            return Err(MoneyError::CurrencyMismatch { left: self.currency, right: other.currency });
+        }
+        let minor = self.minor.checked_add(other.minor).ok_or(MoneyError::Overflow)?;
+        Ok(Self { minor, currency: self.currency })
+    }
+
+    pub fn checked_mul(self, quantity: u32) -> Result<Self, MoneyError> {
+        let minor = self.minor.checked_mul(i64::from(quantity)).ok_or(MoneyError::Overflow)?;
+        Ok(Self { minor, currency: self.currency })
+    }
+}
+
+impl fmt::Display for Money {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.minor, self.currency)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn eur() -> Currency {
+        "EUR".parse().expect("EUR is ISO 4217")
+    }
+
+    #[test]
+    fn currency_list_is_sorted_for_binary_search() {
+        assert!(ISO_4217.windows(2).all(|w| w[0] < w[1]));
+    }
+
+    #[test]
+    fn unknown_or_lower_case_codes_are_refused() {
+        assert!("EUX".parse::<Currency>().is_err());
+        assert!("eur".parse::<Currency>().is_err());
+    }
+
+    #[test]
+    fn adding_different_currencies_is_refused() {
+        let usd = "USD".parse().expect("USD is ISO 4217");
+        let err = Money::new(1, eur()).checked_add(Money::new(1, usd));
+        assert!(matches!(err, Err(MoneyError::CurrencyMismatch { .. })));
+    }
+
+    #[test]
+    fn multiplication_overflow_is_an_error_not_a_wrap() {
+        assert_eq!(Money::new(i64::MAX, eur()).checked_mul(2), Err(MoneyError::Overflow));
+    }
+
+    #[test]
+    fn money_serialises_as_minor_units_and_code() {
+        let json = serde_json::to_value(Money::new(1299, eur())).expect("serialises");
+        assert_eq!(json, serde_json::json!({"amount_minor": 1299, "currency": "EUR"}));
+    }
+}

@@ -1,0 +1,61 @@
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::migrate::{MigrateDatabase, Migrator};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{PgPool, Postgres};
+
+/// The write side's schema migrations, applied by `eshop migrate` and at
+/// start-up.
+pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
+
+/// Where the event store lives (an attached resource named by a URL).
+#[derive(Debug, Clone, clap::Args)]
+pub struct DatabaseConfig {
+    /// PostgreSQL URL of the event store.
+    #[arg(
+        long = "database-url",
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/eshop",
+        hide_env_values = true
+    )]
+    pub url: String,
+
+    /// Most connections this process opens to PostgreSQL.
+    #[arg(long = "database-max-connections", env = "DATABASE_MAX_CONNECTIONS", default_value_t = 16)]
+    pub max_connections: u32,
+
+    /// How long a request waits for a free connection, in seconds.
+    #[arg(long = "database-acquire-timeout", env = "DATABASE_ACQUIRE_TIMEOUT_SECS", default_value_t = 5)]
+    pub acquire_timeout_secs: u64,
+}
+
+impl DatabaseConfig {
+    #[must_use]
+    pub fn for_url(url: impl Into<String>) -> Self {
+        Self { url: url.into(), max_connections: 16, acquire_timeout_secs: 5 }
+    }
+}
+
+/// Opens a pool. Connections are made lazily, so a database that is down at
+/// start-up shows in `/health/ready` rather than crashing the process.
+pub fn connect(config: &DatabaseConfig) -> Result<PgPool, sqlx::Error> {
+    let options = PgConnectOptions::from_str(&config.url)?.application_name("eshop");
+    Ok(PgPoolOptions::new()
+        .max_connections(config.max_connections)
+        .acquire_timeout(Duration::from_secs(config.acquire_timeout_secs))
+        .connect_lazy_with(options))
+}
+
+/// Creates the database when it does not exist yet, then applies every
+/// pending migration.
+pub async fn migrate(config: &DatabaseConfig) -> Result<(), sqlx::Error> {
+    if !Postgres::database_exists(&config.url).await? {
+        tracing::info!("creating database");
+        Postgres::create_database(&config.url).await?;
+    }
+    let pool = connect(config)?;
+    MIGRATOR.run(&pool).await?;
+    pool.close().await;
+    Ok(())
+}

@@ -1,0 +1,340 @@
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cqrs_es::Aggregate;
+use cqrs_es::persist::{EventUpcaster, SerializedEvent};
+use serde_json::Value;
+use sqlx::{PgPool, Row};
+
+use crate::error::{CommitError, StoreError, violated_constraint};
+use crate::snapshot::SnapshotPolicy;
+use crate::unit_of_work::{AppendResult, Commit, StoredOutcome, UnitOfWork};
+
+/// An aggregate as loaded from the store, with the version (sequence of its
+/// last event) it was loaded at. Version 0 means no event exists.
+#[derive(Debug, Clone)]
+pub struct Loaded<A> {
+    pub aggregate: A,
+    pub version: usize,
+    snapshot_every: usize,
+}
+
+impl<A> Loaded<A> {
+    pub(crate) fn snapshot_due(&self, new_version: usize) -> bool {
+        self.snapshot_every > 0 && new_version / self.snapshot_every > self.version / self.snapshot_every
+    }
+
+    #[must_use]
+    pub const fn exists(&self) -> bool {
+        self.version > 0
+    }
+}
+
+/// The PostgreSQL event store. Cheap to clone.
+#[derive(Clone)]
+pub struct EventStore {
+    pool: PgPool,
+    upcasters: Arc<Vec<Box<dyn EventUpcaster>>>,
+    snapshots: SnapshotPolicy,
+    idempotency_ttl: Duration,
+}
+
+pub(crate) fn upcast(event: SerializedEvent, upcasters: &[Box<dyn EventUpcaster>]) -> SerializedEvent {
+    upcasters.iter().fold(event, |event, upcaster| {
+        if upcaster.can_upcast(&event.event_type, &event.event_version) {
+            upcaster.upcast(event)
+        } else {
+            event
+        }
+    })
+}
+
+impl EventStore {
+    #[must_use]
+    pub fn new(pool: PgPool, upcasters: Vec<Box<dyn EventUpcaster>>, snapshots: SnapshotPolicy) -> Self {
+        Self {
+            pool,
+            upcasters: Arc::new(upcasters),
+            snapshots,
+            idempotency_ttl: Duration::from_secs(24 * 3600),
+        }
+    }
+
+    /// How long an idempotency key is remembered (at least this long).
+    #[must_use]
+    pub fn with_idempotency_ttl(mut self, ttl: Duration) -> Self {
+        self.idempotency_ttl = ttl;
+        self
+    }
+
+    #[must_use]
+    pub const fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    #[must_use]
+    pub fn upcasters(&self) -> &[Box<dyn EventUpcaster>] {
+        &self.upcasters
+    }
+
+    /// Loads an aggregate: its latest snapshot, if snapshots are on for its
+    /// type, then every later event, upcast to the current schema and
+    /// applied once each.
+    #[tracing::instrument(skip(self), fields(aggregate.type = A::TYPE), err)]
+    pub async fn load<A: Aggregate>(&self, aggregate_id: &str) -> Result<Loaded<A>, StoreError> {
+        let snapshot_every = self.snapshots.every(A::TYPE);
+        let mut aggregate = A::default();
+        let mut version = 0usize;
+        if snapshot_every > 0 {
+            let row = sqlx::query(
+                "SELECT last_sequence, payload FROM snapshots \
+                 WHERE aggregate_type = $1 AND aggregate_id = $2",
+            )
+            .bind(A::TYPE)
+            .bind(aggregate_id)
+            .fetch_optional(&self.pool)
+            .await?;
+            if let Some(row) = row {
+                let payload: Value = row.try_get("payload")?;
+                match serde_json::from_value::<A>(payload) {
+                    Ok(state) => {
+                        aggregate = state;
+                        version = usize::try_from(row.try_get::<i64, _>("last_sequence")?).unwrap_or(0);
+                    }
+                    // A snapshot of an older state shape: replay everything.
+                    Err(error) => tracing::warn!(%error, "ignoring undecodable snapshot"),
+                }
+            }
+        }
+        let rows = sqlx::query(
+            "SELECT sequence, event_type, event_version, payload, metadata FROM events \
+             WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence > $3 ORDER BY sequence",
+        )
+        .bind(A::TYPE)
+        .bind(aggregate_id)
+        .bind(i64::try_from(version).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await?;
+        for row in rows {
+            let sequence = usize::try_from(row.try_get::<i64, _>("sequence")?).unwrap_or(0);
+            let event = upcast(
+                SerializedEvent::new(
+                    aggregate_id.to_owned(),
+                    sequence,
+                    A::TYPE.to_owned(),
+                    row.try_get("event_type")?,
+                    row.try_get("event_version")?,
+                    row.try_get("payload")?,
+                    row.try_get("metadata")?,
+                ),
+                &self.upcasters,
+            );
+            let payload = serde_json::from_value::<A::Event>(event.payload).map_err(|source| {
+                StoreError::Decode { what: format!("{} #{sequence}", event.event_type), source }
+            })?;
+            aggregate.apply(payload);
+            version = sequence;
+        }
+        Ok(Loaded { aggregate, version, snapshot_every })
+    }
+
+    /// Looks up the outcome stored with an idempotency key that has not
+    /// expired.
+    pub async fn find_idempotent(&self, key: &str) -> Result<Option<StoredOutcome>, StoreError> {
+        let row = sqlx::query(
+            "SELECT fingerprint, outcome FROM idempotency_keys \
+             WHERE key = $1 AND created_at > now() - make_interval(secs => $2)",
+        )
+        .bind(key)
+        .bind(self.idempotency_ttl.as_secs_f64())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|row| Ok(StoredOutcome { fingerprint: row.try_get("fingerprint")?, outcome: row.try_get("outcome")? }))
+            .transpose()
+    }
+
+    /// Deletes idempotency keys older than the retention period; returns how
+    /// many.
+    pub async fn purge_expired_idempotency_keys(&self) -> Result<u64, StoreError> {
+        let done = sqlx::query("DELETE FROM idempotency_keys WHERE created_at <= now() - make_interval(secs => $1)")
+            .bind(self.idempotency_ttl.as_secs_f64())
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Commits a unit of work in one transaction: all of it or none of it.
+    #[tracing::instrument(skip_all, fields(events = uow.events.len()), err(level = "debug"))]
+    pub async fn commit(&self, uow: UnitOfWork) -> Result<Commit, CommitError> {
+        let UnitOfWork { events, appends, snapshots, claims, idempotency } = uow;
+        let mut tx = self.pool.begin().await.map_err(StoreError::from)?;
+
+        for claim in &claims {
+            sqlx::query("INSERT INTO unique_claims (scope, value, aggregate_id) VALUES ($1, $2, $3)")
+                .bind(&claim.scope)
+                .bind(&claim.value)
+                .bind(&claim.aggregate_id)
+                .execute(&mut *tx)
+                .await
+                .map_err(|error| match violated_constraint(&error) {
+                    Some("unique_claims_pkey") => {
+                        CommitError::Duplicate { scope: claim.scope.clone(), value: claim.value.clone() }
+                    }
+                    _ => StoreError::from(error).into(),
+                })?;
+        }
+
+        let mut last_positions: HashMap<(String, String), i64> = HashMap::new();
+        if !events.is_empty() {
+            let mut columns = EventColumns::with_capacity(events.len());
+            for event in events {
+                columns.push(event);
+            }
+            let rows = sqlx::query(
+                "INSERT INTO events \
+                   (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
+                 SELECT t, i, s, et, ev, p, m FROM UNNEST( \
+                   $1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::jsonb[], $7::jsonb[] \
+                 ) WITH ORDINALITY AS e(t, i, s, et, ev, p, m, n) ORDER BY n \
+                 RETURNING aggregate_type, aggregate_id, global_position",
+            )
+            .bind(columns.aggregate_types)
+            .bind(columns.aggregate_ids)
+            .bind(columns.sequences)
+            .bind(columns.event_types)
+            .bind(columns.event_versions)
+            .bind(columns.payloads)
+            .bind(columns.metadata)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(|error| match violated_constraint(&error) {
+                Some("events_pkey") => {
+                    let (aggregate_type, aggregate_id) = conflicting_aggregate(&error);
+                    CommitError::Conflict { aggregate_type, aggregate_id }
+                }
+                _ => StoreError::from(error).into(),
+            })?;
+            for row in rows {
+                let key = (row.try_get("aggregate_type").map_err(StoreError::from)?, row.try_get("aggregate_id").map_err(StoreError::from)?);
+                let position: i64 = row.try_get("global_position").map_err(StoreError::from)?;
+                let entry = last_positions.entry(key).or_insert(position);
+                *entry = (*entry).max(position);
+            }
+        }
+
+        for snapshot in &snapshots {
+            sqlx::query(
+                "INSERT INTO snapshots (aggregate_type, aggregate_id, last_sequence, current_snapshot, payload) \
+                 VALUES ($1, $2, $3, 1, $4) \
+                 ON CONFLICT (aggregate_type, aggregate_id) DO UPDATE \
+                   SET last_sequence = EXCLUDED.last_sequence, \
+                       current_snapshot = snapshots.current_snapshot + 1, \
+                       payload = EXCLUDED.payload, timestamp = now() \
+                   WHERE snapshots.last_sequence < EXCLUDED.last_sequence",
+            )
+            .bind(snapshot.aggregate_type)
+            .bind(&snapshot.aggregate_id)
+            .bind(i64::try_from(snapshot.last_sequence).unwrap_or(i64::MAX))
+            .bind(&snapshot.payload)
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::from)?;
+        }
+
+        let appends: Vec<AppendResult> = appends
+            .into_iter()
+            .map(|append| {
+                let key = (append.aggregate_type.clone(), append.aggregate_id.clone());
+                AppendResult {
+                    last_global_position: (append.event_count > 0)
+                        .then(|| last_positions.get(&key).copied())
+                        .flatten(),
+                    aggregate_type: append.aggregate_type,
+                    aggregate_id: append.aggregate_id,
+                    version: append.version,
+                }
+            })
+            .collect();
+        let commit = Commit { last_global_position: last_positions.values().copied().max(), appends };
+
+        if let Some(record) = idempotency {
+            let outcome = (record.outcome)(&commit);
+            // An expired key may be reused: the row is replaced only when it
+            // is older than the retention period.
+            let inserted = sqlx::query(
+                "INSERT INTO idempotency_keys (key, fingerprint, outcome) VALUES ($1, $2, $3) \
+                 ON CONFLICT (key) DO UPDATE \
+                   SET fingerprint = EXCLUDED.fingerprint, outcome = EXCLUDED.outcome, created_at = now() \
+                   WHERE idempotency_keys.created_at <= now() - make_interval(secs => $4)",
+            )
+            .bind(&record.key)
+            .bind(&record.fingerprint)
+            .bind(&outcome)
+            .bind(self.idempotency_ttl.as_secs_f64())
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::from)?;
+            if inserted.rows_affected() == 0 {
+                return Err(CommitError::IdempotencyKeyTaken);
+            }
+        }
+
+        tx.commit().await.map_err(StoreError::from)?;
+        Ok(commit)
+    }
+}
+
+/// The events of a unit of work as column arrays, for one multi-row INSERT.
+struct EventColumns {
+    aggregate_types: Vec<String>,
+    aggregate_ids: Vec<String>,
+    sequences: Vec<i64>,
+    event_types: Vec<String>,
+    event_versions: Vec<String>,
+    payloads: Vec<Value>,
+    metadata: Vec<Value>,
+}
+
+impl EventColumns {
+    fn with_capacity(n: usize) -> Self {
+        Self {
+            aggregate_types: Vec::with_capacity(n),
+            aggregate_ids: Vec::with_capacity(n),
+            sequences: Vec::with_capacity(n),
+            event_types: Vec::with_capacity(n),
+            event_versions: Vec::with_capacity(n),
+            payloads: Vec::with_capacity(n),
+            metadata: Vec::with_capacity(n),
+        }
+    }
+
+    fn push(&mut self, event: SerializedEvent) {
+        self.aggregate_types.push(event.aggregate_type);
+        self.aggregate_ids.push(event.aggregate_id);
+        self.sequences.push(i64::try_from(event.sequence).unwrap_or(i64::MAX));
+        self.event_types.push(event.event_type);
+        self.event_versions.push(event.event_version);
+        self.payloads.push(event.payload);
+        self.metadata.push(event.metadata);
+    }
+}
+
+/// Reads which aggregate a primary key violation was about from the
+/// server's detail text, `Key (aggregate_type, aggregate_id, sequence)=(T, I, S) already exists.`
+fn conflicting_aggregate(error: &sqlx::Error) -> (String, String) {
+    let detail = match error {
+        sqlx::Error::Database(db) => db
+            .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+            .and_then(|pg| pg.detail().map(str::to_owned)),
+        _ => None,
+    };
+    detail
+        .as_deref()
+        .and_then(|d| d.split_once(")=(").map(|(_, rest)| rest))
+        .and_then(|rest| {
+            let mut parts = rest.splitn(3, ", ");
+            Some((parts.next()?.to_owned(), parts.next()?.to_owned()))
+        })
+        .unwrap_or_default()
+}
