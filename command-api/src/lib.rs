@@ -1,0 +1,15 @@
+//! eshop's write side: command handlers over the event store and the REST
+//! command API that exposes them.
+
+pub mod commands;
+pub mod config;
+pub mod error;
+pub mod extract;
+pub mod input;
+pub mod responses;
+pub mod routes;
+pub mod startup;
+pub mod telemetry;
+
+pub use config::ServeConfig;
+pub use startup::Application;

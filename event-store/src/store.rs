@@ -139,6 +139,22 @@ impl EventStore {
         Ok(Loaded { aggregate, version, snapshot_every })
     }
 
+    /// The global position of an aggregate's last event.
+    pub async fn last_global_position(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+    ) -> Result<Option<i64>, StoreError> {
+        let position: Option<i64> = sqlx::query_scalar(
+            "SELECT max(global_position) FROM events WHERE aggregate_type = $1 AND aggregate_id = $2",
+        )
+        .bind(aggregate_type)
+        .bind(aggregate_id)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(position)
+    }
+
     /// Looks up the outcome stored with an idempotency key that has not
     /// expired.
     pub async fn find_idempotent(&self, key: &str) -> Result<Option<StoredOutcome>, StoreError> {

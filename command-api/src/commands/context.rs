@@ -1,0 +1,57 @@
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use cqrs_es::DomainEvent;
+use event_schemas::EventMetadata;
+use uuid::Uuid;
+
+/// An idempotency key and the digest of the request that carried it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyKey {
+    pub key: String,
+    pub fingerprint: Vec<u8>,
+}
+
+/// Who asked for a command, and under which conditions.
+#[derive(Debug, Clone)]
+pub struct CommandContext {
+    /// The id of this command; the causation id of the events it appends.
+    pub command_id: Uuid,
+    pub correlation_id: String,
+    pub actor: String,
+    pub traceparent: Option<String>,
+    /// `If-Match`: apply only if the aggregate is at this version.
+    pub expected_version: Option<usize>,
+    pub idempotency: Option<IdempotencyKey>,
+    /// When the command was received; the events' `occurred_at`.
+    pub received_at: DateTime<Utc>,
+}
+
+impl CommandContext {
+    #[must_use]
+    pub fn new(correlation_id: impl Into<String>) -> Self {
+        Self {
+            command_id: Uuid::now_v7(),
+            correlation_id: correlation_id.into(),
+            actor: "anonymous".into(),
+            traceparent: None,
+            expected_version: None,
+            idempotency: None,
+            received_at: Utc::now(),
+        }
+    }
+
+    /// The metadata stored with one event of this command.
+    pub(crate) fn metadata_for<E: DomainEvent>(&self, event: &E) -> HashMap<String, String> {
+        EventMetadata {
+            event_id: Uuid::now_v7(),
+            occurred_at: self.received_at,
+            correlation_id: self.correlation_id.clone(),
+            causation_id: self.command_id.to_string(),
+            actor: self.actor.clone(),
+            schema_version: event.event_version(),
+            traceparent: self.traceparent.clone(),
+        }
+        .to_map()
+    }
+}

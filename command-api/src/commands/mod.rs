@@ -1,0 +1,277 @@
+//! Command handlers: load the aggregates a command touches, let them
+//! decide, and commit what they decided as one unit of work.
+//!
+//! Consistency rules, in one place:
+//! - Every aggregate is appended at the version it was loaded at; a
+//!   concurrent append to any of them makes the whole unit of work fail
+//!   with a conflict and nothing is written.
+//! - Without `If-Match`, a conflict is retried from scratch (reload,
+//!   decide again) with jittered exponential backoff, a bounded number of
+//!   times. With `If-Match`, a conflict or a version mismatch is reported.
+//! - An idempotency key is stored in the same transaction as the events, so
+//!   a retried request either finds the stored outcome or appends nothing.
+//! - A command that spans aggregates (checkout, cancel, ship) commits all
+//!   of their events in one transaction: see `checkout.rs`.
+
+mod baskets;
+pub mod catalog;
+mod checkout;
+mod context;
+mod error;
+mod orders;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use cqrs_es::Aggregate;
+use cqrs_es::event_sink::EventSink;
+use event_store::{Commit, CommitError, EventStore, IdempotencyRecord, Loaded, UnitOfWork};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+pub use context::{CommandContext, IdempotencyKey};
+pub use error::CommandError;
+
+/// The kind of resource a command addressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Resource {
+    Product,
+    Basket,
+    Order,
+}
+
+impl Resource {
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Product => "product",
+            Self::Basket => "basket",
+            Self::Order => "order",
+        }
+    }
+}
+
+/// What a successful command did. Stored with its idempotency key and
+/// returned again, unchanged, to a retry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Outcome {
+    Accepted {
+        resource: Resource,
+        id: Uuid,
+        /// The aggregate's version after the command.
+        version: usize,
+        /// The global position of the last event written for the aggregate.
+        consistency_token: String,
+        created: bool,
+    },
+    CheckedOut {
+        order_id: Uuid,
+        order_version: usize,
+        basket_id: Uuid,
+        basket_version: usize,
+        consistency_token: String,
+    },
+}
+
+/// What a command would commit, and how to describe the result once
+/// committed.
+pub(crate) struct Plan {
+    uow: UnitOfWork,
+    outcome: Arc<dyn Fn(&Commit) -> Outcome + Send + Sync>,
+}
+
+/// How hard to try when concurrent writers collide.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    pub max_retries: usize,
+    pub min_delay: Duration,
+    pub max_delay: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self { max_retries: 30, min_delay: Duration::from_millis(2), max_delay: Duration::from_millis(100) }
+    }
+}
+
+/// Executes commands against the event store.
+#[derive(Clone)]
+pub struct CommandService {
+    store: EventStore,
+    retry: RetryPolicy,
+}
+
+pub(crate) fn token(position: Option<i64>) -> String {
+    position.unwrap_or(0).to_string()
+}
+
+/// Runs a command handler on a loaded aggregate and returns the events it
+/// decided (already applied to the aggregate by cqrs-es's sink).
+pub(crate) async fn decide<A>(loaded: &mut Loaded<A>, command: A::Command) -> Result<Vec<A::Event>, A::Error>
+where
+    A: Aggregate<Services = ()>,
+{
+    let sink = EventSink::default();
+    loaded.aggregate.handle(command, &(), &sink).await?;
+    Ok(sink.collect().await)
+}
+
+impl CommandService {
+    #[must_use]
+    pub const fn new(store: EventStore, retry: RetryPolicy) -> Self {
+        Self { store, retry }
+    }
+
+    #[must_use]
+    pub const fn store(&self) -> &EventStore {
+        &self.store
+    }
+
+    /// Checks `If-Match` against the aggregate a command addresses.
+    pub(crate) fn check_version<A>(ctx: &CommandContext, loaded: &Loaded<A>) -> Result<(), CommandError> {
+        match ctx.expected_version {
+            Some(expected) if loaded.exists() && expected != loaded.version => {
+                Err(CommandError::StaleVersion { expected, current: loaded.version })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Plans, commits and, on a concurrency conflict, plans again.
+    pub(crate) async fn run<F, Fut>(
+        &self,
+        ctx: &CommandContext,
+        resource: Resource,
+        mut plan: F,
+    ) -> Result<Outcome, CommandError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<Plan, CommandError>>,
+    {
+        if let Some(outcome) = self.replay(ctx).await? {
+            return Ok(outcome);
+        }
+        let mut delays = ExponentialBuilder::default()
+            .with_min_delay(self.retry.min_delay)
+            .with_max_delay(self.retry.max_delay)
+            .with_max_times(self.retry.max_retries)
+            .with_jitter()
+            .build();
+        loop {
+            let Plan { mut uow, outcome } = plan().await?;
+            if let Some(idempotency) = &ctx.idempotency {
+                let describe = Arc::clone(&outcome);
+                uow.record_idempotency(IdempotencyRecord {
+                    key: idempotency.key.clone(),
+                    fingerprint: idempotency.fingerprint.clone(),
+                    outcome: Box::new(move |commit| {
+                        serde_json::to_value(describe(commit)).unwrap_or_default()
+                    }),
+                });
+            }
+            match self.store.commit(uow).await {
+                Ok(commit) => return Ok(outcome(&commit)),
+                Err(CommitError::Conflict { aggregate_type, aggregate_id }) => {
+                    if ctx.expected_version.is_some() {
+                        // The aggregate moved between our load and our
+                        // append: the version the client saw is stale.
+                        let expected = ctx.expected_version.unwrap_or_default();
+                        return Err(CommandError::StaleVersion { expected, current: expected + 1 });
+                    }
+                    let Some(delay) = delays.next() else {
+                        tracing::warn!(aggregate.type = %aggregate_type, aggregate.id = %aggregate_id, "retries exhausted");
+                        return Err(CommandError::ContentionExhausted { resource: resource.name() });
+                    };
+                    tracing::debug!(aggregate.type = %aggregate_type, aggregate.id = %aggregate_id, delay_ms = delay.as_millis(), "conflict, retrying");
+                    tokio::time::sleep(delay).await;
+                }
+                Err(CommitError::Duplicate { value, .. }) => {
+                    return Err(CommandError::Duplicate { field: "sku", value });
+                }
+                Err(CommitError::IdempotencyKeyTaken) => {
+                    // A concurrent request with the same key won the race.
+                    return match self.replay(ctx).await? {
+                        Some(outcome) => Ok(outcome),
+                        None => Err(CommandError::ContentionExhausted { resource: resource.name() }),
+                    };
+                }
+                Err(CommitError::Store(error)) => return Err(error.into()),
+            }
+        }
+    }
+
+    /// The stored outcome of an earlier request with the same idempotency
+    /// key, if there is one.
+    async fn replay(&self, ctx: &CommandContext) -> Result<Option<Outcome>, CommandError> {
+        let Some(idempotency) = &ctx.idempotency else { return Ok(None) };
+        let Some(stored) = self.store.find_idempotent(&idempotency.key).await? else { return Ok(None) };
+        if stored.fingerprint != idempotency.fingerprint {
+            return Err(CommandError::IdempotencyKeyReused);
+        }
+        match serde_json::from_value(stored.outcome) {
+            Ok(outcome) => Ok(Some(outcome)),
+            Err(source) => Err(event_store::StoreError::Decode { what: "idempotent outcome".into(), source }.into()),
+        }
+    }
+
+    /// A command on one aggregate.
+    pub(crate) async fn single<A>(
+        &self,
+        ctx: &CommandContext,
+        resource: Resource,
+        id: Uuid,
+        command: A::Command,
+    ) -> Result<Outcome, CommandError>
+    where
+        A: Aggregate<Services = ()>,
+        A::Command: Clone,
+        CommandError: From<A::Error>,
+    {
+        let aggregate_id = id.to_string();
+        self.run(ctx, resource, || async {
+            let mut loaded = self.store.load::<A>(&aggregate_id).await?;
+            Self::check_version(ctx, &loaded)?;
+            let created = !loaded.exists();
+            let events = decide(&mut loaded, command.clone()).await?;
+            self.plan_single(ctx, resource, id, created, &loaded, events).await
+        })
+        .await
+    }
+
+    /// The plan for events decided on one loaded aggregate.
+    pub(crate) async fn plan_single<A: Aggregate>(
+        &self,
+        ctx: &CommandContext,
+        resource: Resource,
+        id: Uuid,
+        created: bool,
+        loaded: &Loaded<A>,
+        events: Vec<A::Event>,
+    ) -> Result<Plan, CommandError> {
+        let aggregate_id = id.to_string();
+        let version = loaded.version + events.len();
+        // A command that changed nothing still answers with a token: the
+        // position of the aggregate's last event.
+        let unchanged_at = if events.is_empty() {
+            self.store.last_global_position(A::TYPE, &aggregate_id).await?
+        } else {
+            None
+        };
+        let mut uow = UnitOfWork::new();
+        uow.append(&aggregate_id, loaded, events, |event| ctx.metadata_for(event))?;
+        Ok(Plan {
+            uow,
+            outcome: Arc::new(move |commit| Outcome::Accepted {
+                resource,
+                id,
+                version,
+                consistency_token: token(commit.last_global_position.or(unchanged_at)),
+                created,
+            }),
+        })
+    }
+}

@@ -1,0 +1,105 @@
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use futures::future::{BoxFuture, join_all};
+use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::startup::AppState;
+
+/// A check of one backing service: `Ok` when it answers.
+pub type ReadinessCheck = Arc<dyn Fn() -> BoxFuture<'static, Result<(), String>> + Send + Sync>;
+
+/// The backing services this process needs, each checked by name.
+#[derive(Clone, Default)]
+pub struct Readiness {
+    checks: Vec<(&'static str, ReadinessCheck)>,
+}
+
+impl Readiness {
+    #[must_use]
+    pub fn with(mut self, name: &'static str, check: ReadinessCheck) -> Self {
+        self.checks.push((name, check));
+        self
+    }
+
+    /// PostgreSQL answers a trivial query.
+    #[must_use]
+    pub fn postgres(pool: sqlx::PgPool) -> ReadinessCheck {
+        Arc::new(move || {
+            let pool = pool.clone();
+            Box::pin(async move {
+                sqlx::query("SELECT 1").execute(&pool).await.map(drop).map_err(|error| error.to_string())
+            })
+        })
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Liveness {
+    /// Always `up` while the process serves requests.
+    status: &'static str,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReadinessReport {
+    /// `up` when every backing service is, else `down`.
+    status: &'static str,
+    checks: Vec<ServiceCheck>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ServiceCheck {
+    /// The backing service, for example `postgres`.
+    name: &'static str,
+    /// `up` or `down`.
+    status: &'static str,
+    latency_ms: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(live)).routes(routes!(ready))
+}
+
+/// The process is running.
+#[utoipa::path(get, path = "/health/live", tag = "health",
+    responses((status = 200, description = "Alive", body = Liveness)))]
+async fn live() -> Json<Liveness> {
+    Json(Liveness { status: "up" })
+}
+
+const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Every backing service this process needs answers.
+#[utoipa::path(get, path = "/health/ready", tag = "health",
+    responses((status = 200, description = "Ready", body = ReadinessReport),
+        (status = 503, description = "A backing service is down", body = ReadinessReport)))]
+async fn ready(State(app): State<AppState>) -> (StatusCode, Json<ReadinessReport>) {
+    let checks = join_all(app.readiness.checks.iter().map(|(name, check)| async move {
+        let started = Instant::now();
+        let result = match tokio::time::timeout(CHECK_TIMEOUT, check()).await {
+            Ok(result) => result,
+            Err(_) => Err(format!("no answer within {} s", CHECK_TIMEOUT.as_secs())),
+        };
+        if let Err(error) = &result {
+            tracing::warn!(service = name, %error, "backing service not ready");
+        }
+        ServiceCheck {
+            name,
+            status: if result.is_ok() { "up" } else { "down" },
+            latency_ms: started.elapsed().as_secs_f64() * 1000.0,
+            error: result.err(),
+        }
+    }))
+    .await;
+    let up = checks.iter().all(|check| check.status == "up");
+    let status = if up { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(ReadinessReport { status: if up { "up" } else { "down" }, checks }))
+}

@@ -1,0 +1,68 @@
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context;
+use event_store::EventStore;
+use tokio::net::TcpListener;
+
+use crate::commands::CommandService;
+use crate::config::ServeConfig;
+use crate::routes::{self, Readiness};
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub commands: CommandService,
+    pub readiness: Readiness,
+}
+
+/// The command API, migrated and bound to its port, ready to run.
+pub struct Application {
+    listener: TcpListener,
+    router: axum::Router,
+    store: EventStore,
+}
+
+impl Application {
+    /// Applies pending migrations, connects and binds the listener.
+    pub async fn build(config: &ServeConfig) -> anyhow::Result<Self> {
+        event_store::migrate(&config.database).await.context("failed to migrate the event store")?;
+        let pool = event_store::connect(&config.database).context("invalid DATABASE_URL")?;
+        let store = EventStore::new(pool.clone(), event_schemas::upcasters(), config.snapshot_every.clone())
+            .with_idempotency_ttl(config.idempotency_ttl());
+        let state = AppState {
+            commands: CommandService::new(store.clone(), config.retry_policy()),
+            readiness: Readiness::default().with("postgres", Readiness::postgres(pool)),
+        };
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("failed to listen on {}", config.listen))?;
+        Ok(Self { listener, router: routes::router(state), store })
+    }
+
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown` completes, then finishes in-flight requests.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let store = self.store.clone();
+        let purge = tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(3600));
+            loop {
+                every.tick().await;
+                match store.purge_expired_idempotency_keys().await {
+                    Ok(0) => {}
+                    Ok(purged) => tracing::info!(purged, "expired idempotency keys purged"),
+                    Err(error) => tracing::warn!(%error, "idempotency key purge failed"),
+                }
+            }
+        });
+        tracing::info!(addr = %self.local_addr()?, "command API listening");
+        let served = axum::serve(self.listener, self.router).with_graceful_shutdown(shutdown).await;
+        purge.abort();
+        served.context("HTTP server failed")
+    }
+}

@@ -1,0 +1,52 @@
+//! Request correlation and the per-request span.
+
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request};
+use axum::http::HeaderValue;
+use axum::middleware::Next;
+use axum::response::Response;
+use tracing::Instrument;
+use uuid::Uuid;
+
+pub const CORRELATION_HEADER: &str = "x-correlation-id";
+
+/// The correlation id of the current request: the client's
+/// `X-Correlation-Id` when well-formed, a new UUID v7 otherwise.
+#[derive(Debug, Clone)]
+pub struct CorrelationId(pub String);
+
+fn acceptable(value: &str) -> bool {
+    (1..=128).contains(&value.len()) && value.bytes().all(|b| b.is_ascii_graphic())
+}
+
+/// Honours or generates the correlation id, echoes it in the response and
+/// runs the request inside one span that carries it.
+pub async fn correlate(mut req: Request, next: Next) -> Response {
+    let correlation_id = req
+        .headers()
+        .get(CORRELATION_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| acceptable(v))
+        .map_or_else(|| Uuid::now_v7().to_string(), str::to_owned);
+    req.extensions_mut().insert(CorrelationId(correlation_id.clone()));
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| req.uri().path().to_owned(), |p| p.as_str().to_owned());
+    let span = tracing::info_span!(
+        "request",
+        http.method = %req.method(),
+        http.route = %route,
+        correlation_id = %correlation_id,
+    );
+    let started = Instant::now();
+    let mut response = next.run(req).instrument(span.clone()).await;
+    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let status = response.status().as_u16();
+    span.in_scope(|| tracing::info!(http.status = status, latency_ms, "request completed"));
+    if let Ok(value) = HeaderValue::from_str(&correlation_id) {
+        response.headers_mut().insert(CORRELATION_HEADER, value);
+    }
+    response
+}
