@@ -43,9 +43,16 @@ enum Command {
 
 fn init_logging(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stdout);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stdout);
     match format {
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).with_span_list(false).init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
         LogFormat::Pretty => builder.init(),
     }
 }
@@ -85,7 +92,9 @@ async fn main() -> anyhow::Result<()> {
             app.run_until(shutdown_signal()).await
         }
         Command::Migrate { database } => {
-            event_store::migrate(&database).await.context("migration failed")?;
+            event_store::migrate(&database)
+                .await
+                .context("migration failed")?;
             tracing::info!("database is up to date");
             Ok(())
         }

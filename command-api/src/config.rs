@@ -18,7 +18,11 @@ pub struct ServeConfig {
     pub listen: SocketAddr,
 
     /// Snapshot every N events, per aggregate type (0 = never).
-    #[arg(long, env = "SNAPSHOT_EVERY", default_value = "Product=50,Basket=50,Order=0")]
+    #[arg(
+        long,
+        env = "SNAPSHOT_EVERY",
+        default_value = "Product=50,Basket=50,Order=0"
+    )]
     pub snapshot_every: SnapshotPolicy,
 
     /// How long idempotency keys are remembered, in hours (at least 24).
@@ -52,6 +56,9 @@ impl ServeConfig {
 
     #[must_use]
     pub fn retry_policy(&self) -> RetryPolicy {
-        RetryPolicy { max_retries: self.command_max_retries, ..RetryPolicy::default() }
+        RetryPolicy {
+            max_retries: self.command_max_retries,
+            ..RetryPolicy::default()
+        }
     }
 }

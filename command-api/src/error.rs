@@ -41,7 +41,10 @@ pub struct FieldError {
 
 impl FieldError {
     pub fn new(field: impl Into<String>, message: impl ToString) -> Self {
-        Self { field: field.into(), message: message.to_string() }
+        Self {
+            field: field.into(),
+            message: message.to_string(),
+        }
     }
 }
 
@@ -59,7 +62,10 @@ pub enum ApiError {
     #[error("expected a JSON body ('Content-Type: application/json'), got {0}")]
     UnsupportedMediaType(String),
     #[error("header {header} is invalid: {message}")]
-    BadHeader { header: &'static str, message: String },
+    BadHeader {
+        header: &'static str,
+        message: String,
+    },
     #[error("{0}")]
     NotFound(String),
     #[error("method not allowed")]
@@ -94,33 +100,65 @@ impl ApiError {
                     };
                     (status, code, Vec::new())
                 }
-                CommandError::Duplicate { field, .. } => {
-                    (StatusCode::CONFLICT, "duplicate-sku", vec![FieldError::new(*field, error)])
+                CommandError::Duplicate { field, .. } => (
+                    StatusCode::CONFLICT,
+                    "duplicate-sku",
+                    vec![FieldError::new(*field, error)],
+                ),
+                CommandError::StaleVersion { .. } => {
+                    (StatusCode::PRECONDITION_FAILED, "stale-version", Vec::new())
                 }
-                CommandError::StaleVersion { .. } => (StatusCode::PRECONDITION_FAILED, "stale-version", Vec::new()),
                 CommandError::ContentionExhausted { .. } => {
                     (StatusCode::CONFLICT, "concurrent-modification", Vec::new())
                 }
-                CommandError::IdempotencyKeyReused => {
-                    (StatusCode::UNPROCESSABLE_ENTITY, "idempotency-key-reused", Vec::new())
-                }
-                CommandError::Store(StoreError::Unavailable(_)) => {
-                    (StatusCode::SERVICE_UNAVAILABLE, "service-unavailable", Vec::new())
-                }
-                CommandError::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal-error", Vec::new()),
+                CommandError::IdempotencyKeyReused => (
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "idempotency-key-reused",
+                    Vec::new(),
+                ),
+                CommandError::Store(StoreError::Unavailable(_)) => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "service-unavailable",
+                    Vec::new(),
+                ),
+                CommandError::Store(_) => (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal-error",
+                    Vec::new(),
+                ),
             },
-            Self::Validation(errors) => (StatusCode::UNPROCESSABLE_ENTITY, "validation-failed", errors.clone()),
+            Self::Validation(errors) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "validation-failed",
+                errors.clone(),
+            ),
             Self::MalformedJson(_) => (StatusCode::BAD_REQUEST, "malformed-json", Vec::new()),
-            Self::PayloadTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "payload-too-large", Vec::new()),
-            Self::UnsupportedMediaType(_) => {
-                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported-media-type", Vec::new())
-            }
-            Self::BadHeader { header, message } => {
-                (StatusCode::BAD_REQUEST, "invalid-header", vec![FieldError::new(*header, message)])
-            }
+            Self::PayloadTooLarge { .. } => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload-too-large",
+                Vec::new(),
+            ),
+            Self::UnsupportedMediaType(_) => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported-media-type",
+                Vec::new(),
+            ),
+            Self::BadHeader { header, message } => (
+                StatusCode::BAD_REQUEST,
+                "invalid-header",
+                vec![FieldError::new(*header, message)],
+            ),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not-found", Vec::new()),
-            Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed", Vec::new()),
-            Self::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal-error", Vec::new()),
+            Self::MethodNotAllowed => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method-not-allowed",
+                Vec::new(),
+            ),
+            Self::Internal => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal-error",
+                Vec::new(),
+            ),
         }
     }
 
@@ -130,7 +168,9 @@ impl ApiError {
         let detail = if status.is_server_error() {
             // Say nothing internal; the cause is logged where it is handled.
             match status {
-                StatusCode::SERVICE_UNAVAILABLE => "a backing service is unavailable; try again".to_owned(),
+                StatusCode::SERVICE_UNAVAILABLE => {
+                    "a backing service is unavailable; try again".to_owned()
+                }
                 _ => "an internal error occurred; it has been logged".to_owned(),
             }
         } else {
@@ -153,8 +193,14 @@ impl IntoResponse for ApiError {
         if problem.status >= 500 {
             tracing::error!(error = %self, error.debug = ?self, "request failed");
         }
-        let status = StatusCode::from_u16(problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        (status, [(header::CONTENT_TYPE, "application/problem+json")], Json(problem)).into_response()
+        let status =
+            StatusCode::from_u16(problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        (
+            status,
+            [(header::CONTENT_TYPE, "application/problem+json")],
+            Json(problem),
+        )
+            .into_response()
     }
 }
 

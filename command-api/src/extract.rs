@@ -39,18 +39,28 @@ fn is_json(headers: &HeaderMap) -> Result<(), ApiError> {
         return Err(ApiError::UnsupportedMediaType("no Content-Type".into()));
     };
     let value = value.to_str().unwrap_or_default();
-    let essence = value.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    let essence = value
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
     let json = essence == "application/json"
         || (essence.starts_with("application/") && essence.ends_with("+json"));
-    if json { Ok(()) } else { Err(ApiError::UnsupportedMediaType(format!("'{}'", value.chars().take(100).collect::<String>()))) }
+    if json {
+        Ok(())
+    } else {
+        Err(ApiError::UnsupportedMediaType(format!(
+            "'{}'",
+            value.chars().take(100).collect::<String>()
+        )))
+    }
 }
 
 /// SHA-256 over what makes two requests "the same request".
-fn fingerprint(method: &Method, path: &str, body: &[u8]) -> Vec<u8> {
+fn fingerprint(method: &Method, path: &str, body: &serde_json::Value) -> Vec<u8> {
     // serde_json's map is ordered by key, so this is canonical JSON.
-    let canonical = serde_json::from_slice::<serde_json::Value>(body)
-        .and_then(|value| serde_json::to_vec(&value))
-        .unwrap_or_else(|_| body.to_vec());
+    let canonical = serde_json::to_vec(body).unwrap_or_default();
     let mut digest = Sha256::new();
     digest.update(method.as_str().as_bytes());
     digest.update(b" ");
@@ -73,7 +83,9 @@ where
         let headers = req.headers().clone();
         let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
             if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::PayloadTooLarge { limit: MAX_BODY_BYTES }
+                ApiError::PayloadTooLarge {
+                    limit: MAX_BODY_BYTES,
+                }
             } else {
                 ApiError::MalformedJson("the body could not be read".into())
             }
@@ -84,33 +96,22 @@ where
             is_json(&headers)?;
             &bytes
         };
-        let mut deserializer = serde_json::Deserializer::from_slice(body);
-        let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
-            let path = error.path().to_string();
-            let inner = error.into_inner();
-            match inner.classify() {
-                serde_json::error::Category::Data => {
-                    let field = if path == "." { "body".to_owned() } else { path };
-                    ApiError::Validation(vec![crate::error::FieldError::new(field, strip_position(&inner))])
-                }
-                _ => ApiError::MalformedJson(inner.to_string()),
-            }
-        })?;
-        deserializer.end().map_err(|error| ApiError::MalformedJson(error.to_string()))?;
+        // Syntax first (400), then shape (422): a body with trailing
+        // garbage is malformed even if its start would not fit either.
+        let json: serde_json::Value = serde_json::from_slice(body)
+            .map_err(|error| ApiError::MalformedJson(error.to_string()))?;
         let fingerprint = headers
             .contains_key(IDEMPOTENCY_KEY)
-            .then(|| fingerprint(&method, &path, body));
+            .then(|| fingerprint(&method, &path, &json));
+        let value = serde_path_to_error::deserialize(json).map_err(|error| {
+            let path = error.path().to_string();
+            let field = if path == "." { "body".to_owned() } else { path };
+            ApiError::Validation(vec![crate::error::FieldError::new(
+                field,
+                error.into_inner(),
+            )])
+        })?;
         Ok(Self { value, fingerprint })
-    }
-}
-
-/// serde's data errors end in " at line 1 column 17", which means nothing
-/// next to a field path.
-fn strip_position(error: &serde_json::Error) -> String {
-    let text = error.to_string();
-    match text.rfind(" at line ") {
-        Some(index) => text[..index].to_owned(),
-        None => text,
     }
 }
 
@@ -169,7 +170,11 @@ fn parse_idempotency_key(value: &str) -> Result<String, ApiError> {
 /// otherwise, as the Trace Context specification asks.
 fn parse_traceparent(value: &str) -> Option<String> {
     let parts: Vec<&str> = value.trim().split('-').collect();
-    let hex = |s: &str, len: usize| s.len() == len && s.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase());
+    let hex = |s: &str, len: usize| {
+        s.len() == len
+            && s.bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    };
     let valid = parts.len() == 4
         && hex(parts[0], 2)
         && parts[0] != "ff"
@@ -189,17 +194,36 @@ impl<S: Send + Sync> FromRequestParts<S> for CommandHeaders {
             parts
                 .headers
                 .get(header)
-                .map(|v| v.to_str().map_err(|_| ApiError::BadHeader { header: name, message: "not visible ASCII".into() }))
+                .map(|v| {
+                    v.to_str().map_err(|_| ApiError::BadHeader {
+                        header: name,
+                        message: "not visible ASCII".into(),
+                    })
+                })
                 .transpose()
         };
-        let if_match = text("If-Match", "if-match")?.map(parse_if_match).transpose()?.flatten();
-        let idempotency_key = text("Idempotency-Key", IDEMPOTENCY_KEY)?.map(parse_idempotency_key).transpose()?;
-        let traceparent = parts.headers.get("traceparent").and_then(|v| v.to_str().ok()).and_then(parse_traceparent);
+        let if_match = text("If-Match", "if-match")?
+            .map(parse_if_match)
+            .transpose()?
+            .flatten();
+        let idempotency_key = text("Idempotency-Key", IDEMPOTENCY_KEY)?
+            .map(parse_idempotency_key)
+            .transpose()?;
+        let traceparent = parts
+            .headers
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_traceparent);
         let correlation_id = parts
             .extensions
             .get::<CorrelationId>()
             .map_or_else(|| Uuid::now_v7().to_string(), |id| id.0.clone());
-        Ok(Self { correlation_id, if_match, idempotency_key, traceparent })
+        Ok(Self {
+            correlation_id,
+            if_match,
+            idempotency_key,
+            traceparent,
+        })
     }
 }
 
@@ -220,7 +244,10 @@ mod tests {
     fn traceparent_must_be_well_formed() {
         let good = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
         assert_eq!(parse_traceparent(good).as_deref(), Some(good));
-        assert_eq!(parse_traceparent("00-00000000000000000000000000000000-00f067aa0ba902b7-01"), None);
+        assert_eq!(
+            parse_traceparent("00-00000000000000000000000000000000-00f067aa0ba902b7-01"),
+            None
+        );
         assert_eq!(parse_traceparent("garbage"), None);
     }
 
@@ -234,10 +261,13 @@ mod tests {
 
     #[test]
     fn fingerprint_ignores_key_order_and_whitespace() {
-        let a = fingerprint(&Method::POST, "/products", br#"{"a":1,"b":2}"#);
-        let b = fingerprint(&Method::POST, "/products", b"{ \"b\": 2, \"a\": 1 }");
-        let c = fingerprint(&Method::POST, "/products", br#"{"a":1,"b":3}"#);
+        let parse = |text: &str| serde_json::from_str::<serde_json::Value>(text).expect("json");
+        let a = fingerprint(&Method::POST, "/products", &parse(r#"{"a":1,"b":2}"#));
+        let b = fingerprint(&Method::POST, "/products", &parse("{ \"b\": 2, \"a\": 1 }"));
+        let c = fingerprint(&Method::POST, "/products", &parse(r#"{"a":1,"b":3}"#));
+        let d = fingerprint(&Method::POST, "/baskets", &parse(r#"{"a":1,"b":2}"#));
         assert_eq!(a, b);
         assert_ne!(a, c);
+        assert_ne!(a, d);
     }
 }

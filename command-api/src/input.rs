@@ -17,7 +17,11 @@ pub struct Fields {
 
 impl Fields {
     /// Keeps a parsed value, or records why the field is invalid.
-    pub fn check<T, E: std::fmt::Display>(&mut self, field: &str, parsed: Result<T, E>) -> Option<T> {
+    pub fn check<T, E: std::fmt::Display>(
+        &mut self,
+        field: &str,
+        parsed: Result<T, E>,
+    ) -> Option<T> {
         match parsed {
             Ok(value) => Some(value),
             Err(error) => {
@@ -35,7 +39,11 @@ impl Fields {
 
     /// Fails when any field was invalid.
     pub fn finish(self) -> Result<(), ApiError> {
-        if self.errors.is_empty() { Ok(()) } else { Err(self.into_error()) }
+        if self.errors.is_empty() {
+            Ok(())
+        } else {
+            Err(self.into_error())
+        }
     }
 }
 
@@ -55,10 +63,17 @@ pub struct MoneyInput {
 
 impl MoneyInput {
     pub fn parse(&self, fields: &mut Fields, field: &str) -> Option<Money> {
-        let currency = fields.check(&format!("{field}.currency"), self.currency.parse::<Currency>());
+        let currency = fields.check(
+            &format!("{field}.currency"),
+            self.currency.parse::<Currency>(),
+        );
         let amount = fields.check(
             &format!("{field}.amount_minor"),
-            if self.amount_minor < 0 { Err("must not be negative") } else { Ok(self.amount_minor) },
+            if self.amount_minor < 0 {
+                Err("must not be negative")
+            } else {
+                Ok(self.amount_minor)
+            },
         );
         Some(Money::new(amount?, currency?))
     }
@@ -85,7 +100,9 @@ pub struct AddressInput {
 
 impl AddressInput {
     pub fn parse(&self, fields: &mut Fields, field: &str) -> Option<ShippingAddress> {
-        let mut text = |name: &str, value: &str| fields.check(&format!("{field}.{name}"), ShortText::parse(value));
+        let mut text = |name: &str, value: &str| {
+            fields.check(&format!("{field}.{name}"), ShortText::parse(value))
+        };
         let recipient = text("recipient", &self.recipient);
         let line1 = text("line1", &self.line1);
         let line2 = match self.line2.as_deref().map(str::trim) {
@@ -94,7 +111,10 @@ impl AddressInput {
         };
         let city = text("city", &self.city);
         let postal_code = text("postal_code", &self.postal_code);
-        let country = fields.check(&format!("{field}.country"), CountryCode::parse(&self.country));
+        let country = fields.check(
+            &format!("{field}.country"),
+            CountryCode::parse(&self.country),
+        );
         Some(ShippingAddress {
             recipient: recipient?,
             line1: line1?,

@@ -44,25 +44,53 @@ fn etag(version: usize) -> HeaderValue {
 }
 
 fn location(resource: Resource, id: Uuid) -> HeaderValue {
-    HeaderValue::from_str(&format!("/{}/{id}", collection(resource))).unwrap_or(HeaderValue::from_static("/"))
+    HeaderValue::from_str(&format!("/{}/{id}", collection(resource)))
+        .unwrap_or(HeaderValue::from_static("/"))
 }
 
 impl IntoResponse for Outcome {
     fn into_response(self) -> Response {
         match self {
-            Self::Accepted { resource, id, version, consistency_token, created } => {
-                let body = Json(CommandAccepted { id, version, consistency_token });
+            Self::Accepted {
+                resource,
+                id,
+                version,
+                consistency_token,
+                created,
+            } => {
+                let body = Json(CommandAccepted {
+                    id,
+                    version,
+                    consistency_token,
+                });
                 if created {
-                    let headers = [(header::LOCATION, location(resource, id)), (header::ETAG, etag(version))];
+                    let headers = [
+                        (header::LOCATION, location(resource, id)),
+                        (header::ETAG, etag(version)),
+                    ];
                     (StatusCode::CREATED, headers, body).into_response()
                 } else {
                     (StatusCode::OK, [(header::ETAG, etag(version))], body).into_response()
                 }
             }
-            Self::CheckedOut { order_id, order_version, basket_id, basket_version, consistency_token } => {
-                let headers =
-                    [(header::LOCATION, location(Resource::Order, order_id)), (header::ETAG, etag(order_version))];
-                let body = CheckoutAccepted { order_id, order_version, basket_id, basket_version, consistency_token };
+            Self::CheckedOut {
+                order_id,
+                order_version,
+                basket_id,
+                basket_version,
+                consistency_token,
+            } => {
+                let headers = [
+                    (header::LOCATION, location(Resource::Order, order_id)),
+                    (header::ETAG, etag(order_version)),
+                ];
+                let body = CheckoutAccepted {
+                    order_id,
+                    order_version,
+                    basket_id,
+                    basket_version,
+                    consistency_token,
+                };
                 (StatusCode::CREATED, headers, Json(body)).into_response()
             }
         }

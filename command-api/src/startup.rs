@@ -27,10 +27,16 @@ pub struct Application {
 impl Application {
     /// Applies pending migrations, connects and binds the listener.
     pub async fn build(config: &ServeConfig) -> anyhow::Result<Self> {
-        event_store::migrate(&config.database).await.context("failed to migrate the event store")?;
+        event_store::migrate(&config.database)
+            .await
+            .context("failed to migrate the event store")?;
         let pool = event_store::connect(&config.database).context("invalid DATABASE_URL")?;
-        let store = EventStore::new(pool.clone(), event_schemas::upcasters(), config.snapshot_every.clone())
-            .with_idempotency_ttl(config.idempotency_ttl());
+        let store = EventStore::new(
+            pool.clone(),
+            event_schemas::upcasters(),
+            config.snapshot_every.clone(),
+        )
+        .with_idempotency_ttl(config.idempotency_ttl());
         let state = AppState {
             commands: CommandService::new(store.clone(), config.retry_policy()),
             readiness: Readiness::default().with("postgres", Readiness::postgres(pool)),
@@ -38,7 +44,11 @@ impl Application {
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("failed to listen on {}", config.listen))?;
-        Ok(Self { listener, router: routes::router(state), store })
+        Ok(Self {
+            listener,
+            router: routes::router(state),
+            store,
+        })
     }
 
     /// The address actually bound (useful with port 0).
@@ -47,7 +57,10 @@ impl Application {
     }
 
     /// Serves until `shutdown` completes, then finishes in-flight requests.
-    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
         let store = self.store.clone();
         let purge = tokio::spawn(async move {
             let mut every = tokio::time::interval(Duration::from_secs(3600));
@@ -61,7 +74,9 @@ impl Application {
             }
         });
         tracing::info!(addr = %self.local_addr()?, "command API listening");
-        let served = axum::serve(self.listener, self.router).with_graceful_shutdown(shutdown).await;
+        let served = axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(shutdown)
+            .await;
         purge.abort();
         served.context("HTTP server failed")
     }

@@ -29,7 +29,8 @@ pub async fn correlate(mut req: Request, next: Next) -> Response {
         .and_then(|v| v.to_str().ok())
         .filter(|v| acceptable(v))
         .map_or_else(|| Uuid::now_v7().to_string(), str::to_owned);
-    req.extensions_mut().insert(CorrelationId(correlation_id.clone()));
+    req.extensions_mut()
+        .insert(CorrelationId(correlation_id.clone()));
     let route = req
         .extensions()
         .get::<MatchedPath>()

@@ -129,15 +129,30 @@ impl Money {
 
     pub fn checked_add(self, other: Self) -> Result<Self, MoneyError> {
         if self.currency != other.currency {
-            return Err(MoneyError::CurrencyMismatch { left: self.currency, right: other.currency });
+            return Err(MoneyError::CurrencyMismatch {
+                left: self.currency,
+                right: other.currency,
+            });
         }
-        let minor = self.minor.checked_add(other.minor).ok_or(MoneyError::Overflow)?;
-        Ok(Self { minor, currency: self.currency })
+        let minor = self
+            .minor
+            .checked_add(other.minor)
+            .ok_or(MoneyError::Overflow)?;
+        Ok(Self {
+            minor,
+            currency: self.currency,
+        })
     }
 
     pub fn checked_mul(self, quantity: u32) -> Result<Self, MoneyError> {
-        let minor = self.minor.checked_mul(i64::from(quantity)).ok_or(MoneyError::Overflow)?;
-        Ok(Self { minor, currency: self.currency })
+        let minor = self
+            .minor
+            .checked_mul(i64::from(quantity))
+            .ok_or(MoneyError::Overflow)?;
+        Ok(Self {
+            minor,
+            currency: self.currency,
+        })
     }
 }
 
@@ -175,12 +190,18 @@ mod tests {
 
     #[test]
     fn multiplication_overflow_is_an_error_not_a_wrap() {
-        assert_eq!(Money::new(i64::MAX, eur()).checked_mul(2), Err(MoneyError::Overflow));
+        assert_eq!(
+            Money::new(i64::MAX, eur()).checked_mul(2),
+            Err(MoneyError::Overflow)
+        );
     }
 
     #[test]
     fn money_serialises_as_minor_units_and_code() {
         let json = serde_json::to_value(Money::new(1299, eur())).expect("serialises");
-        assert_eq!(json, serde_json::json!({"amount_minor": 1299, "currency": "EUR"}));
+        assert_eq!(
+            json,
+            serde_json::json!({"amount_minor": 1299, "currency": "EUR"})
+        );
     }
 }

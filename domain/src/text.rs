@@ -26,7 +26,9 @@ fn bounded(value: &str, max: usize) -> Result<String, TextError> {
         return Err(TextError::TooLong { max });
     }
     if trimmed.chars().any(|c| c.is_control() && c != '\n') {
-        return Err(TextError::InvalidCharacters { allowed: "printable characters" });
+        return Err(TextError::InvalidCharacters {
+            allowed: "printable characters",
+        });
     }
     Ok(trimmed.to_owned())
 }
@@ -146,23 +148,35 @@ mod tests {
 
     #[test]
     fn sku_is_normalised_to_upper_case() {
-        assert_eq!(Sku::parse(" ab-1.x ").map(|s| s.to_string()), Ok("AB-1.X".into()));
+        assert_eq!(
+            Sku::parse(" ab-1.x ").map(|s| s.to_string()),
+            Ok("AB-1.X".into())
+        );
     }
 
     #[test]
     fn sku_refuses_spaces_inside() {
-        assert!(matches!(Sku::parse("A B"), Err(TextError::InvalidCharacters { .. })));
+        assert!(matches!(
+            Sku::parse("A B"),
+            Err(TextError::InvalidCharacters { .. })
+        ));
     }
 
     #[test]
     fn name_refuses_blank_and_overlong_values() {
         assert_eq!(ProductName::parse("   "), Err(TextError::Empty));
-        assert_eq!(ProductName::parse(&"x".repeat(201)), Err(TextError::TooLong { max: 200 }));
+        assert_eq!(
+            ProductName::parse(&"x".repeat(201)),
+            Err(TextError::TooLong { max: 200 })
+        );
     }
 
     #[test]
     fn description_may_be_empty() {
-        assert_eq!(Description::parse("").map(|d| d.to_string()), Ok(String::new()));
+        assert_eq!(
+            Description::parse("").map(|d| d.to_string()),
+            Ok(String::new())
+        );
     }
 
     #[test]

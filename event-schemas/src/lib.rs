@@ -22,7 +22,9 @@ pub use upcasters::all as upcasters;
 #[must_use]
 pub fn split_payload(payload: &serde_json::Value) -> Option<(&str, &serde_json::Value)> {
     match payload {
-        serde_json::Value::Object(map) if map.len() == 1 => map.iter().next().map(|(k, v)| (k.as_str(), v)),
+        serde_json::Value::Object(map) if map.len() == 1 => {
+            map.iter().next().map(|(k, v)| (k.as_str(), v))
+        }
         _ => None,
     }
 }

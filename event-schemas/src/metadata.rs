@@ -37,7 +37,11 @@ impl EventMetadata {
     pub fn to_map(&self) -> HashMap<String, String> {
         let mut map = HashMap::from([
             (EVENT_ID.to_owned(), self.event_id.to_string()),
-            (OCCURRED_AT.to_owned(), self.occurred_at.to_rfc3339_opts(SecondsFormat::Micros, true)),
+            (
+                OCCURRED_AT.to_owned(),
+                self.occurred_at
+                    .to_rfc3339_opts(SecondsFormat::Micros, true),
+            ),
             (CORRELATION_ID.to_owned(), self.correlation_id.clone()),
             (CAUSATION_ID.to_owned(), self.causation_id.clone()),
             (ACTOR.to_owned(), self.actor.clone()),
@@ -55,7 +59,9 @@ impl EventMetadata {
     pub fn from_json(value: &serde_json::Value) -> Self {
         let get = |key: &str| value.get(key).and_then(serde_json::Value::as_str);
         Self {
-            event_id: get(EVENT_ID).and_then(|s| s.parse().ok()).unwrap_or_default(),
+            event_id: get(EVENT_ID)
+                .and_then(|s| s.parse().ok())
+                .unwrap_or_default(),
             occurred_at: get(OCCURRED_AT)
                 .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
                 .map_or(DateTime::<Utc>::UNIX_EPOCH, |t| t.with_timezone(&Utc)),

@@ -32,7 +32,10 @@ pub fn file_name(aggregate_type: &str, event_type: &str, version: &str) -> Strin
 }
 
 fn root_schema<T: JsonSchema>() -> Value {
-    SchemaSettings::draft2020_12().into_generator().into_root_schema_for::<T>().to_value()
+    SchemaSettings::draft2020_12()
+        .into_generator()
+        .into_root_schema_for::<T>()
+        .to_value()
 }
 
 /// One schema per variant of an event enum: the variant's data, with the
@@ -43,16 +46,29 @@ fn event_schemas(
     version_of: impl Fn(&str) -> &'static str,
 ) -> Vec<(String, Value)> {
     let defs = root.get("$defs").cloned().unwrap_or_else(|| json!({}));
-    let variants = root.get("oneOf").and_then(Value::as_array).cloned().unwrap_or_default();
+    let variants = root
+        .get("oneOf")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
     variants
         .iter()
         .filter_map(|variant| {
             let (event_type, data) = variant.get("properties")?.as_object()?.iter().next()?;
             let version = version_of(event_type);
             let mut schema = Map::new();
-            schema.insert("$schema".into(), json!("https://json-schema.org/draft/2020-12/schema"));
-            schema.insert("$id".into(), json!(file_name(aggregate_type, event_type, version)));
-            schema.insert("title".into(), json!(format!("eshop.{aggregate_type}.{event_type}")));
+            schema.insert(
+                "$schema".into(),
+                json!("https://json-schema.org/draft/2020-12/schema"),
+            );
+            schema.insert(
+                "$id".into(),
+                json!(file_name(aggregate_type, event_type, version)),
+            );
+            schema.insert(
+                "title".into(),
+                json!(format!("eshop.{aggregate_type}.{event_type}")),
+            );
             if let Some(description) = variant.get("description") {
                 schema.insert("description".into(), description.clone());
             }
@@ -63,7 +79,10 @@ fn event_schemas(
             if defs.as_object().is_some_and(|d| !d.is_empty()) {
                 schema.insert("$defs".into(), defs.clone());
             }
-            Some((file_name(aggregate_type, event_type, version), Value::Object(schema)))
+            Some((
+                file_name(aggregate_type, event_type, version),
+                Value::Object(schema),
+            ))
         })
         .collect()
 }
@@ -72,12 +91,27 @@ fn event_schemas(
 #[must_use]
 pub fn generate() -> Vec<(String, Value)> {
     let mut schemas = vec![("envelope.v1.json".to_owned(), root_schema::<Envelope>())];
-    schemas.extend(event_schemas("Product", &root_schema::<ProductEvent>(), ProductEvent::version_of));
-    schemas.extend(event_schemas("Basket", &root_schema::<BasketEvent>(), |_| "1.0"));
-    schemas.extend(event_schemas("Order", &root_schema::<OrderEvent>(), |_| "1.0"));
+    schemas.extend(event_schemas(
+        "Product",
+        &root_schema::<ProductEvent>(),
+        ProductEvent::version_of,
+    ));
+    schemas.extend(event_schemas(
+        "Basket",
+        &root_schema::<BasketEvent>(),
+        |_| "1.0",
+    ));
+    schemas.extend(event_schemas(
+        "Order",
+        &root_schema::<OrderEvent>(),
+        |_| "1.0",
+    ));
     let mut v1 = root_schema::<ProductRegisteredV1>();
     if let Value::Object(map) = &mut v1 {
-        map.insert("$id".into(), json!(file_name("Product", "ProductRegistered", "1.0")));
+        map.insert(
+            "$id".into(),
+            json!(file_name("Product", "ProductRegistered", "1.0")),
+        );
         map.insert("title".into(), json!("eshop.Product.ProductRegistered"));
         map.insert("x-schema-version".into(), json!("1.0"));
     }
@@ -101,9 +135,16 @@ mod tests {
     use super::*;
 
     fn checked_in_files(dir: &Path, prefix: &str, found: &mut BTreeSet<String>) {
-        for entry in std::fs::read_dir(dir).expect("schemas directory is readable").flatten() {
+        for entry in std::fs::read_dir(dir)
+            .expect("schemas directory is readable")
+            .flatten()
+        {
             let name = entry.file_name().to_string_lossy().into_owned();
-            let path = if prefix.is_empty() { name } else { format!("{prefix}/{name}") };
+            let path = if prefix.is_empty() {
+                name
+            } else {
+                format!("{prefix}/{name}")
+            };
             if entry.path().is_dir() {
                 checked_in_files(&entry.path(), &path, found);
             } else if path.ends_with(".json") {
@@ -119,7 +160,11 @@ mod tests {
         for (path, schema) in &generated {
             let on_disk = std::fs::read_to_string(directory().join(path))
                 .unwrap_or_else(|_| panic!("schema {path} is not checked in: {hint}"));
-            assert_eq!(on_disk, render(schema), "schema {path} is out of date: {hint}");
+            assert_eq!(
+                on_disk,
+                render(schema),
+                "schema {path} is out of date: {hint}"
+            );
         }
         let mut on_disk = BTreeSet::new();
         checked_in_files(&directory(), "", &mut on_disk);
@@ -139,13 +184,19 @@ mod tests {
             "Order/OrderCancelled.v1.json",
             "envelope.v1.json",
         ] {
-            assert!(names.iter().any(|n| n == expected), "{expected} missing from {names:?}");
+            assert!(
+                names.iter().any(|n| n == expected),
+                "{expected} missing from {names:?}"
+            );
         }
         assert_eq!(names.len(), 1 + 7 + 1 + 6 + 5);
     }
 
     #[test]
     fn file_names_use_the_major_version() {
-        assert_eq!(file_name("Order", "OrderPaid", "1.0"), "Order/OrderPaid.v1.json");
+        assert_eq!(
+            file_name("Order", "OrderPaid", "1.0"),
+            "Order/OrderPaid.v1.json"
+        );
     }
 }

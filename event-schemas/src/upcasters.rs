@@ -50,7 +50,10 @@ impl EventUpcaster for ProductRegisteredV1ToV2 {
     /// An event that does not parse as version 1.0 is left as it is, so
     /// that loading it fails with a decoding error naming the event.
     fn upcast(&self, mut event: SerializedEvent) -> SerializedEvent {
-        let converted = event.payload.get("ProductRegistered").and_then(Self::convert);
+        let converted = event
+            .payload
+            .get("ProductRegistered")
+            .and_then(Self::convert);
         if let Some(data) = converted {
             event.payload = json!({ "ProductRegistered": data });
             event.event_version = "2.0".into();
@@ -93,11 +96,20 @@ mod tests {
         assert!(upcaster.can_upcast(&v1.event_type, &v1.event_version));
         let v2 = upcaster.upcast(v1);
         assert_eq!(v2.event_version, "2.0");
-        let event: ProductEvent = serde_json::from_value(v2.payload).expect("reads as the current type");
-        let ProductEvent::ProductRegistered { price, initial_stock, .. } = event else {
+        let event: ProductEvent =
+            serde_json::from_value(v2.payload).expect("reads as the current type");
+        let ProductEvent::ProductRegistered {
+            price,
+            initial_stock,
+            ..
+        } = event
+        else {
             panic!("expected ProductRegistered, got {event:?}");
         };
-        assert_eq!((price.minor, price.currency.as_str(), initial_stock), (1299, "EUR", 7));
+        assert_eq!(
+            (price.minor, price.currency.as_str(), initial_stock),
+            (1299, "EUR", 7)
+        );
     }
 
     #[test]

@@ -22,18 +22,30 @@ pub struct DatabaseConfig {
     pub url: String,
 
     /// Most connections this process opens to PostgreSQL.
-    #[arg(long = "database-max-connections", env = "DATABASE_MAX_CONNECTIONS", default_value_t = 16)]
+    #[arg(
+        long = "database-max-connections",
+        env = "DATABASE_MAX_CONNECTIONS",
+        default_value_t = 16
+    )]
     pub max_connections: u32,
 
     /// How long a request waits for a free connection, in seconds.
-    #[arg(long = "database-acquire-timeout", env = "DATABASE_ACQUIRE_TIMEOUT_SECS", default_value_t = 5)]
+    #[arg(
+        long = "database-acquire-timeout",
+        env = "DATABASE_ACQUIRE_TIMEOUT_SECS",
+        default_value_t = 5
+    )]
     pub acquire_timeout_secs: u64,
 }
 
 impl DatabaseConfig {
     #[must_use]
     pub fn for_url(url: impl Into<String>) -> Self {
-        Self { url: url.into(), max_connections: 16, acquire_timeout_secs: 5 }
+        Self {
+            url: url.into(),
+            max_connections: 16,
+            acquire_timeout_secs: 5,
+        }
     }
 }
 

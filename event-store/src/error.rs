@@ -7,14 +7,21 @@ pub enum StoreError {
     #[error("event store query failed: {0}")]
     Database(#[source] sqlx::Error),
     #[error("stored {what} could not be decoded: {source}")]
-    Decode { what: String, source: serde_json::Error },
+    Decode {
+        what: String,
+        source: serde_json::Error,
+    },
     #[error("event could not be encoded: {0}")]
     Encode(#[source] serde_json::Error),
 }
 
 impl From<sqlx::Error> for StoreError {
     fn from(error: sqlx::Error) -> Self {
-        if is_unavailable(&error) { Self::Unavailable(error) } else { Self::Database(error) }
+        if is_unavailable(&error) {
+            Self::Unavailable(error)
+        } else {
+            Self::Database(error)
+        }
     }
 }
 
@@ -23,7 +30,10 @@ impl From<sqlx::Error> for StoreError {
 pub enum CommitError {
     /// Another writer appended to one of the aggregates since it was loaded.
     #[error("{aggregate_type} {aggregate_id} was changed concurrently")]
-    Conflict { aggregate_type: String, aggregate_id: String },
+    Conflict {
+        aggregate_type: String,
+        aggregate_id: String,
+    },
     /// A unique value (a SKU, say) is already claimed by another aggregate.
     #[error("{scope} '{value}' is already taken")]
     Duplicate { scope: String, value: String },
@@ -55,4 +65,3 @@ pub(crate) fn violated_constraint(error: &sqlx::Error) -> Option<&str> {
         _ => None,
     }
 }
-

@@ -24,7 +24,10 @@ pub struct PgEventRepository {
 impl PgEventRepository {
     #[must_use]
     pub const fn new(pool: PgPool) -> Self {
-        Self { pool, page_size: 1000 }
+        Self {
+            pool,
+            page_size: 1000,
+        }
     }
 }
 
@@ -63,7 +66,10 @@ impl PgEventRepository {
         .fetch_all(&self.pool)
         .await
         .map_err(persistence_error)?;
-        rows.iter().map(serialized_event).collect::<Result<_, _>>().map_err(persistence_error)
+        rows.iter()
+            .map(serialized_event)
+            .collect::<Result<_, _>>()
+            .map_err(persistence_error)
     }
 }
 
@@ -139,7 +145,11 @@ impl PersistedEventRepository for PgEventRepository {
                     .push_bind(&event.payload)
                     .push_bind(&event.metadata);
             });
-            query.build().execute(&mut *tx).await.map_err(persistence_error)?;
+            query
+                .build()
+                .execute(&mut *tx)
+                .await
+                .map_err(persistence_error)?;
         }
         if let Some((aggregate_id, payload, current_snapshot)) = snapshot_update {
             let last_sequence = events.last().map_or(0, |e| e.sequence);
@@ -163,7 +173,10 @@ impl PersistedEventRepository for PgEventRepository {
         tx.commit().await.map_err(persistence_error)
     }
 
-    async fn stream_events<A: Aggregate>(&self, aggregate_id: &str) -> Result<ReplayStream, PersistenceError> {
+    async fn stream_events<A: Aggregate>(
+        &self,
+        aggregate_id: &str,
+    ) -> Result<ReplayStream, PersistenceError> {
         let events = self.select_events::<A>(aggregate_id, 0).await;
         let (mut feed, stream) = ReplayStream::new(self.page_size.try_into().unwrap_or(1000));
         tokio::spawn(async move {
@@ -187,7 +200,9 @@ impl PersistedEventRepository for PgEventRepository {
         let (mut feed, stream) = ReplayStream::new(self.page_size.try_into().unwrap_or(1000));
         let pool = self.pool.clone();
         let page_size = self.page_size;
-        let filter = FeedFilter { aggregate_type: Some(A::TYPE.to_owned()) };
+        let filter = FeedFilter {
+            aggregate_type: Some(A::TYPE.to_owned()),
+        };
         tokio::spawn(async move {
             let mut after = GlobalPosition::default();
             loop {
@@ -195,7 +210,9 @@ impl PersistedEventRepository for PgEventRepository {
                     Ok(page) => page,
                     Err(error) => {
                         // The consumer sees the error; the stream ends.
-                        let _ = feed.push(Err(PersistenceError::UnknownError(Box::new(error)))).await;
+                        let _ = feed
+                            .push(Err(PersistenceError::UnknownError(Box::new(error))))
+                            .await;
                         return;
                     }
                 };

@@ -22,7 +22,8 @@ pub struct Loaded<A> {
 
 impl<A> Loaded<A> {
     pub(crate) fn snapshot_due(&self, new_version: usize) -> bool {
-        self.snapshot_every > 0 && new_version / self.snapshot_every > self.version / self.snapshot_every
+        self.snapshot_every > 0
+            && new_version / self.snapshot_every > self.version / self.snapshot_every
     }
 
     #[must_use]
@@ -40,7 +41,10 @@ pub struct EventStore {
     idempotency_ttl: Duration,
 }
 
-pub(crate) fn upcast(event: SerializedEvent, upcasters: &[Box<dyn EventUpcaster>]) -> SerializedEvent {
+pub(crate) fn upcast(
+    event: SerializedEvent,
+    upcasters: &[Box<dyn EventUpcaster>],
+) -> SerializedEvent {
     upcasters.iter().fold(event, |event, upcaster| {
         if upcaster.can_upcast(&event.event_type, &event.event_version) {
             upcaster.upcast(event)
@@ -52,7 +56,11 @@ pub(crate) fn upcast(event: SerializedEvent, upcasters: &[Box<dyn EventUpcaster>
 
 impl EventStore {
     #[must_use]
-    pub fn new(pool: PgPool, upcasters: Vec<Box<dyn EventUpcaster>>, snapshots: SnapshotPolicy) -> Self {
+    pub fn new(
+        pool: PgPool,
+        upcasters: Vec<Box<dyn EventUpcaster>>,
+        snapshots: SnapshotPolicy,
+    ) -> Self {
         Self {
             pool,
             upcasters: Arc::new(upcasters),
@@ -100,7 +108,8 @@ impl EventStore {
                 match serde_json::from_value::<A>(payload) {
                     Ok(state) => {
                         aggregate = state;
-                        version = usize::try_from(row.try_get::<i64, _>("last_sequence")?).unwrap_or(0);
+                        version =
+                            usize::try_from(row.try_get::<i64, _>("last_sequence")?).unwrap_or(0);
                     }
                     // A snapshot of an older state shape: replay everything.
                     Err(error) => tracing::warn!(%error, "ignoring undecodable snapshot"),
@@ -131,12 +140,19 @@ impl EventStore {
                 &self.upcasters,
             );
             let payload = serde_json::from_value::<A::Event>(event.payload).map_err(|source| {
-                StoreError::Decode { what: format!("{} #{sequence}", event.event_type), source }
+                StoreError::Decode {
+                    what: format!("{} #{sequence}", event.event_type),
+                    source,
+                }
             })?;
             aggregate.apply(payload);
             version = sequence;
         }
-        Ok(Loaded { aggregate, version, snapshot_every })
+        Ok(Loaded {
+            aggregate,
+            version,
+            snapshot_every,
+        })
     }
 
     /// The global position of an aggregate's last event.
@@ -166,39 +182,55 @@ impl EventStore {
         .bind(self.idempotency_ttl.as_secs_f64())
         .fetch_optional(&self.pool)
         .await?;
-        row.map(|row| Ok(StoredOutcome { fingerprint: row.try_get("fingerprint")?, outcome: row.try_get("outcome")? }))
-            .transpose()
+        row.map(|row| {
+            Ok(StoredOutcome {
+                fingerprint: row.try_get("fingerprint")?,
+                outcome: row.try_get("outcome")?,
+            })
+        })
+        .transpose()
     }
 
     /// Deletes idempotency keys older than the retention period; returns how
     /// many.
     pub async fn purge_expired_idempotency_keys(&self) -> Result<u64, StoreError> {
-        let done = sqlx::query("DELETE FROM idempotency_keys WHERE created_at <= now() - make_interval(secs => $1)")
-            .bind(self.idempotency_ttl.as_secs_f64())
-            .execute(&self.pool)
-            .await?;
+        let done = sqlx::query(
+            "DELETE FROM idempotency_keys WHERE created_at <= now() - make_interval(secs => $1)",
+        )
+        .bind(self.idempotency_ttl.as_secs_f64())
+        .execute(&self.pool)
+        .await?;
         Ok(done.rows_affected())
     }
 
     /// Commits a unit of work in one transaction: all of it or none of it.
     #[tracing::instrument(skip_all, fields(events = uow.events.len()), err(level = "debug"))]
     pub async fn commit(&self, uow: UnitOfWork) -> Result<Commit, CommitError> {
-        let UnitOfWork { events, appends, snapshots, claims, idempotency } = uow;
+        let UnitOfWork {
+            events,
+            appends,
+            snapshots,
+            claims,
+            idempotency,
+        } = uow;
         let mut tx = self.pool.begin().await.map_err(StoreError::from)?;
 
         for claim in &claims {
-            sqlx::query("INSERT INTO unique_claims (scope, value, aggregate_id) VALUES ($1, $2, $3)")
-                .bind(&claim.scope)
-                .bind(&claim.value)
-                .bind(&claim.aggregate_id)
-                .execute(&mut *tx)
-                .await
-                .map_err(|error| match violated_constraint(&error) {
-                    Some("unique_claims_pkey") => {
-                        CommitError::Duplicate { scope: claim.scope.clone(), value: claim.value.clone() }
-                    }
-                    _ => StoreError::from(error).into(),
-                })?;
+            sqlx::query(
+                "INSERT INTO unique_claims (scope, value, aggregate_id) VALUES ($1, $2, $3)",
+            )
+            .bind(&claim.scope)
+            .bind(&claim.value)
+            .bind(&claim.aggregate_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(|error| match violated_constraint(&error) {
+                Some("unique_claims_pkey") => CommitError::Duplicate {
+                    scope: claim.scope.clone(),
+                    value: claim.value.clone(),
+                },
+                _ => StoreError::from(error).into(),
+            })?;
         }
 
         let mut last_positions: HashMap<(String, String), i64> = HashMap::new();
@@ -232,7 +264,10 @@ impl EventStore {
                 _ => StoreError::from(error).into(),
             })?;
             for row in rows {
-                let key = (row.try_get("aggregate_type").map_err(StoreError::from)?, row.try_get("aggregate_id").map_err(StoreError::from)?);
+                let key = (
+                    row.try_get("aggregate_type").map_err(StoreError::from)?,
+                    row.try_get("aggregate_id").map_err(StoreError::from)?,
+                );
                 let position: i64 = row.try_get("global_position").map_err(StoreError::from)?;
                 let entry = last_positions.entry(key).or_insert(position);
                 *entry = (*entry).max(position);
@@ -272,7 +307,10 @@ impl EventStore {
                 }
             })
             .collect();
-        let commit = Commit { last_global_position: last_positions.values().copied().max(), appends };
+        let commit = Commit {
+            last_global_position: last_positions.values().copied().max(),
+            appends,
+        };
 
         if let Some(record) = idempotency {
             let outcome = (record.outcome)(&commit);
@@ -328,7 +366,8 @@ impl EventColumns {
     fn push(&mut self, event: SerializedEvent) {
         self.aggregate_types.push(event.aggregate_type);
         self.aggregate_ids.push(event.aggregate_id);
-        self.sequences.push(i64::try_from(event.sequence).unwrap_or(i64::MAX));
+        self.sequences
+            .push(i64::try_from(event.sequence).unwrap_or(i64::MAX));
         self.event_types.push(event.event_type);
         self.event_versions.push(event.event_version);
         self.payloads.push(event.payload);

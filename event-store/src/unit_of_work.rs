@@ -58,7 +58,9 @@ pub struct IdempotencyRecord {
 
 impl fmt::Debug for IdempotencyRecord {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("IdempotencyRecord").field("key", &self.key).finish_non_exhaustive()
+        f.debug_struct("IdempotencyRecord")
+            .field("key", &self.key)
+            .finish_non_exhaustive()
     }
 }
 

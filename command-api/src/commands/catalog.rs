@@ -21,7 +21,11 @@ pub struct NewProduct {
 impl CommandService {
     /// Registers a product under a new id, claiming its SKU in the same
     /// transaction.
-    pub async fn register_product(&self, ctx: &CommandContext, product: NewProduct) -> Result<Outcome, CommandError> {
+    pub async fn register_product(
+        &self,
+        ctx: &CommandContext,
+        product: NewProduct,
+    ) -> Result<Outcome, CommandError> {
         let id = ProductId::generate();
         let aggregate_id = id.to_string();
         self.run(ctx, Resource::Product, || async {
@@ -37,7 +41,9 @@ impl CommandService {
             let version = loaded.version + events.len();
             let mut uow = UnitOfWork::new();
             uow.claim_unique("sku", product.sku.as_str(), &aggregate_id);
-            uow.append(&aggregate_id, &loaded, events, |event| ctx.metadata_for(event))?;
+            uow.append(&aggregate_id, &loaded, events, |event| {
+                ctx.metadata_for(event)
+            })?;
             Ok(Plan {
                 uow,
                 outcome: Arc::new(move |commit| Outcome::Accepted {
@@ -52,8 +58,19 @@ impl CommandService {
         .await
     }
 
-    pub async fn change_price(&self, ctx: &CommandContext, id: ProductId, price: Money) -> Result<Outcome, CommandError> {
-        self.single::<Product>(ctx, Resource::Product, *id.as_uuid(), ProductCommand::ChangePrice { price }).await
+    pub async fn change_price(
+        &self,
+        ctx: &CommandContext,
+        id: ProductId,
+        price: Money,
+    ) -> Result<Outcome, CommandError> {
+        self.single::<Product>(
+            ctx,
+            Resource::Product,
+            *id.as_uuid(),
+            ProductCommand::ChangePrice { price },
+        )
+        .await
     }
 
     pub async fn adjust_stock(
@@ -63,11 +80,26 @@ impl CommandService {
         delta: i64,
         reason: ShortText,
     ) -> Result<Outcome, CommandError> {
-        self.single::<Product>(ctx, Resource::Product, *id.as_uuid(), ProductCommand::AdjustStock { delta, reason })
-            .await
+        self.single::<Product>(
+            ctx,
+            Resource::Product,
+            *id.as_uuid(),
+            ProductCommand::AdjustStock { delta, reason },
+        )
+        .await
     }
 
-    pub async fn discontinue(&self, ctx: &CommandContext, id: ProductId) -> Result<Outcome, CommandError> {
-        self.single::<Product>(ctx, Resource::Product, *id.as_uuid(), ProductCommand::Discontinue).await
+    pub async fn discontinue(
+        &self,
+        ctx: &CommandContext,
+        id: ProductId,
+    ) -> Result<Outcome, CommandError> {
+        self.single::<Product>(
+            ctx,
+            Resource::Product,
+            *id.as_uuid(),
+            ProductCommand::Discontinue,
+        )
+        .await
     }
 }

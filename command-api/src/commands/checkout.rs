@@ -18,10 +18,10 @@
 
 use std::sync::Arc;
 
+use domain::basket::{Basket, BasketCommand};
 use domain::order::{Order, OrderCommand, OrderLine, ShippingAddress};
 use domain::product::{Product, ProductCommand};
 use domain::{BasketId, ErrorKind, OrderId};
-use domain::basket::{Basket, BasketCommand};
 use event_store::UnitOfWork;
 
 use super::{CommandContext, CommandError, CommandService, Outcome, Plan, Resource, decide, token};
@@ -50,7 +50,9 @@ impl CommandService {
             })?;
 
             let mut uow = UnitOfWork::new();
-            uow.append(&basket_key, &basket, basket_events, |event| ctx.metadata_for(event))?;
+            uow.append(&basket_key, &basket, basket_events, |event| {
+                ctx.metadata_for(event)
+            })?;
 
             // A fixed order of products keeps the outcome of a checkout
             // independent of the order lines were added in.
@@ -59,10 +61,13 @@ impl CommandService {
             for item in &items {
                 let product_key = item.product_id.to_string();
                 let mut product = self.store.load::<Product>(&product_key).await?;
-                let reserve = ProductCommand::Reserve { order_id, quantity: item.quantity };
-                let events = decide(&mut product, reserve)
-                    .await
-                    .map_err(|error| CommandError::from(error).about(format!("product {}", item.product_id)))?;
+                let reserve = ProductCommand::Reserve {
+                    order_id,
+                    quantity: item.quantity,
+                };
+                let events = decide(&mut product, reserve).await.map_err(|error| {
+                    CommandError::from(error).about(format!("product {}", item.product_id))
+                })?;
                 let details = product.aggregate.details().ok_or(CommandError::Rejected {
                     kind: ErrorKind::Validation,
                     code: "unknown-product",
@@ -75,7 +80,9 @@ impl CommandService {
                     unit_price: details.price,
                     quantity: item.quantity,
                 });
-                uow.append(&product_key, &product, events, |event| ctx.metadata_for(event))?;
+                uow.append(&product_key, &product, events, |event| {
+                    ctx.metadata_for(event)
+                })?;
             }
 
             let mut order = self.store.load::<Order>(&order_key).await?;
@@ -88,7 +95,9 @@ impl CommandService {
             let order_events = decide(&mut order, place).await?;
             let order_version = order.version + order_events.len();
             let basket_version = basket.version + 1;
-            uow.append(&order_key, &order, order_events, |event| ctx.metadata_for(event))?;
+            uow.append(&order_key, &order, order_events, |event| {
+                ctx.metadata_for(event)
+            })?;
 
             Ok(Plan {
                 uow,
@@ -121,15 +130,24 @@ impl CommandService {
             let version = order.version + events.len();
             let mut uow = UnitOfWork::new();
             uow.append(&order_key, &order, events, |event| ctx.metadata_for(event))?;
-            let mut product_ids: Vec<_> = order.aggregate.lines().iter().map(|line| line.product_id).collect();
+            let mut product_ids: Vec<_> = order
+                .aggregate
+                .lines()
+                .iter()
+                .map(|line| line.product_id)
+                .collect();
             product_ids.sort();
             for product_id in product_ids {
                 let product_key = product_id.to_string();
                 let mut product = self.store.load::<Product>(&product_key).await?;
                 let events = decide(&mut product, stock(order_id))
                     .await
-                    .map_err(|error| CommandError::from(error).about(format!("product {product_id}")))?;
-                uow.append(&product_key, &product, events, |event| ctx.metadata_for(event))?;
+                    .map_err(|error| {
+                        CommandError::from(error).about(format!("product {product_id}"))
+                    })?;
+                uow.append(&product_key, &product, events, |event| {
+                    ctx.metadata_for(event)
+                })?;
             }
             Ok(Plan {
                 uow,

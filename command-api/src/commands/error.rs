@@ -9,7 +9,11 @@ use event_store::StoreError;
 pub enum CommandError {
     /// An aggregate refused the command.
     #[error("{message}")]
-    Rejected { kind: ErrorKind, code: &'static str, message: String },
+    Rejected {
+        kind: ErrorKind,
+        code: &'static str,
+        message: String,
+    },
     /// A value that must be unique is taken (a SKU).
     #[error("{field} '{value}' is already taken")]
     Duplicate { field: &'static str, value: String },
@@ -31,9 +35,15 @@ impl CommandError {
     /// product during checkout), prefixed with which one.
     pub(crate) fn about(self, subject: impl std::fmt::Display) -> Self {
         match self {
-            Self::Rejected { kind, code, message } => {
-                Self::Rejected { kind, code, message: format!("{subject}: {message}") }
-            }
+            Self::Rejected {
+                kind,
+                code,
+                message,
+            } => Self::Rejected {
+                kind,
+                code,
+                message: format!("{subject}: {message}"),
+            },
             other => other,
         }
     }

@@ -94,7 +94,11 @@ pub struct RetryPolicy {
 
 impl Default for RetryPolicy {
     fn default() -> Self {
-        Self { max_retries: 30, min_delay: Duration::from_millis(2), max_delay: Duration::from_millis(100) }
+        Self {
+            max_retries: 30,
+            min_delay: Duration::from_millis(2),
+            max_delay: Duration::from_millis(100),
+        }
     }
 }
 
@@ -111,7 +115,10 @@ pub(crate) fn token(position: Option<i64>) -> String {
 
 /// Runs a command handler on a loaded aggregate and returns the events it
 /// decided (already applied to the aggregate by cqrs-es's sink).
-pub(crate) async fn decide<A>(loaded: &mut Loaded<A>, command: A::Command) -> Result<Vec<A::Event>, A::Error>
+pub(crate) async fn decide<A>(
+    loaded: &mut Loaded<A>,
+    command: A::Command,
+) -> Result<Vec<A::Event>, A::Error>
 where
     A: Aggregate<Services = ()>,
 {
@@ -132,10 +139,16 @@ impl CommandService {
     }
 
     /// Checks `If-Match` against the aggregate a command addresses.
-    pub(crate) fn check_version<A>(ctx: &CommandContext, loaded: &Loaded<A>) -> Result<(), CommandError> {
+    pub(crate) fn check_version<A>(
+        ctx: &CommandContext,
+        loaded: &Loaded<A>,
+    ) -> Result<(), CommandError> {
         match ctx.expected_version {
             Some(expected) if loaded.exists() && expected != loaded.version => {
-                Err(CommandError::StaleVersion { expected, current: loaded.version })
+                Err(CommandError::StaleVersion {
+                    expected,
+                    current: loaded.version,
+                })
             }
             _ => Ok(()),
         }
@@ -175,28 +188,41 @@ impl CommandService {
             }
             match self.store.commit(uow).await {
                 Ok(commit) => return Ok(outcome(&commit)),
-                Err(CommitError::Conflict { aggregate_type, aggregate_id }) => {
+                Err(CommitError::Conflict {
+                    aggregate_type,
+                    aggregate_id,
+                }) => {
                     if ctx.expected_version.is_some() {
                         // The aggregate moved between our load and our
                         // append: the version the client saw is stale.
                         let expected = ctx.expected_version.unwrap_or_default();
-                        return Err(CommandError::StaleVersion { expected, current: expected + 1 });
+                        return Err(CommandError::StaleVersion {
+                            expected,
+                            current: expected + 1,
+                        });
                     }
                     let Some(delay) = delays.next() else {
                         tracing::warn!(aggregate.type = %aggregate_type, aggregate.id = %aggregate_id, "retries exhausted");
-                        return Err(CommandError::ContentionExhausted { resource: resource.name() });
+                        return Err(CommandError::ContentionExhausted {
+                            resource: resource.name(),
+                        });
                     };
                     tracing::debug!(aggregate.type = %aggregate_type, aggregate.id = %aggregate_id, delay_ms = delay.as_millis(), "conflict, retrying");
                     tokio::time::sleep(delay).await;
                 }
                 Err(CommitError::Duplicate { value, .. }) => {
-                    return Err(CommandError::Duplicate { field: "sku", value });
+                    return Err(CommandError::Duplicate {
+                        field: "sku",
+                        value,
+                    });
                 }
                 Err(CommitError::IdempotencyKeyTaken) => {
                     // A concurrent request with the same key won the race.
                     return match self.replay(ctx).await? {
                         Some(outcome) => Ok(outcome),
-                        None => Err(CommandError::ContentionExhausted { resource: resource.name() }),
+                        None => Err(CommandError::ContentionExhausted {
+                            resource: resource.name(),
+                        }),
                     };
                 }
                 Err(CommitError::Store(error)) => return Err(error.into()),
@@ -207,14 +233,22 @@ impl CommandService {
     /// The stored outcome of an earlier request with the same idempotency
     /// key, if there is one.
     async fn replay(&self, ctx: &CommandContext) -> Result<Option<Outcome>, CommandError> {
-        let Some(idempotency) = &ctx.idempotency else { return Ok(None) };
-        let Some(stored) = self.store.find_idempotent(&idempotency.key).await? else { return Ok(None) };
+        let Some(idempotency) = &ctx.idempotency else {
+            return Ok(None);
+        };
+        let Some(stored) = self.store.find_idempotent(&idempotency.key).await? else {
+            return Ok(None);
+        };
         if stored.fingerprint != idempotency.fingerprint {
             return Err(CommandError::IdempotencyKeyReused);
         }
         match serde_json::from_value(stored.outcome) {
             Ok(outcome) => Ok(Some(outcome)),
-            Err(source) => Err(event_store::StoreError::Decode { what: "idempotent outcome".into(), source }.into()),
+            Err(source) => Err(event_store::StoreError::Decode {
+                what: "idempotent outcome".into(),
+                source,
+            }
+            .into()),
         }
     }
 
@@ -237,7 +271,8 @@ impl CommandService {
             Self::check_version(ctx, &loaded)?;
             let created = !loaded.exists();
             let events = decide(&mut loaded, command.clone()).await?;
-            self.plan_single(ctx, resource, id, created, &loaded, events).await
+            self.plan_single(ctx, resource, id, created, &loaded, events)
+                .await
         })
         .await
     }
@@ -257,12 +292,16 @@ impl CommandService {
         // A command that changed nothing still answers with a token: the
         // position of the aggregate's last event.
         let unchanged_at = if events.is_empty() {
-            self.store.last_global_position(A::TYPE, &aggregate_id).await?
+            self.store
+                .last_global_position(A::TYPE, &aggregate_id)
+                .await?
         } else {
             None
         };
         let mut uow = UnitOfWork::new();
-        uow.append(&aggregate_id, loaded, events, |event| ctx.metadata_for(event))?;
+        uow.append(&aggregate_id, loaded, events, |event| {
+            ctx.metadata_for(event)
+        })?;
         Ok(Plan {
             uow,
             outcome: Arc::new(move |commit| Outcome::Accepted {

@@ -40,7 +40,10 @@ async fn open_basket(
     body: ApiJson<OpenBasket>,
 ) -> Result<Outcome, ApiError> {
     let customer = CustomerId::from_uuid(body.value.customer_id);
-    Ok(app.commands.open_basket(&headers.context(body.fingerprint), customer).await?)
+    Ok(app
+        .commands
+        .open_basket(&headers.context(body.fingerprint), customer)
+        .await?)
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -66,7 +69,10 @@ async fn add_item(
 ) -> Result<Outcome, ApiError> {
     let product_id = ProductId::from_uuid(body.value.product_id);
     let ctx = headers.context(body.fingerprint);
-    Ok(app.commands.add_item(&ctx, id, product_id, body.value.quantity).await?)
+    Ok(app
+        .commands
+        .add_item(&ctx, id, product_id, body.value.quantity)
+        .await?)
 }
 
 /// Empties a basket.
@@ -80,7 +86,10 @@ async fn clear_basket(
     headers: CommandHeaders,
     body: ApiJson<NoBody>,
 ) -> Result<Outcome, ApiError> {
-    Ok(app.commands.clear_basket(&headers.context(body.fingerprint), id).await?)
+    Ok(app
+        .commands
+        .clear_basket(&headers.context(body.fingerprint), id)
+        .await?)
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -104,7 +113,10 @@ async fn change_quantity(
     body: ApiJson<ChangeQuantity>,
 ) -> Result<Outcome, ApiError> {
     let ctx = headers.context(body.fingerprint);
-    Ok(app.commands.change_quantity(&ctx, id, product_id, body.value.quantity).await?)
+    Ok(app
+        .commands
+        .change_quantity(&ctx, id, product_id, body.value.quantity)
+        .await?)
 }
 
 /// Removes a product from a basket.
@@ -119,7 +131,10 @@ async fn remove_item(
     headers: CommandHeaders,
     body: ApiJson<NoBody>,
 ) -> Result<Outcome, ApiError> {
-    Ok(app.commands.remove_item(&headers.context(body.fingerprint), id, product_id).await?)
+    Ok(app
+        .commands
+        .remove_item(&headers.context(body.fingerprint), id, product_id)
+        .await?)
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -143,8 +158,15 @@ async fn checkout(
     body: ApiJson<Checkout>,
 ) -> Result<Outcome, ApiError> {
     let mut fields = Fields::default();
-    let Some(address) = body.value.shipping_address.parse(&mut fields, "shipping_address") else {
+    let Some(address) = body
+        .value
+        .shipping_address
+        .parse(&mut fields, "shipping_address")
+    else {
         return Err(fields.into_error());
     };
-    Ok(app.commands.checkout(&headers.context(body.fingerprint), id, address).await?)
+    Ok(app
+        .commands
+        .checkout(&headers.context(body.fingerprint), id, address)
+        .await?)
 }

@@ -34,7 +34,11 @@ impl Readiness {
         Arc::new(move || {
             let pool = pool.clone();
             Box::pin(async move {
-                sqlx::query("SELECT 1").execute(&pool).await.map(drop).map_err(|error| error.to_string())
+                sqlx::query("SELECT 1")
+                    .execute(&pool)
+                    .await
+                    .map(drop)
+                    .map_err(|error| error.to_string())
             })
         })
     }
@@ -65,7 +69,9 @@ pub struct ServiceCheck {
 }
 
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(live)).routes(routes!(ready))
+    OpenApiRouter::new()
+        .routes(routes!(live))
+        .routes(routes!(ready))
 }
 
 /// The process is running.
@@ -100,6 +106,16 @@ async fn ready(State(app): State<AppState>) -> (StatusCode, Json<ReadinessReport
     }))
     .await;
     let up = checks.iter().all(|check| check.status == "up");
-    let status = if up { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (status, Json(ReadinessReport { status: if up { "up" } else { "down" }, checks }))
+    let status = if up {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        Json(ReadinessReport {
+            status: if up { "up" } else { "down" },
+            checks,
+        }),
+    )
 }

@@ -44,10 +44,18 @@ async fn pay(
     body: ApiJson<Pay>,
 ) -> Result<Outcome, ApiError> {
     let mut fields = Fields::default();
-    let reference = fields.check("payment_reference", ShortText::parse(&body.value.payment_reference));
+    let reference = fields.check(
+        "payment_reference",
+        ShortText::parse(&body.value.payment_reference),
+    );
     let amount = body.value.amount.parse(&mut fields, "amount");
-    let (Some(reference), Some(amount)) = (reference, amount) else { return Err(fields.into_error()) };
-    Ok(app.commands.pay(&headers.context(body.fingerprint), id, reference, amount).await?)
+    let (Some(reference), Some(amount)) = (reference, amount) else {
+        return Err(fields.into_error());
+    };
+    Ok(app
+        .commands
+        .pay(&headers.context(body.fingerprint), id, reference, amount)
+        .await?)
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -70,10 +78,16 @@ async fn ship(
     body: ApiJson<Ship>,
 ) -> Result<Outcome, ApiError> {
     let mut fields = Fields::default();
-    let Some(tracking) = fields.check("tracking_number", ShortText::parse(&body.value.tracking_number)) else {
+    let Some(tracking) = fields.check(
+        "tracking_number",
+        ShortText::parse(&body.value.tracking_number),
+    ) else {
         return Err(fields.into_error());
     };
-    Ok(app.commands.ship(&headers.context(body.fingerprint), id, tracking).await?)
+    Ok(app
+        .commands
+        .ship(&headers.context(body.fingerprint), id, tracking)
+        .await?)
 }
 
 /// Records that a shipped order was delivered.
@@ -88,13 +102,20 @@ async fn deliver(
     headers: CommandHeaders,
     body: ApiJson<NoBody>,
 ) -> Result<Outcome, ApiError> {
-    Ok(app.commands.deliver(&headers.context(body.fingerprint), id).await?)
+    Ok(app
+        .commands
+        .deliver(&headers.context(body.fingerprint), id)
+        .await?)
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Cancel {
-    #[schema(example = "customer changed their mind", min_length = 1, max_length = 200)]
+    #[schema(
+        example = "customer changed their mind",
+        min_length = 1,
+        max_length = 200
+    )]
     reason: String,
 }
 
@@ -114,5 +135,8 @@ async fn cancel(
     let Some(reason) = fields.check("reason", ShortText::parse(&body.value.reason)) else {
         return Err(fields.into_error());
     };
-    Ok(app.commands.cancel(&headers.context(body.fingerprint), id, reason).await?)
+    Ok(app
+        .commands
+        .cancel(&headers.context(body.fingerprint), id, reason)
+        .await?)
 }

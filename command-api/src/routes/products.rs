@@ -57,11 +57,21 @@ async fn register_product(
     let name = fields.check("name", ProductName::parse(&input.name));
     let description = fields.check("description", Description::parse(&input.description));
     let price = input.price.parse(&mut fields, "price");
-    let (Some(sku), Some(name), Some(description), Some(price)) = (sku, name, description, price) else {
+    let (Some(sku), Some(name), Some(description), Some(price)) = (sku, name, description, price)
+    else {
         return Err(fields.into_error());
     };
-    let product = NewProduct { sku, name, description, price, initial_stock: input.initial_stock };
-    Ok(app.commands.register_product(&headers.context(body.fingerprint), product).await?)
+    let product = NewProduct {
+        sku,
+        name,
+        description,
+        price,
+        initial_stock: input.initial_stock,
+    };
+    Ok(app
+        .commands
+        .register_product(&headers.context(body.fingerprint), product)
+        .await?)
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -84,8 +94,13 @@ async fn change_price(
     body: ApiJson<ChangePrice>,
 ) -> Result<Outcome, ApiError> {
     let mut fields = Fields::default();
-    let Some(price) = body.value.price.parse(&mut fields, "price") else { return Err(fields.into_error()) };
-    Ok(app.commands.change_price(&headers.context(body.fingerprint), id, price).await?)
+    let Some(price) = body.value.price.parse(&mut fields, "price") else {
+        return Err(fields.into_error());
+    };
+    Ok(app
+        .commands
+        .change_price(&headers.context(body.fingerprint), id, price)
+        .await?)
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -115,7 +130,15 @@ async fn adjust_stock(
     let Some(reason) = fields.check("reason", ShortText::parse(&body.value.reason)) else {
         return Err(fields.into_error());
     };
-    Ok(app.commands.adjust_stock(&headers.context(body.fingerprint), id, body.value.delta, reason).await?)
+    Ok(app
+        .commands
+        .adjust_stock(
+            &headers.context(body.fingerprint),
+            id,
+            body.value.delta,
+            reason,
+        )
+        .await?)
 }
 
 /// Takes a product off sale.
@@ -130,5 +153,8 @@ async fn discontinue(
     headers: CommandHeaders,
     body: ApiJson<NoBody>,
 ) -> Result<Outcome, ApiError> {
-    Ok(app.commands.discontinue(&headers.context(body.fingerprint), id).await?)
+    Ok(app
+        .commands
+        .discontinue(&headers.context(body.fingerprint), id)
+        .await?)
 }

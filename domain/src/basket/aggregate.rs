@@ -114,20 +114,27 @@ impl Basket {
             BasketCommand::AddItem { product, quantity } => {
                 let added = checked_quantity(u64::from(quantity))?;
                 if product.discontinued {
-                    return Err(BasketError::ProductDiscontinued { product_id: product.product_id });
+                    return Err(BasketError::ProductDiscontinued {
+                        product_id: product.product_id,
+                    });
                 }
-                if let Some(currency) = self.currency() {
-                    if currency != product.unit_price.currency {
-                        return Err(BasketError::CurrencyMismatch {
-                            basket: currency,
-                            product: product.unit_price.currency,
-                        });
-                    }
+                if let Some(currency) = self
+                    .currency()
+                    .filter(|c| *c != product.unit_price.currency)
+                {
+                    return Err(BasketError::CurrencyMismatch {
+                        basket: currency,
+                        product: product.unit_price.currency,
+                    });
                 }
                 match self.line(product.product_id) {
                     Some(line) => {
-                        let quantity = checked_quantity(u64::from(line.quantity) + u64::from(added))?;
-                        BasketEvent::ItemQuantityChanged { product_id: product.product_id, quantity }
+                        let quantity =
+                            checked_quantity(u64::from(line.quantity) + u64::from(added))?;
+                        BasketEvent::ItemQuantityChanged {
+                            product_id: product.product_id,
+                            quantity,
+                        }
                     }
                     None if self.lines.len() >= MAX_LINES => return Err(BasketError::TooManyLines),
                     None => BasketEvent::ItemAdded {
@@ -139,16 +146,25 @@ impl Basket {
                     },
                 }
             }
-            BasketCommand::ChangeQuantity { product_id, quantity } => {
+            BasketCommand::ChangeQuantity {
+                product_id,
+                quantity,
+            } => {
                 let quantity = checked_quantity(u64::from(quantity))?;
-                let line = self.line(product_id).ok_or(BasketError::ItemNotInBasket { product_id })?;
+                let line = self
+                    .line(product_id)
+                    .ok_or(BasketError::ItemNotInBasket { product_id })?;
                 if line.quantity == quantity {
                     return Ok(Vec::new());
                 }
-                BasketEvent::ItemQuantityChanged { product_id, quantity }
+                BasketEvent::ItemQuantityChanged {
+                    product_id,
+                    quantity,
+                }
             }
             BasketCommand::RemoveItem { product_id } => {
-                self.line(product_id).ok_or(BasketError::ItemNotInBasket { product_id })?;
+                self.line(product_id)
+                    .ok_or(BasketError::ItemNotInBasket { product_id })?;
                 BasketEvent::ItemRemoved { product_id }
             }
             BasketCommand::Clear => {
@@ -193,10 +209,25 @@ impl Aggregate for Basket {
                 self.status = BasketStatus::Open;
                 self.customer_id = Some(customer_id);
             }
-            BasketEvent::ItemAdded { product_id, sku, name, unit_price, quantity } => {
-                self.lines.push(BasketLine { product_id, sku, name, unit_price, quantity });
+            BasketEvent::ItemAdded {
+                product_id,
+                sku,
+                name,
+                unit_price,
+                quantity,
+            } => {
+                self.lines.push(BasketLine {
+                    product_id,
+                    sku,
+                    name,
+                    unit_price,
+                    quantity,
+                });
             }
-            BasketEvent::ItemQuantityChanged { product_id, quantity } => {
+            BasketEvent::ItemQuantityChanged {
+                product_id,
+                quantity,
+            } => {
                 if let Some(line) = self.lines.iter_mut().find(|l| l.product_id == product_id) {
                     line.quantity = quantity;
                 }

@@ -16,12 +16,24 @@ pub struct ProductOffer {
 /// What may be asked of a basket.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BasketCommand {
-    Open { customer_id: CustomerId },
+    Open {
+        customer_id: CustomerId,
+    },
     /// Adds a product, or more of a product already in the basket.
-    AddItem { product: ProductOffer, quantity: u32 },
-    ChangeQuantity { product_id: ProductId, quantity: u32 },
-    RemoveItem { product_id: ProductId },
+    AddItem {
+        product: ProductOffer,
+        quantity: u32,
+    },
+    ChangeQuantity {
+        product_id: ProductId,
+        quantity: u32,
+    },
+    RemoveItem {
+        product_id: ProductId,
+    },
     Clear,
     /// Closes the basket for the order the checkout placed.
-    CheckOut { order_id: OrderId },
+    CheckOut {
+        order_id: OrderId,
+    },
 }

@@ -7,7 +7,7 @@ use super::{BasketStatus, MAX_LINES, MAX_QUANTITY};
 /// Why a basket command was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BasketError {
-    #[error("basket is already open")]
+    #[error("basket already exists")]
     AlreadyOpened,
     #[error("basket does not exist")]
     NotOpened,

@@ -9,3 +9,6 @@ pub use aggregate::{Basket, BasketLine, BasketStatus, MAX_LINES, MAX_QUANTITY};
 pub use command::{BasketCommand, ProductOffer};
 pub use error::BasketError;
 pub use event::BasketEvent;
+
+#[cfg(test)]
+mod tests;

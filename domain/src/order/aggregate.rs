@@ -6,7 +6,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{BasketId, CustomerId, ProductId};
-use crate::money::Money;
+use crate::money::{Money, MoneyError};
 use crate::text::{CountryCode, ProductName, ShortText, Sku};
 
 use super::{OrderCommand, OrderError, OrderEvent};
@@ -94,11 +94,7 @@ impl Order {
         self.customer_id
     }
 
-    fn transition(
-        &self,
-        action: &'static str,
-        allowed: &[OrderStatus],
-    ) -> Result<(), OrderError> {
+    fn transition(&self, action: &'static str, allowed: &[OrderStatus]) -> Result<(), OrderError> {
         match self.status {
             OrderStatus::NotPlaced => Err(OrderError::NotPlaced),
             status if allowed.contains(&status) => Ok(()),
@@ -108,7 +104,12 @@ impl Order {
 
     fn decide(&self, command: OrderCommand) -> Result<OrderEvent, OrderError> {
         match command {
-            OrderCommand::Place { customer_id, basket_id, lines, shipping_address } => {
+            OrderCommand::Place {
+                customer_id,
+                basket_id,
+                lines,
+                shipping_address,
+            } => {
                 if self.status != OrderStatus::NotPlaced {
                     return Err(OrderError::AlreadyPlaced);
                 }
@@ -118,18 +119,39 @@ impl Order {
                     if line.quantity == 0 {
                         return Err(OrderError::ZeroQuantity);
                     }
-                    let amount = line.unit_price.checked_mul(line.quantity).map_err(OrderError::Total)?;
+                    if line.unit_price.minor < 0 {
+                        return Err(OrderError::Total(MoneyError::Negative));
+                    }
+                    let amount = line
+                        .unit_price
+                        .checked_mul(line.quantity)
+                        .map_err(OrderError::Total)?;
                     total = total.checked_add(amount).map_err(OrderError::Total)?;
                 }
-                Ok(OrderEvent::OrderPlaced { customer_id, basket_id, lines, total, shipping_address })
+                Ok(OrderEvent::OrderPlaced {
+                    customer_id,
+                    basket_id,
+                    lines,
+                    total,
+                    shipping_address,
+                })
             }
-            OrderCommand::Pay { payment_reference, amount } => {
+            OrderCommand::Pay {
+                payment_reference,
+                amount,
+            } => {
                 self.transition("pay", &[OrderStatus::Placed])?;
                 let total = self.total.ok_or(OrderError::NotPlaced)?;
                 if amount != total {
-                    return Err(OrderError::AmountMismatch { paid: amount, total });
+                    return Err(OrderError::AmountMismatch {
+                        paid: amount,
+                        total,
+                    });
                 }
-                Ok(OrderEvent::OrderPaid { payment_reference, amount })
+                Ok(OrderEvent::OrderPaid {
+                    payment_reference,
+                    amount,
+                })
             }
             OrderCommand::Ship { tracking_number } => {
                 self.transition("ship", &[OrderStatus::Paid])?;
@@ -167,7 +189,13 @@ impl Aggregate for Order {
 
     fn apply(&mut self, event: Self::Event) {
         match event {
-            OrderEvent::OrderPlaced { customer_id, basket_id, lines, total, shipping_address } => {
+            OrderEvent::OrderPlaced {
+                customer_id,
+                basket_id,
+                lines,
+                total,
+                shipping_address,
+            } => {
                 self.status = OrderStatus::Placed;
                 self.customer_id = Some(customer_id);
                 self.basket_id = Some(basket_id);
@@ -175,7 +203,9 @@ impl Aggregate for Order {
                 self.total = Some(total);
                 self.shipping_address = Some(shipping_address);
             }
-            OrderEvent::OrderPaid { payment_reference, .. } => {
+            OrderEvent::OrderPaid {
+                payment_reference, ..
+            } => {
                 self.status = OrderStatus::Paid;
                 self.payment_reference = Some(payment_reference);
             }

@@ -14,8 +14,15 @@ pub enum OrderCommand {
         lines: Vec<OrderLine>,
         shipping_address: ShippingAddress,
     },
-    Pay { payment_reference: ShortText, amount: Money },
-    Ship { tracking_number: ShortText },
+    Pay {
+        payment_reference: ShortText,
+        amount: Money,
+    },
+    Ship {
+        tracking_number: ShortText,
+    },
     Deliver,
-    Cancel { reason: ShortText },
+    Cancel {
+        reason: ShortText,
+    },
 }

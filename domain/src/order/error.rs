@@ -11,7 +11,10 @@ pub enum OrderError {
     #[error("order does not exist")]
     NotPlaced,
     #[error("cannot {action} an order that is {status}")]
-    InvalidTransition { action: &'static str, status: OrderStatus },
+    InvalidTransition {
+        action: &'static str,
+        status: OrderStatus,
+    },
     #[error("an order needs at least one line")]
     NoLines,
     #[error("line quantities must be at least 1")]

@@ -10,3 +10,6 @@ pub use aggregate::{Order, OrderLine, OrderStatus, ShippingAddress};
 pub use command::OrderCommand;
 pub use error::OrderError;
 pub use event::OrderEvent;
+
+#[cfg(test)]
+mod tests;

@@ -88,21 +88,35 @@ impl Product {
     fn require_active(&self) -> Result<&ProductDetails, ProductError> {
         let details = self.require_registered()?;
         if self.status == ProductStatus::Discontinued {
-            return Err(ProductError::Discontinued { status: self.status });
+            return Err(ProductError::Discontinued {
+                status: self.status,
+            });
         }
         Ok(details)
     }
 
     fn decide(&self, command: ProductCommand) -> Result<Vec<ProductEvent>, ProductError> {
         let event = match command {
-            ProductCommand::Register { sku, name, description, price, initial_stock } => {
+            ProductCommand::Register {
+                sku,
+                name,
+                description,
+                price,
+                initial_stock,
+            } => {
                 if self.status != ProductStatus::Unregistered {
                     return Err(ProductError::AlreadyRegistered);
                 }
                 if price.minor < 0 {
                     return Err(ProductError::NegativePrice);
                 }
-                ProductEvent::ProductRegistered { sku, name, description, price, initial_stock }
+                ProductEvent::ProductRegistered {
+                    sku,
+                    name,
+                    description,
+                    price,
+                    initial_stock,
+                }
             }
             ProductCommand::ChangePrice { price } => {
                 let details = self.require_active()?;
@@ -118,7 +132,10 @@ impl Product {
                 if price == details.price {
                     return Err(ProductError::PriceUnchanged);
                 }
-                ProductEvent::PriceChanged { old_price: details.price, new_price: price }
+                ProductEvent::PriceChanged {
+                    old_price: details.price,
+                    new_price: price,
+                }
             }
             ProductCommand::AdjustStock { delta, reason } => {
                 self.require_registered()?;
@@ -127,11 +144,18 @@ impl Product {
                 }
                 let on_hand = i64::from(self.on_hand).saturating_add(delta);
                 if on_hand < i64::from(self.reserved) {
-                    return Err(ProductError::StockBelowReserved { on_hand, reserved: self.reserved });
+                    return Err(ProductError::StockBelowReserved {
+                        on_hand,
+                        reserved: self.reserved,
+                    });
                 }
                 let on_hand = u32::try_from(on_hand)
                     .map_err(|_| ProductError::StockOverflow { max: u32::MAX })?;
-                ProductEvent::StockAdjusted { delta, reason, on_hand }
+                ProductEvent::StockAdjusted {
+                    delta,
+                    reason,
+                    on_hand,
+                }
             }
             ProductCommand::Discontinue => {
                 self.require_active()?;
@@ -195,9 +219,20 @@ impl Aggregate for Product {
 
     fn apply(&mut self, event: Self::Event) {
         match event {
-            ProductEvent::ProductRegistered { sku, name, description, price, initial_stock } => {
+            ProductEvent::ProductRegistered {
+                sku,
+                name,
+                description,
+                price,
+                initial_stock,
+            } => {
                 self.status = ProductStatus::Active;
-                self.details = Some(ProductDetails { sku, name, description, price });
+                self.details = Some(ProductDetails {
+                    sku,
+                    name,
+                    description,
+                    price,
+                });
                 self.on_hand = initial_stock;
             }
             ProductEvent::PriceChanged { new_price, .. } => {

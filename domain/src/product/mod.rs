@@ -9,3 +9,6 @@ pub use aggregate::{Product, ProductStatus};
 pub use command::ProductCommand;
 pub use error::ProductError;
 pub use event::ProductEvent;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,156 @@
+use std::hash::{DefaultHasher, Hash, Hasher};
+
+use sqlx::{Connection, Executor, PgConnection, PgPool};
+use uuid::Uuid;
+
+/// The server every test database lives on, as an admin URL.
+fn admin_url() -> String {
+    std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+fn url_for(database: &str) -> String {
+    let admin = admin_url();
+    let base = admin
+        .rsplit_once('/')
+        .map_or(admin.as_str(), |(base, _)| base);
+    format!("{base}/{database}")
+}
+
+async fn admin() -> PgConnection {
+    let url = admin_url();
+    PgConnection::connect(&url).await.unwrap_or_else(|error| {
+        panic!(
+            "tests need PostgreSQL at {url} ({error}); start it with \
+             `pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start` or set TEST_DATABASE_URL"
+        )
+    })
+}
+
+/// The template's name changes whenever a migration does.
+fn template_name() -> String {
+    let mut hasher = DefaultHasher::new();
+    for migration in event_store::MIGRATOR.iter() {
+        migration.version.hash(&mut hasher);
+        migration.checksum.hash(&mut hasher);
+    }
+    format!("eshop_test_template_{:016x}", hasher.finish())
+}
+
+async fn database_exists(conn: &mut PgConnection, name: &str) -> bool {
+    sqlx::query_scalar::<_, bool>("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+        .bind(name)
+        .fetch_one(conn)
+        .await
+        .expect("query pg_database")
+}
+
+/// Creates the migrated template once per migration set, under an advisory
+/// lock so that parallel test processes build it only once.
+async fn ensure_template(conn: &mut PgConnection) -> String {
+    let template = template_name();
+    conn.execute("SELECT pg_advisory_lock(727274)")
+        .await
+        .expect("take template lock");
+    if !database_exists(conn, &template).await {
+        // Build under another name and rename when complete, so that a
+        // crash halfway never leaves a half-migrated template behind.
+        let building = format!("{template}_building");
+        conn.execute(format!("DROP DATABASE IF EXISTS {building} WITH (FORCE)").as_str())
+            .await
+            .expect("drop stale");
+        conn.execute(format!("CREATE DATABASE {building}").as_str())
+            .await
+            .expect("create template");
+        let pool = PgPool::connect(&url_for(&building))
+            .await
+            .expect("connect to template");
+        event_store::MIGRATOR
+            .run(&pool)
+            .await
+            .expect("migrate template");
+        pool.close().await;
+        conn.execute(format!("ALTER DATABASE {building} RENAME TO {template}").as_str())
+            .await
+            .expect("rename");
+    }
+    conn.execute("SELECT pg_advisory_unlock(727274)")
+        .await
+        .expect("release template lock");
+    template
+}
+
+/// A database of its own for one test, dropped when the test ends.
+pub struct TestDb {
+    pub name: String,
+    pub url: String,
+    pub pool: PgPool,
+}
+
+impl TestDb {
+    pub async fn new() -> Self {
+        let mut conn = admin().await;
+        let template = ensure_template(&mut conn).await;
+        let name = format!("eshop_test_{}", Uuid::now_v7().simple());
+        conn.execute(format!("CREATE DATABASE {name} TEMPLATE {template}").as_str())
+            .await
+            .expect("clone the template database");
+        let url = url_for(&name);
+        let pool = PgPool::connect(&url)
+            .await
+            .expect("connect to the test database");
+        Self { name, url, pool }
+    }
+
+    /// Cuts every connection to this database and refuses new ones, as if
+    /// its server had gone away; [`Self::allow_connections`] undoes it.
+    pub async fn refuse_connections(&self) {
+        let mut conn = admin().await;
+        conn.execute(format!("ALTER DATABASE {} WITH ALLOW_CONNECTIONS false", self.name).as_str())
+            .await
+            .expect("refuse connections");
+        sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1")
+            .bind(&self.name)
+            .execute(&mut conn)
+            .await
+            .expect("terminate connections");
+    }
+
+    pub async fn allow_connections(&self) {
+        let mut conn = admin().await;
+        conn.execute(format!("ALTER DATABASE {} WITH ALLOW_CONNECTIONS true", self.name).as_str())
+            .await
+            .expect("allow connections");
+    }
+
+    /// How many events the store holds.
+    pub async fn event_count(&self) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM events")
+            .fetch_one(&self.pool)
+            .await
+            .expect("count events")
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        // Drop runs inside the test's runtime; use a thread with its own.
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            runtime.block_on(async move {
+                let mut conn = PgConnection::connect(&admin_url()).await.ok()?;
+                conn.execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
+                    .await
+                    .ok()
+            })
+        })
+        .join();
+        if !matches!(dropped, Ok(Some(_))) {
+            eprintln!("test database {} was not dropped", self.name);
+        }
+    }
+}
