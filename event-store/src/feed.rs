@@ -12,7 +12,10 @@
 //! can ever appear behind a position once it has been read. The price is
 //! that events of a committed transaction wait until every older
 //! transaction still running has finished (commands are short, so this is
-//! milliseconds).
+//! milliseconds). Transaction ids are shared by every database of a
+//! PostgreSQL cluster, so a long transaction in ANY database of the cluster
+//! holds the horizon back: keep the event store's cluster free of
+//! long-running transactions.
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -48,6 +51,11 @@ pub struct RecordedEvent {
 pub struct FeedFilter {
     /// Only events of this aggregate type.
     pub aggregate_type: Option<String>,
+    /// Also read committed events above the stable horizon. Right for a
+    /// one-shot replay of what is visible now; wrong for a reader that
+    /// follows the feed and keeps its position, which could then pass an
+    /// event still to be committed below it.
+    pub beyond_horizon: bool,
 }
 
 /// Reads at most `limit` events after `after`, in global order, from
@@ -63,7 +71,7 @@ pub async fn read_after(
                 sequence, event_type, event_version, payload, metadata, recorded_at \
          FROM events \
          WHERE (transaction_id, global_position) > ($1::text::xid8, $2) \
-           AND transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
+           AND ($5 OR transaction_id < pg_snapshot_xmin(pg_current_snapshot())) \
            AND ($3::text IS NULL OR aggregate_type = $3) \
          ORDER BY transaction_id, global_position \
          LIMIT $4",
@@ -72,6 +80,7 @@ pub async fn read_after(
     .bind(after.position)
     .bind(filter.aggregate_type.as_deref())
     .bind(limit)
+    .bind(filter.beyond_horizon)
     .fetch_all(pool)
     .await?;
     rows.into_iter().map(|row| decode(&row)).collect()

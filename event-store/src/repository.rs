@@ -200,8 +200,10 @@ impl PersistedEventRepository for PgEventRepository {
         let (mut feed, stream) = ReplayStream::new(self.page_size.try_into().unwrap_or(1000));
         let pool = self.pool.clone();
         let page_size = self.page_size;
+        // A one-shot replay of everything committed and visible now.
         let filter = FeedFilter {
             aggregate_type: Some(A::TYPE.to_owned()),
+            beyond_horizon: true,
         };
         tokio::spawn(async move {
             let mut after = GlobalPosition::default();

@@ -215,6 +215,29 @@ impl EventStore {
         } = uow;
         let mut tx = self.pool.begin().await.map_err(StoreError::from)?;
 
+        // The key is claimed first: a concurrent request with the same key
+        // waits here for this transaction and then finds the key taken,
+        // before any of its other statements can fail for another reason.
+        if let Some(record) = &idempotency {
+            // An expired key may be reused: the row is replaced only when it
+            // is older than the retention period.
+            let claimed = sqlx::query(
+                "INSERT INTO idempotency_keys (key, fingerprint, outcome) VALUES ($1, $2, 'null') \
+                 ON CONFLICT (key) DO UPDATE \
+                   SET fingerprint = EXCLUDED.fingerprint, outcome = EXCLUDED.outcome, created_at = now() \
+                   WHERE idempotency_keys.created_at <= now() - make_interval(secs => $3)",
+            )
+            .bind(&record.key)
+            .bind(&record.fingerprint)
+            .bind(self.idempotency_ttl.as_secs_f64())
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::from)?;
+            if claimed.rows_affected() == 0 {
+                return Err(CommitError::IdempotencyKeyTaken);
+            }
+        }
+
         for claim in &claims {
             sqlx::query(
                 "INSERT INTO unique_claims (scope, value, aggregate_id) VALUES ($1, $2, $3)",
@@ -314,24 +337,12 @@ impl EventStore {
 
         if let Some(record) = idempotency {
             let outcome = (record.outcome)(&commit);
-            // An expired key may be reused: the row is replaced only when it
-            // is older than the retention period.
-            let inserted = sqlx::query(
-                "INSERT INTO idempotency_keys (key, fingerprint, outcome) VALUES ($1, $2, $3) \
-                 ON CONFLICT (key) DO UPDATE \
-                   SET fingerprint = EXCLUDED.fingerprint, outcome = EXCLUDED.outcome, created_at = now() \
-                   WHERE idempotency_keys.created_at <= now() - make_interval(secs => $4)",
-            )
-            .bind(&record.key)
-            .bind(&record.fingerprint)
-            .bind(&outcome)
-            .bind(self.idempotency_ttl.as_secs_f64())
-            .execute(&mut *tx)
-            .await
-            .map_err(StoreError::from)?;
-            if inserted.rows_affected() == 0 {
-                return Err(CommitError::IdempotencyKeyTaken);
-            }
+            sqlx::query("UPDATE idempotency_keys SET outcome = $2 WHERE key = $1")
+                .bind(&record.key)
+                .bind(&outcome)
+                .execute(&mut *tx)
+                .await
+                .map_err(StoreError::from)?;
         }
 
         tx.commit().await.map_err(StoreError::from)?;
