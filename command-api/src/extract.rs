@@ -147,8 +147,21 @@ fn parse_if_match(value: &str) -> Result<Option<usize>, ApiError> {
     if value == "*" {
         return Ok(None);
     }
-    let tag = value.strip_prefix("W/").unwrap_or(value).trim_matches('"');
-    tag.parse().map(Some).map_err(|_| ApiError::BadHeader {
+    let tag = value.strip_prefix("W/").unwrap_or(value);
+    let digits = tag
+        .strip_prefix('"')
+        .and_then(|t| t.strip_suffix('"'))
+        .unwrap_or(tag);
+    let plain = (1..=18).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit());
+    let quoted_or_bare =
+        digits.len() + 2 == tag.len() || (digits.len() == tag.len() && tag.len() == value.len());
+    if !(plain && quoted_or_bare) {
+        return Err(ApiError::BadHeader {
+            header: "If-Match",
+            message: "expected an entity tag holding the aggregate version, such as \"3\"".into(),
+        });
+    }
+    digits.parse().map(Some).map_err(|_| ApiError::BadHeader {
         header: "If-Match",
         message: "expected an entity tag holding the aggregate version, such as \"3\"".into(),
     })
@@ -238,6 +251,9 @@ mod tests {
         assert_eq!(parse_if_match("W/\"3\"").ok().flatten(), Some(3));
         assert_eq!(parse_if_match("*").ok().flatten(), None);
         assert!(parse_if_match("\"abc\"").is_err());
+        assert!(parse_if_match("\"3").is_err());
+        assert!(parse_if_match("W/3").is_err());
+        assert!(parse_if_match("").is_err());
     }
 
     #[test]

@@ -57,8 +57,16 @@ pub struct MoneyInput {
     #[schema(minimum = 0)]
     pub amount_minor: i64,
     /// ISO 4217 code, upper case.
-    #[schema(pattern = "^[A-Z]{3}$")]
+    #[schema(schema_with = currency_schema)]
     pub currency: String,
+}
+
+fn currency_schema() -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .description(Some("ISO 4217 currency code"))
+        .enum_values(Some(Currency::CODES.iter().copied()))
+        .build()
 }
 
 impl MoneyInput {
@@ -83,15 +91,15 @@ impl MoneyInput {
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AddressInput {
-    #[schema(min_length = 1, max_length = 200)]
+    #[schema(min_length = 1, max_length = 200, pattern = "\\S")]
     pub recipient: String,
-    #[schema(min_length = 1, max_length = 200)]
+    #[schema(min_length = 1, max_length = 200, pattern = "\\S")]
     pub line1: String,
     #[schema(max_length = 200)]
     pub line2: Option<String>,
-    #[schema(min_length = 1, max_length = 200)]
+    #[schema(min_length = 1, max_length = 200, pattern = "\\S")]
     pub city: String,
-    #[schema(min_length = 1, max_length = 200)]
+    #[schema(min_length = 1, max_length = 200, pattern = "\\S")]
     pub postal_code: String,
     /// ISO 3166-1 alpha-2 country code.
     #[schema(pattern = "^[A-Za-z]{2}$")]

@@ -32,6 +32,9 @@ const ISO_4217: &[&str] = &[
 pub struct Currency([u8; 3]);
 
 impl Currency {
+    /// Every accepted code, sorted.
+    pub const CODES: &'static [&'static str] = ISO_4217;
+
     #[must_use]
     pub fn as_str(&self) -> &str {
         // Only ever built from an entry of ISO_4217, which is ASCII.

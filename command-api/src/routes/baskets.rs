@@ -32,7 +32,8 @@ pub struct OpenBasket {
 #[utoipa::path(post, path = "/baskets", tag = "baskets", params(CommandHeaderParams),
     request_body = OpenBasket,
     responses((status = 201, description = "Opened", body = CommandAccepted,
-        headers(("Location" = String, description = "/baskets/{id}"), ("ETag" = String, description = "version"))),
+        headers(("Location" = String, description = "/baskets/{id}"), ("ETag" = String, description = "version")),
+        links(("AddItem" = (operation_id = "add_item", parameters(("id" = "$response.body#/id")))), ("ClearBasket" = (operation_id = "clear_basket", parameters(("id" = "$response.body#/id")))), ("Checkout" = (operation_id = "checkout", parameters(("id" = "$response.body#/id")))))),
         CommandErrors))]
 async fn open_basket(
     State(app): State<AppState>,
@@ -149,7 +150,8 @@ pub struct Checkout {
     params(("id" = Uuid, Path, description = "Basket id"), CommandHeaderParams),
     request_body = Checkout,
     responses((status = 201, description = "Order placed", body = CheckoutAccepted,
-        headers(("Location" = String, description = "/orders/{order_id}"), ("ETag" = String, description = "order version"))),
+        headers(("Location" = String, description = "/orders/{order_id}"), ("ETag" = String, description = "order version")),
+        links(("Pay" = (operation_id = "pay", parameters(("id" = "$response.body#/order_id")))), ("Ship" = (operation_id = "ship", parameters(("id" = "$response.body#/order_id")))), ("Deliver" = (operation_id = "deliver", parameters(("id" = "$response.body#/order_id")))), ("Cancel" = (operation_id = "cancel", parameters(("id" = "$response.body#/order_id")))))),
         CommandErrors))]
 async fn checkout(
     State(app): State<AppState>,

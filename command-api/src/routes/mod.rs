@@ -17,7 +17,7 @@ use utoipa_swagger_ui::SwaggerUi;
 
 pub use health::{Readiness, ReadinessCheck};
 
-use crate::error::ApiError;
+use crate::error::{ApiError, FieldError, Problem};
 use crate::extract::MAX_BODY_BYTES;
 use crate::startup::AppState;
 use crate::telemetry::correlate;
@@ -31,11 +31,16 @@ pub struct CommandHeaderParams {
     /// Apply the command only if the aggregate is at this version (the
     /// `ETag` of an earlier response), else `412`.
     #[serde(rename = "If-Match")]
+    #[param(
+        pattern = r#"^(\*|(W/)?"[0-9]{1,18}"|[0-9]{1,18})$"#,
+        example = "\"3\""
+    )]
     if_match: Option<String>,
     /// Makes a retried request return the original response without
     /// appending anything (kept at least 24 hours). 1 to 255 visible ASCII
     /// characters.
     #[serde(rename = "Idempotency-Key")]
+    #[param(pattern = "^[!-~]{1,255}$", example = "checkout-7f3a9c")]
     idempotency_key: Option<String>,
     /// Ties the request to others; generated when absent, echoed back and
     /// stored with the events.
@@ -57,6 +62,7 @@ pub struct NoBody {}
         description = "Commands on products, baskets and orders. Every success returns the aggregate's new \
                        version (also as ETag) and a consistency token; every error is RFC 9457 problem+json."
     ),
+    components(schemas(Problem, FieldError)),
     tags(
         (name = "products", description = "The catalog: prices and stock"),
         (name = "baskets", description = "Customers' baskets and checkout"),
@@ -66,10 +72,42 @@ pub struct NoBody {}
 )]
 struct ApiDoc;
 
-/// The OpenAPI document of the command API.
+/// The OpenAPI document of the command API, as served at `/openapi.json`.
 #[must_use]
-pub fn openapi() -> utoipa::openapi::OpenApi {
-    api_router().split_for_parts().1
+pub fn openapi() -> serde_json::Value {
+    render(&api_router().split_for_parts().1)
+}
+
+/// Renders the document as JSON. utoipa 5.5 writes a link's target as
+/// `operation_id`/`operation_ref`; OpenAPI spells them `operationId` and
+/// `operationRef`, so they are renamed here.
+fn render(document: &utoipa::openapi::OpenApi) -> serde_json::Value {
+    fn fix_links(value: &mut serde_json::Value) {
+        match value {
+            serde_json::Value::Object(map) => {
+                if let Some(serde_json::Value::Object(links)) = map.get_mut("links") {
+                    for link in links.values_mut() {
+                        if let serde_json::Value::Object(link) = link {
+                            for (from, to) in [
+                                ("operation_id", "operationId"),
+                                ("operation_ref", "operationRef"),
+                            ] {
+                                if let Some(target) = link.remove(from) {
+                                    link.insert(to.to_owned(), target);
+                                }
+                            }
+                        }
+                    }
+                }
+                map.values_mut().for_each(fix_links);
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(fix_links),
+            _ => {}
+        }
+    }
+    let mut json = serde_json::to_value(document).unwrap_or_default();
+    fix_links(&mut json);
+    json
 }
 
 fn api_router() -> OpenApiRouter<AppState> {
@@ -91,7 +129,7 @@ async fn method_not_allowed() -> ApiError {
 /// The whole HTTP application.
 pub fn router(state: AppState) -> Router {
     let (api, document) = api_router().split_for_parts();
-    api.merge(SwaggerUi::new("/docs").url("/openapi.json", document))
+    api.merge(SwaggerUi::new("/docs").external_url_unchecked("/openapi.json", render(&document)))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

@@ -25,7 +25,12 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Pay {
-    #[schema(example = "psp-7f3a9", min_length = 1, max_length = 200)]
+    #[schema(
+        example = "psp-7f3a9",
+        min_length = 1,
+        max_length = 200,
+        pattern = "\\S"
+    )]
     payment_reference: String,
     /// Must equal the order total.
     amount: MoneyInput,
@@ -61,7 +66,12 @@ async fn pay(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Ship {
-    #[schema(example = "1Z999AA10123456784", min_length = 1, max_length = 200)]
+    #[schema(
+        example = "1Z999AA10123456784",
+        min_length = 1,
+        max_length = 200,
+        pattern = "\\S"
+    )]
     tracking_number: String,
 }
 
@@ -114,7 +124,8 @@ pub struct Cancel {
     #[schema(
         example = "customer changed their mind",
         min_length = 1,
-        max_length = 200
+        max_length = 200,
+        pattern = "\\S"
     )]
     reason: String,
 }

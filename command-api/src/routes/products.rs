@@ -28,15 +28,26 @@ pub fn router() -> OpenApiRouter<AppState> {
 pub struct RegisterProduct {
     /// Unique across the catalog; letters, digits, `-`, `_`, `.`; stored
     /// upper-case.
-    #[schema(example = "MUG-BLUE-01", min_length = 1, max_length = 64)]
+    #[schema(
+        example = "MUG-BLUE-01",
+        min_length = 1,
+        max_length = 64,
+        pattern = "^[A-Za-z0-9._-]+$"
+    )]
     sku: String,
-    #[schema(example = "Blue mug", min_length = 1, max_length = 200)]
+    #[schema(
+        example = "Blue mug",
+        min_length = 1,
+        max_length = 200,
+        pattern = "\\S"
+    )]
     name: String,
     #[serde(default)]
     #[schema(max_length = 5000)]
     description: String,
     price: MoneyInput,
     /// Units on hand.
+    #[schema(minimum = 0, maximum = 4_294_967_295_u64)]
     initial_stock: u32,
 }
 
@@ -44,7 +55,8 @@ pub struct RegisterProduct {
 #[utoipa::path(post, path = "/products", tag = "products", params(CommandHeaderParams),
     request_body = RegisterProduct,
     responses((status = 201, description = "Registered", body = CommandAccepted,
-        headers(("Location" = String, description = "/products/{id}"), ("ETag" = String, description = "version"))),
+        headers(("Location" = String, description = "/products/{id}"), ("ETag" = String, description = "version")),
+        links(("ChangePrice" = (operation_id = "change_price", parameters(("id" = "$response.body#/id")))), ("AdjustStock" = (operation_id = "adjust_stock", parameters(("id" = "$response.body#/id")))), ("Discontinue" = (operation_id = "discontinue", parameters(("id" = "$response.body#/id")))))),
         CommandErrors))]
 async fn register_product(
     State(app): State<AppState>,
@@ -110,7 +122,12 @@ pub struct AdjustStock {
     /// reserved.
     #[schema(example = 25)]
     delta: i64,
-    #[schema(example = "delivery from supplier", min_length = 1, max_length = 200)]
+    #[schema(
+        example = "delivery from supplier",
+        min_length = 1,
+        max_length = 200,
+        pattern = "\\S"
+    )]
     reason: String,
 }
 

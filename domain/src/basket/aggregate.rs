@@ -102,15 +102,16 @@ impl Basket {
     }
 
     fn decide(&self, command: BasketCommand) -> Result<Vec<BasketEvent>, BasketError> {
-        if let BasketCommand::Open { customer_id } = command {
-            if self.status != BasketStatus::NotOpened {
-                return Err(BasketError::AlreadyOpened);
-            }
-            return Ok(vec![BasketEvent::BasketOpened { customer_id }]);
+        if !matches!(command, BasketCommand::Open { .. }) {
+            self.require_open()?;
         }
-        self.require_open()?;
         let event = match command {
-            BasketCommand::Open { .. } => unreachable!("handled above"),
+            BasketCommand::Open { customer_id } => {
+                if self.status != BasketStatus::NotOpened {
+                    return Err(BasketError::AlreadyOpened);
+                }
+                BasketEvent::BasketOpened { customer_id }
+            }
             BasketCommand::AddItem { product, quantity } => {
                 let added = checked_quantity(u64::from(quantity))?;
                 if product.discontinued {
@@ -129,8 +130,15 @@ impl Basket {
                 }
                 match self.line(product.product_id) {
                     Some(line) => {
-                        let quantity =
-                            checked_quantity(u64::from(line.quantity) + u64::from(added))?;
+                        // The request is valid; the basket's state refuses it.
+                        let quantity = checked_quantity(
+                            u64::from(line.quantity) + u64::from(added),
+                        )
+                        .map_err(|_| BasketError::LineFull {
+                            product_id: product.product_id,
+                            held: line.quantity,
+                            adding: added,
+                        })?;
                         BasketEvent::ItemQuantityChanged {
                             product_id: product.product_id,
                             quantity,

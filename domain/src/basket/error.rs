@@ -15,6 +15,14 @@ pub enum BasketError {
     NotOpen { status: BasketStatus },
     #[error("quantity must be between 1 and {MAX_QUANTITY}, got {quantity}")]
     QuantityOutOfRange { quantity: u64 },
+    #[error(
+        "the basket holds {held} of product {product_id}; adding {adding} would exceed {MAX_QUANTITY}"
+    )]
+    LineFull {
+        product_id: ProductId,
+        held: u32,
+        adding: u32,
+    },
     #[error("a basket holds at most {MAX_LINES} lines")]
     TooManyLines,
     #[error("product {product_id} is discontinued")]
@@ -36,7 +44,9 @@ impl BasketError {
             | Self::TooManyLines
             | Self::ProductDiscontinued { .. }
             | Self::CurrencyMismatch { .. } => ErrorKind::Validation,
-            Self::AlreadyOpened | Self::NotOpen { .. } | Self::Empty => ErrorKind::InvalidState,
+            Self::AlreadyOpened | Self::NotOpen { .. } | Self::Empty | Self::LineFull { .. } => {
+                ErrorKind::InvalidState
+            }
         }
     }
 
@@ -48,6 +58,7 @@ impl BasketError {
             Self::NotOpened => "basket-not-found",
             Self::NotOpen { .. } => "basket-not-open",
             Self::QuantityOutOfRange { .. } => "quantity-out-of-range",
+            Self::LineFull { .. } => "line-full",
             Self::TooManyLines => "too-many-lines",
             Self::ProductDiscontinued { .. } => "product-discontinued",
             Self::CurrencyMismatch { .. } => "currency-mismatch",

@@ -270,19 +270,28 @@ fn adding_the_same_product_up_to_ninety_nine_units_is_allowed() {
 }
 
 #[test]
-fn adding_the_same_product_beyond_ninety_nine_units_is_refused_with_the_resulting_quantity() {
+fn adding_the_same_product_beyond_ninety_nine_units_is_refused_naming_what_is_held() {
+    let product_id = offer(1, eur(100)).product_id;
     given(vec![opened(), added(1, eur(100), 60)])
         .when(BasketCommand::AddItem {
             product: offer(1, eur(100)),
             quantity: 40,
         })
-        .then_expect_error(BasketError::QuantityOutOfRange { quantity: 100 });
+        .then_expect_error(BasketError::LineFull {
+            product_id,
+            held: 60,
+            adding: 40,
+        });
     given(vec![opened(), added(1, eur(100), MAX_QUANTITY)])
         .when(BasketCommand::AddItem {
             product: offer(1, eur(100)),
             quantity: 1,
         })
-        .then_expect_error(BasketError::QuantityOutOfRange { quantity: 100 });
+        .then_expect_error(BasketError::LineFull {
+            product_id,
+            held: MAX_QUANTITY,
+            adding: 1,
+        });
 }
 
 #[test]
