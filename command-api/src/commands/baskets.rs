@@ -34,7 +34,10 @@ impl CommandService {
     ) -> Result<Outcome, CommandError> {
         let aggregate_id = basket_id.to_string();
         self.run(ctx, Resource::Basket, || async {
-            let product = self.store.load::<Product>(&product_id.to_string()).await?;
+            let (product, mut basket) = self
+                .store
+                .load_both::<Product, Basket>(&product_id.to_string(), &aggregate_id)
+                .await?;
             let details = product
                 .aggregate
                 .details()
@@ -50,7 +53,6 @@ impl CommandService {
                 unit_price: details.price,
                 discontinued: product.aggregate.status() == ProductStatus::Discontinued,
             };
-            let mut basket = self.store.load::<Basket>(&aggregate_id).await?;
             Self::check_version(ctx, &basket)?;
             let events = decide(
                 &mut basket,

@@ -1,0 +1,385 @@
+//! Benchmark of the write side: N concurrent HTTP clients send add-item
+//! commands to `eshop serve` over a fresh database; then, in the same run
+//! and on the same PostgreSQL, pgbench runs the equivalent bare transaction
+//! (one SELECT of an aggregate's recent events, one INSERT of an event) at
+//! the same concurrency, before and after the eshop load. Prints commands/s,
+//! p50/p99 latency, pgbench TPS and the ratio of eshop to the mean of the
+//! two pgbench runs. See docs/benchmarks.md.
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use hdrhistogram::Histogram;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::{Value, json};
+use sqlx::{Connection, Executor, PgConnection};
+use tokio::sync::Mutex;
+use uuid::Uuid;
+
+#[derive(Debug, Parser)]
+struct Args {
+    /// Concurrent clients (and pgbench clients).
+    #[arg(long, default_value_t = 16)]
+    clients: usize,
+    /// Measured seconds for each side.
+    #[arg(long, default_value_t = 20)]
+    duration: u64,
+    /// Unmeasured seconds before measuring eshop.
+    #[arg(long, default_value_t = 3)]
+    warmup: u64,
+    /// The eshop binary to benchmark.
+    #[arg(long, default_value = "target/release/eshop")]
+    eshop: String,
+    /// PostgreSQL server, as a URL of its maintenance database.
+    #[arg(
+        long,
+        env = "BENCH_ADMIN_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
+    )]
+    admin_url: String,
+}
+
+const PRODUCTS: usize = 50;
+/// Adds per basket before it is replaced (50 products x 99 units max).
+const ADDS_PER_BASKET: usize = 4_900;
+
+struct Server {
+    child: Child,
+    base: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn database_url(admin: &str, name: &str) -> String {
+    let base = admin.rsplit_once('/').map_or(admin, |(base, _)| base);
+    format!("{base}/{name}")
+}
+
+async fn start_server(args: &Args, db_url: &str) -> anyhow::Result<Server> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let child = Command::new(&args.eshop)
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--database-url",
+            db_url,
+        ])
+        .args([
+            "--database-max-connections",
+            &args.clients.max(4).to_string(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .with_context(|| {
+            format!(
+                "failed to start {} (build it with cargo build --release)",
+                args.eshop
+            )
+        })?;
+    let server = Server {
+        child,
+        base: format!("http://127.0.0.1:{port}"),
+    };
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(response) = client
+            .get(format!("{}/health/ready", server.base))
+            .send()
+            .await
+        {
+            if response.status().is_success() {
+                return Ok(server);
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("eshop did not become ready within 60 s");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn post(client: &reqwest::Client, url: String, body: Value) -> anyhow::Result<Value> {
+    let response = client.post(url).json(&body).send().await?;
+    let status = response.status();
+    let body: Value = response.json().await?;
+    if !status.is_success() {
+        bail!("{status}: {body}");
+    }
+    Ok(body)
+}
+
+async fn open_basket(client: &reqwest::Client, base: &str) -> anyhow::Result<String> {
+    let body = post(
+        client,
+        format!("{base}/baskets"),
+        json!({"customer_id": Uuid::now_v7()}),
+    )
+    .await?;
+    Ok(body["id"].as_str().context("basket id")?.to_owned())
+}
+
+struct Load {
+    histogram: Histogram<u64>,
+    ok: u64,
+    failed: u64,
+    elapsed: Duration,
+}
+
+/// Runs the clients for warm-up plus measured time; records only the
+/// measured part.
+async fn run_load(args: &Args, base: &str, products: Arc<Vec<String>>) -> anyhow::Result<Load> {
+    let measuring = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let histogram = Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(
+        1, 60_000_000, 3,
+    )?));
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(args.clients)
+        .build()?;
+    let mut tasks = Vec::new();
+    for worker in 0..args.clients {
+        let (client, base, products) = (client.clone(), base.to_owned(), Arc::clone(&products));
+        let (measuring, stop, done, failed, histogram) = (
+            Arc::clone(&measuring),
+            Arc::clone(&stop),
+            Arc::clone(&done),
+            Arc::clone(&failed),
+            Arc::clone(&histogram),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut local =
+                Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
+            let mut basket = open_basket(&client, &base).await?;
+            let mut n = 0usize;
+            while !stop.load(Ordering::Relaxed) {
+                if n > 0 && n % ADDS_PER_BASKET == 0 {
+                    basket = open_basket(&client, &base).await?;
+                }
+                let product = &products[(worker + n) % products.len()];
+                let started = Instant::now();
+                let result = client
+                    .post(format!("{base}/baskets/{basket}/items"))
+                    .json(&json!({"product_id": product, "quantity": 1}))
+                    .send()
+                    .await;
+                let ok = matches!(&result, Ok(r) if r.status().is_success());
+                if let Ok(response) = result {
+                    let _ = response.bytes().await;
+                }
+                n += 1;
+                if measuring.load(Ordering::Relaxed) {
+                    if ok {
+                        local.record(
+                            u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+                        )?;
+                        done.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            histogram.lock().await.add(&local)?;
+            anyhow::Ok(())
+        }));
+    }
+
+    tokio::time::sleep(Duration::from_secs(args.warmup)).await;
+    measuring.store(true, Ordering::Relaxed);
+    let started = Instant::now();
+    let bar = ProgressBar::new(args.duration);
+    bar.set_style(
+        ProgressStyle::with_template("eshop   [{bar:30}] {pos}/{len} s  {msg}")?
+            .progress_chars("=> "),
+    );
+    for second in 1..=args.duration {
+        tokio::time::sleep_until((started + Duration::from_secs(second)).into()).await;
+        let rate = done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
+        bar.set_position(second);
+        bar.set_message(format!("{rate:.0} commands/s"));
+    }
+    stop.store(true, Ordering::Relaxed);
+    measuring.store(false, Ordering::Relaxed);
+    let elapsed = started.elapsed();
+    bar.finish_and_clear();
+    for task in tasks {
+        task.await??;
+    }
+    let histogram = Arc::try_unwrap(histogram)
+        .map_err(|_| anyhow::anyhow!("histogram still shared"))?
+        .into_inner();
+    Ok(Load {
+        histogram,
+        ok: done.load(Ordering::Relaxed),
+        failed: failed.load(Ordering::Relaxed),
+        elapsed,
+    })
+}
+
+/// Aggregates the baseline reads, and their length: 25 events is the mean
+/// tail an eshop load reads after a snapshot every 50 events.
+const READ_AGGREGATES: usize = 1_000;
+const EVENTS_PER_READ_AGGREGATE: usize = 25;
+
+const EVENT_PAYLOAD: &str = r#"{"ItemAdded": {"product_id": "01a20086-6ce6-71da-9548-f2cad798d11d", "sku": "P-1", "name": "Product 1", "unit_price": {"amount_minor": 100, "currency": "EUR"}, "quantity": 1}}"#;
+const EVENT_METADATA: &str = r#"{"event_id": "01a20086-6ce6-71da-9548-f2cad798d11e", "occurred_at": "2026-11-21T23:52:19.123456Z", "correlation_id": "01a20086-6ce5-7259-960e-243930c8aec9", "causation_id": "01a20086-6ce5-7259-960e-243930c8aec8", "actor": "anonymous", "schema_version": "1.0"}"#;
+
+/// The bare transaction an add-item command amounts to: read all events of
+/// an aggregate, append one event. Reads go to fixed-size aggregates so that
+/// the baseline does not drift as the table grows; appends go to the end of
+/// each client's own aggregate.
+fn pgbench_script() -> String {
+    format!(
+        "\\set aggregate random(1, {READ_AGGREGATES})\n\
+         BEGIN;\n\
+         SELECT sequence, event_type, event_version, payload, metadata FROM events \
+         WHERE aggregate_type = 'PgBenchRead' AND aggregate_id = 'read-' || :aggregate ORDER BY sequence;\n\
+         INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
+         VALUES ('PgBenchWrite', 'client-' || :client_id, nextval('pgbench_append'), 'ItemAdded', '1.0', \
+         '{EVENT_PAYLOAD}', '{EVENT_METADATA}');\n\
+         END;\n"
+    )
+}
+
+/// Creates what the baseline reads.
+async fn prepare_pgbench(db_url: &str) -> anyhow::Result<()> {
+    let mut conn = PgConnection::connect(db_url).await?;
+    conn.execute("CREATE SEQUENCE IF NOT EXISTS pgbench_append")
+        .await?;
+    sqlx::query(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
+         SELECT 'PgBenchRead', 'read-' || a, s, 'ItemAdded', '1.0', $1::jsonb, $2::jsonb \
+         FROM generate_series(1, $3) a, generate_series(1, $4) s",
+    )
+    .bind(EVENT_PAYLOAD)
+    .bind(EVENT_METADATA)
+    .bind(i32::try_from(READ_AGGREGATES)?)
+    .bind(i32::try_from(EVENTS_PER_READ_AGGREGATE)?)
+    .execute(&mut conn)
+    .await?;
+    conn.execute("ANALYZE events").await?;
+    Ok(())
+}
+
+fn run_pgbench(args: &Args, db_url: &str) -> anyhow::Result<f64> {
+    let script =
+        std::env::temp_dir().join(format!("eshop-pgbench-{}.sql", Uuid::now_v7().simple()));
+    std::fs::write(&script, pgbench_script())?;
+    eprintln!(
+        "pgbench: {} clients for {} s …",
+        args.clients, args.duration
+    );
+    let output = Command::new("pgbench")
+        .args([
+            "-n",
+            "-M",
+            "prepared",
+            "-c",
+            &args.clients.to_string(),
+            "-j",
+            "2",
+        ])
+        .args(["-T", &args.duration.to_string(), "-f"])
+        .arg(&script)
+        .arg(db_url)
+        .output()
+        .context("failed to run pgbench (apt-get install postgresql-client)")?;
+    let _ = std::fs::remove_file(&script);
+    let text = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        bail!(
+            "pgbench failed: {text}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    text.lines()
+        .find_map(|line| {
+            line.strip_prefix("tps = ")
+                .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+        })
+        .context("no tps line in pgbench output")
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let name = format!("eshop_bench_{}", Uuid::now_v7().simple());
+    let db_url = database_url(&args.admin_url, &name);
+    let mut admin = PgConnection::connect(&args.admin_url)
+        .await
+        .context("PostgreSQL must be running")?;
+    admin
+        .execute(format!("CREATE DATABASE {name}").as_str())
+        .await?;
+
+    let result = async {
+        let server = start_server(&args, &db_url).await?;
+        let client = reqwest::Client::new();
+        let mut products = Vec::new();
+        for n in 0..PRODUCTS {
+            let body = json!({"sku": format!("BENCH-{n}"), "name": format!("Product {n}"),
+                "price": {"amount_minor": 100 + n, "currency": "EUR"}, "initial_stock": 1_000_000});
+            products.push(
+                post(&client, format!("{}/products", server.base), body).await?["id"]
+                    .as_str()
+                    .context("id")?
+                    .to_owned(),
+            );
+        }
+        // The baseline runs before and after the load, on the same server,
+        // so that drift on a shared machine shows and is averaged out.
+        prepare_pgbench(&db_url).await?;
+        let before = run_pgbench(&args, &db_url)?;
+        eprintln!(
+            "eshop: {} clients, {} s warm-up, {} s measured …",
+            args.clients, args.warmup, args.duration
+        );
+        let load = run_load(&args, &server.base, Arc::new(products)).await?;
+        drop(server);
+        let after = run_pgbench(&args, &db_url)?;
+        anyhow::Ok((load, before, after))
+    }
+    .await;
+    admin
+        .execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
+        .await?;
+    let (load, before, after) = result?;
+    let tps = (before + after) / 2.0;
+
+    let rate = load.ok as f64 / load.elapsed.as_secs_f64();
+    let p50 = load.histogram.value_at_quantile(0.50) as f64 / 1000.0;
+    let p99 = load.histogram.value_at_quantile(0.99) as f64 / 1000.0;
+    println!("clients:              {}", args.clients);
+    println!(
+        "eshop add-item:       {rate:.0} commands/s ({} ok, {} failed in {:.1} s)",
+        load.ok,
+        load.failed,
+        load.elapsed.as_secs_f64()
+    );
+    println!("eshop latency:        p50 {p50:.2} ms, p99 {p99:.2} ms");
+    println!(
+        "pgbench equivalent:   {tps:.0} transactions/s (before {before:.0}, after {after:.0})"
+    );
+    println!("ratio eshop/pgbench:  {:.2}", rate / tps);
+    println!(
+        "| {} | {rate:.0} | {p50:.2} | {p99:.2} | {before:.0} / {after:.0} | {:.2} |",
+        args.clients,
+        rate / tps
+    );
+    Ok(())
+}
