@@ -96,22 +96,49 @@ where
             is_json(&headers)?;
             &bytes
         };
-        // Syntax first (400), then shape (422): a body with trailing
-        // garbage is malformed even if its start would not fit either.
-        let json: serde_json::Value = serde_json::from_slice(body)
-            .map_err(|error| ApiError::MalformedJson(error.to_string()))?;
-        let fingerprint = headers
-            .contains_key(IDEMPOTENCY_KEY)
-            .then(|| fingerprint(&method, &path, &json));
-        let value = serde_path_to_error::deserialize(json).map_err(|error| {
-            let path = error.path().to_string();
-            let field = if path == "." { "body".to_owned() } else { path };
-            ApiError::Validation(vec![crate::error::FieldError::new(
-                field,
-                error.into_inner(),
-            )])
-        })?;
+        // One pass on the happy path. On failure, syntax decides first
+        // (400), then shape (422): a body with trailing garbage is malformed
+        // even if its start would not fit either.
+        let mut deserializer = serde_json::Deserializer::from_slice(body);
+        let parsed = serde_path_to_error::deserialize(&mut deserializer);
+        let complete = deserializer.end();
+        let value = match (parsed, complete) {
+            (Ok(value), Ok(())) => value,
+            (parsed, _) => {
+                if let Err(syntax) = serde_json::from_slice::<serde::de::IgnoredAny>(body) {
+                    return Err(ApiError::MalformedJson(syntax.to_string()));
+                }
+                let Err(error) = parsed else {
+                    return Err(ApiError::MalformedJson(
+                        "unexpected content after the JSON value".into(),
+                    ));
+                };
+                let path = error.path().to_string();
+                let field = if path == "." { "body".to_owned() } else { path };
+                return Err(ApiError::Validation(vec![crate::error::FieldError::new(
+                    field,
+                    strip_position(error.inner()),
+                )]));
+            }
+        };
+        let fingerprint = if headers.contains_key(IDEMPOTENCY_KEY) {
+            let json: serde_json::Value = serde_json::from_slice(body)
+                .map_err(|error| ApiError::MalformedJson(error.to_string()))?;
+            Some(fingerprint(&method, &path, &json))
+        } else {
+            None
+        };
         Ok(Self { value, fingerprint })
+    }
+}
+
+/// serde's errors end in " at line 1 column 17", which means nothing next
+/// to a field path.
+fn strip_position(error: &serde_json::Error) -> String {
+    let text = error.to_string();
+    match text.rfind(" at line ") {
+        Some(index) => text[..index].to_owned(),
+        None => text,
     }
 }
 

@@ -45,7 +45,10 @@ pub async fn correlate(mut req: Request, next: Next) -> Response {
     let mut response = next.run(req).instrument(span.clone()).await;
     let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
     let status = response.status().as_u16();
-    span.in_scope(|| tracing::info!(http.status = status, latency_ms, "request completed"));
+    // Every request's outcome at debug (`RUST_LOG=eshop_command_api=debug`
+    // for an access log); failures are logged once, at error level, where
+    // they are handled.
+    span.in_scope(|| tracing::debug!(http.status = status, latency_ms, "request completed"));
     if let Ok(value) = HeaderValue::from_str(&correlation_id) {
         response.headers_mut().insert(CORRELATION_HEADER, value);
     }

@@ -52,8 +52,17 @@ impl DatabaseConfig {
 /// Opens a pool. Connections are made lazily, so a database that is down at
 /// start-up shows in `/health/ready` rather than crashing the process.
 pub fn connect(config: &DatabaseConfig) -> Result<PgPool, sqlx::Error> {
-    let options = PgConnectOptions::from_str(&config.url)?.application_name("eshop");
+    // The store's statements are written so that their generic plans are
+    // the right ones (see `EventStore::fetch`); without this, PostgreSQL may
+    // re-plan them on every execution.
+    let options = PgConnectOptions::from_str(&config.url)?
+        .application_name("eshop")
+        .options([("plan_cache_mode", "force_generic_plan")]);
     Ok(PgPoolOptions::new()
+        // No ping before each use: it costs a round trip per statement. A
+        // connection broken by a database restart fails one statement
+        // instead (answered 503, nothing committed) and is discarded.
+        .test_before_acquire(false)
         .max_connections(config.max_connections)
         .acquire_timeout(Duration::from_secs(config.acquire_timeout_secs))
         .connect_lazy_with(options))

@@ -100,10 +100,9 @@ async fn start_server(args: &Args, db_url: &str) -> anyhow::Result<Server> {
             .get(format!("{}/health/ready", server.base))
             .send()
             .await
+            && response.status().is_success()
         {
-            if response.status().is_success() {
-                return Ok(server);
-            }
+            return Ok(server);
         }
         if Instant::now() > deadline {
             bail!("eshop did not become ready within 60 s");
@@ -168,7 +167,7 @@ async fn run_load(args: &Args, base: &str, products: Arc<Vec<String>>) -> anyhow
             let mut basket = open_basket(&client, &base).await?;
             let mut n = 0usize;
             while !stop.load(Ordering::Relaxed) {
-                if n > 0 && n % ADDS_PER_BASKET == 0 {
+                if n > 0 && n.is_multiple_of(ADDS_PER_BASKET) {
                     basket = open_basket(&client, &base).await?;
                 }
                 let product = &products[(worker + n) % products.len()];
