@@ -24,7 +24,7 @@ async fn the_api_answers_generated_requests_as_its_document_says() {
     let examples = std::env::var("FUZZ_MAX_EXAMPLES").unwrap_or_else(|_| "30".into());
     let schema = format!("{}/openapi.json", app.address);
     let run = tokio::task::spawn_blocking(move || {
-        Command::new("st")
+        Command::new(std::env::var("SCHEMATHESIS_BIN").unwrap_or_else(|_| "st".into()))
             .args([
                 "run",
                 &schema,
