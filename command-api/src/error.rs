@@ -103,9 +103,9 @@ impl ApiError {
                 CommandError::Duplicate { field, .. } => (
                     StatusCode::CONFLICT,
                     "duplicate-sku",
-                    vec![FieldError::new(*field, error)],
+                    vec![FieldError::new(field.clone(), error)],
                 ),
-                CommandError::StaleVersion { .. } => {
+                CommandError::StaleVersion { .. } | CommandError::ChangedConcurrently { .. } => {
                     (StatusCode::PRECONDITION_FAILED, "stale-version", Vec::new())
                 }
                 CommandError::ContentionExhausted { .. } => {

@@ -47,6 +47,11 @@ impl Fields {
     }
 }
 
+/// Parses the one validated field of a body.
+pub fn one<T, E: std::fmt::Display>(field: &str, parsed: Result<T, E>) -> Result<T, ApiError> {
+    parsed.map_err(|error| ApiError::Validation(vec![FieldError::new(field, error)]))
+}
+
 /// An amount of money in minor units (cents for EUR) and an ISO 4217
 /// currency code.
 #[derive(Debug, Clone, Deserialize, ToSchema)]

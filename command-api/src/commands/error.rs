@@ -16,10 +16,14 @@ pub enum CommandError {
     },
     /// A value that must be unique is taken (a SKU).
     #[error("{field} '{value}' is already taken")]
-    Duplicate { field: &'static str, value: String },
+    Duplicate { field: String, value: String },
     /// `If-Match` named another version than the aggregate's.
     #[error("version {expected} was expected but the current version is {current}")]
     StaleVersion { expected: usize, current: usize },
+    /// `If-Match` named the version that was current when the command was
+    /// decided, but another write committed first.
+    #[error("version {expected} was expected but the aggregate was changed concurrently")]
+    ChangedConcurrently { expected: usize },
     /// Concurrent writers kept winning until the retries ran out.
     #[error("the {resource} kept changing concurrently; try again")]
     ContentionExhausted { resource: &'static str },

@@ -192,14 +192,10 @@ impl CommandService {
                     aggregate_type,
                     aggregate_id,
                 }) => {
-                    if ctx.expected_version.is_some() {
+                    if let Some(expected) = ctx.expected_version {
                         // The aggregate moved between our load and our
                         // append: the version the client saw is stale.
-                        let expected = ctx.expected_version.unwrap_or_default();
-                        return Err(CommandError::StaleVersion {
-                            expected,
-                            current: expected + 1,
-                        });
+                        return Err(CommandError::ChangedConcurrently { expected });
                     }
                     let Some(delay) = delays.next() else {
                         tracing::warn!(aggregate.type = %aggregate_type, aggregate.id = %aggregate_id, "retries exhausted");
@@ -210,9 +206,9 @@ impl CommandService {
                     tracing::debug!(aggregate.type = %aggregate_type, aggregate.id = %aggregate_id, delay_ms = delay.as_millis(), "conflict, retrying");
                     tokio::time::sleep(delay).await;
                 }
-                Err(CommitError::Duplicate { value, .. }) => {
+                Err(CommitError::Duplicate { scope, value }) => {
                     return Err(CommandError::Duplicate {
-                        field: "sku",
+                        field: scope,
                         value,
                     });
                 }

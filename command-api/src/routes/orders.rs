@@ -10,7 +10,7 @@ use super::{CommandHeaderParams, NoBody};
 use crate::commands::Outcome;
 use crate::error::{ApiError, CommandErrors};
 use crate::extract::{ApiJson, ApiPath, CommandHeaders};
-use crate::input::{Fields, MoneyInput};
+use crate::input::{self, Fields, MoneyInput};
 use crate::responses::CommandAccepted;
 use crate::startup::AppState;
 
@@ -87,13 +87,10 @@ async fn ship(
     headers: CommandHeaders,
     body: ApiJson<Ship>,
 ) -> Result<Outcome, ApiError> {
-    let mut fields = Fields::default();
-    let Some(tracking) = fields.check(
+    let tracking = input::one(
         "tracking_number",
         ShortText::parse(&body.value.tracking_number),
-    ) else {
-        return Err(fields.into_error());
-    };
+    )?;
     Ok(app
         .commands
         .ship(&headers.context(body.fingerprint), id, tracking)
@@ -142,10 +139,7 @@ async fn cancel(
     headers: CommandHeaders,
     body: ApiJson<Cancel>,
 ) -> Result<Outcome, ApiError> {
-    let mut fields = Fields::default();
-    let Some(reason) = fields.check("reason", ShortText::parse(&body.value.reason)) else {
-        return Err(fields.into_error());
-    };
+    let reason = input::one("reason", ShortText::parse(&body.value.reason))?;
     Ok(app
         .commands
         .cancel(&headers.context(body.fingerprint), id, reason)

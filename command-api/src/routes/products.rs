@@ -11,7 +11,7 @@ use crate::commands::Outcome;
 use crate::commands::catalog::NewProduct;
 use crate::error::{ApiError, CommandErrors};
 use crate::extract::{ApiJson, ApiPath, CommandHeaders};
-use crate::input::{Fields, MoneyInput};
+use crate::input::{self, Fields, MoneyInput};
 use crate::responses::CommandAccepted;
 use crate::startup::AppState;
 
@@ -143,10 +143,7 @@ async fn adjust_stock(
     headers: CommandHeaders,
     body: ApiJson<AdjustStock>,
 ) -> Result<Outcome, ApiError> {
-    let mut fields = Fields::default();
-    let Some(reason) = fields.check("reason", ShortText::parse(&body.value.reason)) else {
-        return Err(fields.into_error());
-    };
+    let reason = input::one("reason", ShortText::parse(&body.value.reason))?;
     Ok(app
         .commands
         .adjust_stock(
