@@ -39,6 +39,15 @@ enum Command {
     /// /docs, health at /health/live and /health/ready). Applies pending
     /// migrations at start-up.
     Serve(command_api::ServeConfig),
+    /// Publish every event of the store, in order and without gaps, to Kafka
+    /// (one topic per aggregate type). Relays with the same name elect one
+    /// leader; the others stand by.
+    Relay {
+        #[command(flatten)]
+        database: event_store::DatabaseConfig,
+        #[command(flatten)]
+        relay: projections::relay::RelayConfig,
+    },
     /// Create the database if needed and apply pending schema migrations.
     Migrate {
         #[command(flatten)]
@@ -95,6 +104,12 @@ async fn main() -> anyhow::Result<()> {
         Command::Serve(config) => {
             let app = command_api::Application::build(&config).await?;
             app.run_until(shutdown_signal()).await
+        }
+        Command::Relay { database, relay } => {
+            event_store::migrate(&database)
+                .await
+                .context("failed to migrate the event store")?;
+            projections::relay::run(&database, relay, shutdown_signal()).await
         }
         Command::Migrate { database } => {
             event_store::migrate(&database)

@@ -21,5 +21,5 @@ pub use config::{DatabaseConfig, MIGRATOR, connect, migrate};
 pub use error::{CommitError, StoreError};
 pub use repository::PgEventRepository;
 pub use snapshot::SnapshotPolicy;
-pub use store::{EventStore, Loaded};
+pub use store::{EventStore, Loaded, upcast};
 pub use unit_of_work::{AppendResult, Commit, IdempotencyRecord, StoredOutcome, UnitOfWork};

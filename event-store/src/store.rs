@@ -43,10 +43,8 @@ pub struct EventStore {
     idempotency_ttl: Duration,
 }
 
-pub(crate) fn upcast(
-    event: SerializedEvent,
-    upcasters: &[Box<dyn EventUpcaster>],
-) -> SerializedEvent {
+/// Applies every upcaster that accepts the event, in order.
+pub fn upcast(event: SerializedEvent, upcasters: &[Box<dyn EventUpcaster>]) -> SerializedEvent {
     upcasters.iter().fold(event, |event, upcaster| {
         if upcaster.can_upcast(&event.event_type, &event.event_version) {
             upcaster.upcast(event)

@@ -45,6 +45,31 @@ async fn database_exists(conn: &mut PgConnection, name: &str) -> bool {
         .expect("query pg_database")
 }
 
+/// Runs a statement that needs `database` to have no other sessions,
+/// ending leftover ones and retrying until a deadline.
+async fn retry_while_in_use(conn: &mut PgConnection, database: &str, statement: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        match conn.execute(statement).await {
+            Ok(_) => return,
+            // 55006: object_in_use ("being accessed by other users").
+            Err(sqlx::Error::Database(error)) if error.code().as_deref() == Some("55006") => {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "{database} stayed in use: {statement}"
+                );
+                sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()")
+                    .bind(database)
+                    .execute(&mut *conn)
+                    .await
+                    .expect("end leftover sessions");
+                tokio::task::yield_now().await;
+            }
+            Err(error) => panic!("{statement}: {error}"),
+        }
+    }
+}
+
 /// Creates the migrated template once per migration set, under an advisory
 /// lock so that parallel test processes build it only once.
 async fn ensure_template(conn: &mut PgConnection) -> String {
@@ -70,9 +95,13 @@ async fn ensure_template(conn: &mut PgConnection) -> String {
             .await
             .expect("migrate template");
         pool.close().await;
-        conn.execute(format!("ALTER DATABASE {building} RENAME TO {template}").as_str())
-            .await
-            .expect("rename");
+        // Backends exit asynchronously after their client hangs up.
+        retry_while_in_use(
+            conn,
+            &building,
+            &format!("ALTER DATABASE {building} RENAME TO {template}"),
+        )
+        .await;
     }
     conn.execute("SELECT pg_advisory_unlock(727274)")
         .await
@@ -92,9 +121,12 @@ impl TestDb {
         let mut conn = admin().await;
         let template = ensure_template(&mut conn).await;
         let name = format!("eshop_test_{}", Uuid::now_v7().simple());
-        conn.execute(format!("CREATE DATABASE {name} TEMPLATE {template}").as_str())
-            .await
-            .expect("clone the template database");
+        retry_while_in_use(
+            &mut conn,
+            &template,
+            &format!("CREATE DATABASE {name} TEMPLATE {template}"),
+        )
+        .await;
         let url = url_for(&name);
         let pool = PgPool::connect(&url)
             .await

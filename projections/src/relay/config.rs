@@ -1,0 +1,112 @@
+use std::collections::BTreeMap;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// Topic per aggregate type, parsed from `Product=eshop.products.v1,…`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicMap(BTreeMap<String, String>);
+
+impl TopicMap {
+    /// The topic of an aggregate type's events.
+    #[must_use]
+    pub fn topic(&self, aggregate_type: &str) -> Option<&str> {
+        self.0.get(aggregate_type).map(String::as_str)
+    }
+
+    pub fn topics(&self) -> impl Iterator<Item = &str> {
+        self.0.values().map(String::as_str)
+    }
+}
+
+impl FromStr for TopicMap {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut map = BTreeMap::new();
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (aggregate_type, topic) = part
+                .split_once('=')
+                .ok_or_else(|| format!("expected AggregateType=topic, got '{part}'"))?;
+            map.insert(aggregate_type.trim().to_owned(), topic.trim().to_owned());
+        }
+        if map.is_empty() {
+            return Err("at least one AggregateType=topic is needed".into());
+        }
+        Ok(Self(map))
+    }
+}
+
+/// Configuration of `eshop relay`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RelayConfig {
+    /// Kafka bootstrap servers (any Kafka-protocol broker).
+    #[arg(
+        long = "kafka-brokers",
+        env = "KAFKA_BROKERS",
+        default_value = "127.0.0.1:9092"
+    )]
+    pub brokers: String,
+
+    /// Topic per aggregate type.
+    #[arg(
+        long = "relay-topics",
+        env = "RELAY_TOPICS",
+        default_value = "Product=eshop.products.v1,Basket=eshop.baskets.v1,Order=eshop.orders.v1"
+    )]
+    pub topics: TopicMap,
+
+    /// Partitions of each topic when the relay creates it.
+    #[arg(
+        long = "topic-partitions",
+        env = "KAFKA_TOPIC_PARTITIONS",
+        default_value_t = 6
+    )]
+    pub partitions: i32,
+
+    /// Replication factor of each topic when the relay creates it.
+    #[arg(
+        long = "topic-replication",
+        env = "KAFKA_TOPIC_REPLICATION",
+        default_value_t = 1
+    )]
+    pub replication: i32,
+
+    /// Events read and published per batch.
+    #[arg(
+        long = "relay-batch-size",
+        env = "RELAY_BATCH_SIZE",
+        default_value_t = 500
+    )]
+    pub batch_size: i64,
+
+    /// How long an idle relay waits before looking for new events, in ms.
+    #[arg(long = "relay-poll-ms", env = "RELAY_POLL_MS", default_value_t = 25)]
+    pub poll_ms: u64,
+
+    /// Name of this relay's checkpoint and leader lock; relays with the same
+    /// name share one position and only one of them publishes at a time.
+    #[arg(long = "relay-name", env = "RELAY_NAME", default_value = "eshop")]
+    pub name: String,
+}
+
+impl RelayConfig {
+    #[must_use]
+    pub fn poll_interval(&self) -> Duration {
+        Duration::from_millis(self.poll_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topics_are_parsed_per_aggregate_type() {
+        let topics: TopicMap = "Product=p.v1, Order = o.v1".parse().expect("valid");
+        assert_eq!(topics.topic("Product"), Some("p.v1"));
+        assert_eq!(topics.topic("Order"), Some("o.v1"));
+        assert_eq!(topics.topic("Basket"), None);
+        assert!("".parse::<TopicMap>().is_err());
+        assert!("Product".parse::<TopicMap>().is_err());
+    }
+}

@@ -1,0 +1,136 @@
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::{BorrowedMessage, Headers, Message};
+use uuid::Uuid;
+
+/// The Kafka-protocol broker the tests use, and topic names of their own.
+pub struct TestBroker {
+    pub brokers: String,
+    /// A prefix no other test uses.
+    pub prefix: String,
+}
+
+/// One consumed message, owned.
+#[derive(Debug, Clone)]
+pub struct Consumed {
+    pub topic: String,
+    pub partition: i32,
+    pub key: String,
+    pub envelope: serde_json::Value,
+    pub headers: HashMap<String, String>,
+}
+
+impl TestBroker {
+    /// The broker at `TEST_KAFKA_BROKERS`; fails the test when none answers.
+    pub fn new() -> Self {
+        let brokers =
+            std::env::var("TEST_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into());
+        let reachable = brokers.split(',').any(|b| {
+            std::net::TcpStream::connect_timeout(
+                &b.parse()
+                    .unwrap_or_else(|_| std::net::SocketAddr::from(([127, 0, 0, 1], 9092))),
+                Duration::from_secs(2),
+            )
+            .is_ok()
+        });
+        assert!(
+            reachable,
+            "streaming tests need a Kafka-protocol broker at {brokers}; run scripts/setup (it starts tansu)"
+        );
+        Self {
+            brokers,
+            prefix: format!("test-{}", Uuid::now_v7().simple()),
+        }
+    }
+
+    /// `Product=…,Basket=…,Order=…` topics of this test.
+    pub fn topics(&self) -> String {
+        format!(
+            "Product={p}.products,Basket={p}.baskets,Order={p}.orders",
+            p = self.prefix
+        )
+    }
+
+    pub fn topic_names(&self) -> Vec<String> {
+        ["products", "baskets", "orders"]
+            .iter()
+            .map(|t| format!("{}.{t}", self.prefix))
+            .collect()
+    }
+
+    /// Consumes this test's topics from the start until `done` says so or
+    /// the deadline passes.
+    pub async fn consume_until(
+        &self,
+        deadline: Duration,
+        done: impl Fn(&[Consumed]) -> bool,
+    ) -> Vec<Consumed> {
+        let consumer: StreamConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &self.brokers)
+            .set(
+                "group.id",
+                format!("{}-reader-{}", self.prefix, Uuid::now_v7().simple()),
+            )
+            .set("auto.offset.reset", "earliest")
+            .set("enable.auto.commit", "false")
+            .create()
+            .expect("consumer");
+        let names = self.topic_names();
+        let topics: Vec<&str> = names.iter().map(String::as_str).collect();
+        consumer.subscribe(&topics).expect("subscribe");
+        let started = Instant::now();
+        let mut seen = Vec::new();
+        while !done(&seen) {
+            let left = deadline.saturating_sub(started.elapsed());
+            assert!(
+                !left.is_zero(),
+                "consumed {} messages before the deadline: {:?}",
+                seen.len(),
+                seen.last()
+            );
+            if let Ok(Ok(message)) =
+                tokio::time::timeout(left.min(Duration::from_secs(1)), consumer.recv()).await
+            {
+                seen.push(owned(&message));
+            }
+        }
+        seen
+    }
+}
+
+impl Default for TestBroker {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn owned(message: &BorrowedMessage<'_>) -> Consumed {
+    let mut headers = HashMap::new();
+    if let Some(list) = message.headers() {
+        for header in list.iter() {
+            headers.insert(
+                header.key.to_owned(),
+                header
+                    .value
+                    .map(|v| String::from_utf8_lossy(v).into_owned())
+                    .unwrap_or_default(),
+            );
+        }
+    }
+    Consumed {
+        topic: message.topic().to_owned(),
+        partition: message.partition(),
+        key: message
+            .key()
+            .map(|k| String::from_utf8_lossy(k).into_owned())
+            .unwrap_or_default(),
+        envelope: message
+            .payload()
+            .and_then(|p| serde_json::from_slice(p).ok())
+            .unwrap_or_default(),
+        headers,
+    }
+}

@@ -1,0 +1,249 @@
+//! The relay against a real PostgreSQL and a real Kafka-protocol broker.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use eshop_tests::{Consumed, TestApp, TestBroker, TestDb};
+use event_store::DatabaseConfig;
+use projections::relay::RelayConfig;
+use serde_json::Value;
+use tokio::sync::oneshot;
+
+fn relay_config(broker: &TestBroker, name: &str) -> RelayConfig {
+    RelayConfig {
+        brokers: broker.brokers.clone(),
+        topics: broker.topics().parse().expect("topics"),
+        partitions: 3,
+        replication: 1,
+        batch_size: 100,
+        poll_ms: 10,
+        name: name.to_owned(),
+    }
+}
+
+/// Starts a relay; dropping the returned sender stops it.
+fn start_relay(db: &TestDb, config: RelayConfig) -> oneshot::Sender<()> {
+    let (stop, stopped) = oneshot::channel::<()>();
+    let database = DatabaseConfig::for_url(&db.url);
+    tokio::spawn(async move {
+        projections::relay::run(&database, config, async {
+            let _ = stopped.await;
+        })
+        .await
+        .expect("relay runs");
+    });
+    stop
+}
+
+async fn stored_events(db: &TestDb) -> Vec<(String, String, i64, Value)> {
+    sqlx::query_as("SELECT aggregate_type, aggregate_id, sequence, metadata FROM events ORDER BY global_position")
+        .fetch_all(&db.pool)
+        .await
+        .expect("events")
+}
+
+/// Each stored event exactly once, and per aggregate in sequence order.
+fn assert_complete_and_ordered(consumed: &[Consumed], expected: usize) {
+    let mut seen = HashSet::new();
+    let mut last_sequence: HashMap<String, i64> = HashMap::new();
+    for message in consumed {
+        let id = message.envelope["id"]
+            .as_str()
+            .expect("envelope id")
+            .to_owned();
+        assert!(seen.insert(id.clone()), "event {id} published twice");
+        let aggregate = message.envelope["aggregateid"]
+            .as_str()
+            .expect("aggregate id")
+            .to_owned();
+        let sequence = message.envelope["aggregatesequence"]
+            .as_i64()
+            .expect("sequence");
+        let previous = last_sequence
+            .insert(aggregate.clone(), sequence)
+            .unwrap_or(0);
+        assert_eq!(
+            sequence,
+            previous + 1,
+            "aggregate {aggregate} out of order or with a gap"
+        );
+    }
+    assert_eq!(seen.len(), expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_event_is_published_once_in_order_with_its_envelope_and_headers() {
+    let app = TestApp::spawn().await;
+    let broker = TestBroker::new();
+    let (order, product) = app.placed_order("MUG", 1500, 2).await;
+    app.post(
+        &format!("/orders/{order}/cancel"),
+        serde_json::json!({"reason": "test"}),
+    )
+    .await;
+    let stored = stored_events(&app.db).await;
+
+    let _relay = start_relay(&app.db, relay_config(&broker, "it"));
+    let consumed = broker
+        .consume_until(Duration::from_secs(60), |seen| seen.len() >= stored.len())
+        .await;
+    assert_complete_and_ordered(&consumed, stored.len());
+
+    for (aggregate_type, aggregate_id, sequence, metadata) in &stored {
+        let message = consumed
+            .iter()
+            .find(|m| {
+                m.envelope["aggregateid"] == aggregate_id.as_str()
+                    && m.envelope["aggregatesequence"] == *sequence
+            })
+            .unwrap_or_else(|| panic!("{aggregate_type} {aggregate_id} #{sequence} not published"));
+        let topic_suffix = match aggregate_type.as_str() {
+            "Product" => "products",
+            "Basket" => "baskets",
+            _ => "orders",
+        };
+        assert_eq!(message.topic, format!("{}.{topic_suffix}", broker.prefix));
+        assert_eq!(&message.key, aggregate_id, "keyed by aggregate id");
+        let envelope = &message.envelope;
+        assert_eq!(envelope["specversion"], "1.0");
+        assert_eq!(envelope["id"], metadata["event_id"]);
+        assert_eq!(envelope["subject"], aggregate_id.as_str());
+        assert_eq!(envelope["source"], format!("/eshop/{aggregate_type}"));
+        assert_eq!(envelope["correlationid"], metadata["correlation_id"]);
+        assert_eq!(
+            message.headers["ce_id"],
+            envelope["id"].as_str().unwrap_or_default()
+        );
+        assert_eq!(
+            message.headers["ce_type"],
+            envelope["type"].as_str().unwrap_or_default()
+        );
+        assert_eq!(
+            message.headers["ce_schemaversion"],
+            envelope["schemaversion"].as_str().unwrap_or_default()
+        );
+    }
+    // The product's events carry its data in the current schema.
+    let registered = consumed
+        .iter()
+        .find(|m| {
+            m.envelope["type"] == "eshop.Product.ProductRegistered" && m.key == product.to_string()
+        })
+        .expect("registration published");
+    assert_eq!(registered.envelope["schemaversion"], "2.0");
+    assert_eq!(registered.envelope["data"]["price"]["amount_minor"], 1500);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_checkpoint_follows_the_broker_acknowledgements_and_a_restart_resumes_there() {
+    let app = TestApp::spawn().await;
+    let broker = TestBroker::new();
+    app.placed_order("FIRST", 100, 1).await;
+    let first = stored_events(&app.db).await.len();
+    let relay = start_relay(&app.db, relay_config(&broker, "resume"));
+    broker
+        .consume_until(Duration::from_secs(60), |seen| seen.len() >= first)
+        .await;
+    drop(relay);
+
+    // Written while no relay runs, published by the next one.
+    app.placed_order("SECOND", 100, 1).await;
+    let total = stored_events(&app.db).await.len();
+    let _relay = start_relay(&app.db, relay_config(&broker, "resume"));
+    let consumed = broker
+        .consume_until(Duration::from_secs(60), |seen| seen.len() >= total)
+        .await;
+    assert_complete_and_ordered(&consumed, total);
+
+    let checkpoint = projections::relay::load_checkpoint(&app.db.pool, "resume")
+        .await
+        .expect("checkpoint");
+    let last: i64 = sqlx::query_scalar("SELECT max(global_position) FROM events")
+        .fetch_one(&app.db.pool)
+        .await
+        .expect("max");
+    assert_eq!(checkpoint.position, last);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn of_several_relays_with_one_name_only_the_leader_publishes() {
+    let app = TestApp::spawn().await;
+    let broker = TestBroker::new();
+    let _relays: Vec<_> = (0..3)
+        .map(|_| start_relay(&app.db, relay_config(&broker, "shared")))
+        .collect();
+    for n in 0..5 {
+        app.placed_order(&format!("P{n}"), 100, 1).await;
+    }
+    let total = stored_events(&app.db).await.len();
+    let consumed = broker
+        .consume_until(Duration::from_secs(60), |seen| seen.len() >= total)
+        .await;
+    // Give duplicates, if any, the time to show up behind the last event.
+    let more = broker
+        .consume_until(Duration::from_secs(60), |seen| seen.len() >= total)
+        .await;
+    assert_complete_and_ordered(&consumed, total);
+    assert_eq!(
+        more.len(),
+        total,
+        "a second reader sees the same events, no duplicates"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interleaved_slow_and_fast_writers_are_all_published() {
+    let db = TestDb::new().await;
+    let broker = TestBroker::new();
+    let _relay = start_relay(&db, relay_config(&broker, "interleaved"));
+    let writers = 6;
+    let per_writer = 20;
+    let mut tasks = Vec::new();
+    for writer in 0..writers {
+        let pool = db.pool.clone();
+        tasks.push(tokio::spawn(async move {
+            for n in 0..per_writer {
+                let mut tx = pool.begin().await.expect("begin");
+                sqlx::query("SELECT pg_current_xact_id()").execute(&mut *tx).await.expect("xid");
+                for _ in 0..(writer + n) % 4 {
+                    tokio::task::yield_now().await;
+                }
+                sqlx::query(
+                    "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
+                     VALUES ('Order', $1, $2, 'OrderDelivered', '1.0', '{\"OrderDelivered\": {}}', '{}')",
+                )
+                .bind(format!("writer-{writer}"))
+                .bind(i64::from(n) + 1)
+                .execute(&mut *tx)
+                .await
+                .expect("insert");
+                if (writer + n) % 3 == 0 {
+                    sqlx::query("SELECT count(*) FROM pg_class").execute(&mut *tx).await.expect("work");
+                }
+                tx.commit().await.expect("commit");
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.expect("writer");
+    }
+    let total = (writers * per_writer) as usize;
+    let consumed = broker
+        .consume_until(Duration::from_secs(60), |seen| seen.len() >= total)
+        .await;
+    let positions: HashSet<i64> = consumed
+        .iter()
+        .filter_map(|m| m.envelope["globalposition"].as_i64())
+        .collect();
+    assert_eq!(positions.len(), total, "every event published exactly once");
+    // Envelope ids of events written by other tools are nil; order per writer is what counts.
+    let mut last: HashMap<String, i64> = HashMap::new();
+    for message in &consumed {
+        let key = message.key.clone();
+        let sequence = message.envelope["aggregatesequence"]
+            .as_i64()
+            .expect("sequence");
+        let previous = last.insert(key, sequence).unwrap_or(0);
+        assert_eq!(sequence, previous + 1);
+    }
+}
