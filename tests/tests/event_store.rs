@@ -11,7 +11,7 @@ use cqrs_es::{CqrsFramework, EventStore as _};
 use domain::CustomerId;
 use domain::basket::{Basket, BasketCommand};
 use domain::product::{Product, ProductStatus};
-use eshop_tests::{TestApp, TestDb};
+use eshop_tests::{TestApp, TestDb, eventually};
 use event_store::feed::{FeedFilter, GlobalPosition, RecordedEvent, read_after};
 use event_store::{EventStore, PgEventRepository, SnapshotPolicy};
 use serde_json::json;
@@ -144,7 +144,17 @@ async fn the_feed_waits_for_a_transaction_that_took_a_lower_position_and_commits
     );
 
     slow.commit().await.expect("slow commit");
-    let events = read_all(&db.pool, GlobalPosition::default()).await;
+    // The horizon is cluster-wide: a transaction of another database may
+    // still hold it back for a moment.
+    let events = eventually(
+        Duration::from_secs(30),
+        "both events below the horizon",
+        || async {
+            let events = read_all(&db.pool, GlobalPosition::default()).await;
+            (events.len() == 2).then_some(events)
+        },
+    )
+    .await;
     let ids: Vec<&str> = events.iter().map(|e| e.aggregate_id.as_str()).collect();
     assert_eq!(ids, ["slow", "fast"]);
     assert!(events[0].global < events[1].global);
