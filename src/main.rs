@@ -48,6 +48,14 @@ enum Command {
         #[command(flatten)]
         relay: projections::relay::RelayConfig,
     },
+    /// Run the projectors: one Kafka consumer group per projection, feeding
+    /// the PostgreSQL read models. Start more processes to share partitions.
+    Project {
+        #[command(flatten)]
+        database: event_store::DatabaseConfig,
+        #[command(flatten)]
+        projector: projections::projector::ProjectorConfig,
+    },
     /// Create the database if needed and apply pending schema migrations.
     Migrate {
         #[command(flatten)]
@@ -110,6 +118,17 @@ async fn main() -> anyhow::Result<()> {
                 .await
                 .context("failed to migrate the event store")?;
             projections::relay::run(&database, relay, shutdown_signal()).await
+        }
+        Command::Project {
+            database,
+            projector,
+        } => {
+            event_store::migrate(&database)
+                .await
+                .context("failed to migrate the database")?;
+            let pool = event_store::connect(&database).context("invalid DATABASE_URL")?;
+            let projections = projections::views::all();
+            projections::projector::run_all(pool, projector, projections, shutdown_signal()).await
         }
         Command::Migrate { database } => {
             event_store::migrate(&database)

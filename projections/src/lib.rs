@@ -1,1 +1,7 @@
+//! eshop's streaming side: the relay from the event store to Kafka, and the
+//! projectors that turn events into read models.
+
+pub mod event;
+pub mod projector;
 pub mod relay;
+pub mod views;

@@ -46,6 +46,14 @@ impl TestBroker {
         }
     }
 
+    /// The broker and this test's topics.
+    pub fn kafka(&self) -> projections::relay::KafkaConfig {
+        projections::relay::KafkaConfig {
+            brokers: self.brokers.clone(),
+            topics: self.topics().parse().expect("topics"),
+        }
+    }
+
     /// `Product=…,Basket=…,Order=…` topics of this test.
     pub fn topics(&self) -> String {
         format!(

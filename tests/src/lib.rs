@@ -11,7 +11,9 @@
 mod app;
 mod broker;
 mod db;
+mod wait;
 
 pub use app::{TestApp, TestResponse};
 pub use broker::{Consumed, TestBroker};
 pub use db::TestDb;
+pub use wait::eventually;

@@ -11,8 +11,7 @@ use tokio::sync::oneshot;
 
 fn relay_config(broker: &TestBroker, name: &str) -> RelayConfig {
     RelayConfig {
-        brokers: broker.brokers.clone(),
-        topics: broker.topics().parse().expect("topics"),
+        kafka: broker.kafka(),
         partitions: 3,
         replication: 1,
         batch_size: 100,

@@ -36,9 +36,10 @@ impl FromStr for TopicMap {
     }
 }
 
-/// Configuration of `eshop relay`.
+/// Where events are published: the broker and the topic of each
+/// aggregate type. Shared by the relay and the projectors.
 #[derive(Debug, Clone, clap::Args)]
-pub struct RelayConfig {
+pub struct KafkaConfig {
     /// Kafka bootstrap servers (any Kafka-protocol broker).
     #[arg(
         long = "kafka-brokers",
@@ -49,11 +50,18 @@ pub struct RelayConfig {
 
     /// Topic per aggregate type.
     #[arg(
-        long = "relay-topics",
-        env = "RELAY_TOPICS",
+        long = "event-topics",
+        env = "EVENT_TOPICS",
         default_value = "Product=eshop.products.v1,Basket=eshop.baskets.v1,Order=eshop.orders.v1"
     )]
     pub topics: TopicMap,
+}
+
+/// Configuration of `eshop relay`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RelayConfig {
+    #[command(flatten)]
+    pub kafka: KafkaConfig,
 
     /// Partitions of each topic when the relay creates it.
     #[arg(

@@ -29,7 +29,7 @@ use event_store::feed::{FeedFilter, read_after};
 use sqlx::{Connection, PgConnection, PgPool};
 
 pub use checkpoint::{advance as advance_checkpoint, load as load_checkpoint};
-pub use config::{RelayConfig, TopicMap};
+pub use config::{KafkaConfig, RelayConfig, TopicMap};
 pub use publish::{Publisher, envelope_of};
 
 /// How often a leader checks that it still holds its lock.

@@ -71,7 +71,7 @@ impl Publisher {
     pub fn new(config: &RelayConfig) -> Result<Self, KafkaError> {
         let mut client = ClientConfig::new();
         client
-            .set("bootstrap.servers", &config.brokers)
+            .set("bootstrap.servers", &config.kafka.brokers)
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("linger.ms", "2")
@@ -86,6 +86,7 @@ impl Publisher {
     /// Creates the topics that do not exist yet.
     pub async fn ensure_topics(&self, config: &RelayConfig) -> Result<(), KafkaError> {
         let topics: Vec<NewTopic<'_>> = config
+            .kafka
             .topics
             .topics()
             .map(|topic| {
@@ -119,6 +120,7 @@ impl Publisher {
         let mut deliveries = Vec::with_capacity(batch.len());
         for event in batch {
             let topic = config
+                .kafka
                 .topics
                 .topic(&event.aggregate_type)
                 .ok_or_else(|| PublishError::NoTopic(event.aggregate_type.clone()))?;
