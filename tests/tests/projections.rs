@@ -60,15 +60,22 @@ async fn rows(app: &TestApp, sql: &str) -> Vec<Value> {
     .expect("view rows")
 }
 
-async fn views(app: &TestApp) -> (Vec<Value>, Vec<Value>) {
+async fn views(app: &TestApp) -> (Vec<Value>, Vec<Value>, Vec<Value>) {
     (
         rows(app, "SELECT product_id, sku, price_minor, on_hand, reserved, available, status, version FROM product_catalog").await,
         rows(app, "SELECT order_id, status, total_minor, lines, status_history, version FROM order_view").await,
+        rows(
+            app,
+            "SELECT b.basket_id, b.status, b.total_minor, b.version, s.units, s.revenue_minor, s.orders \
+             FROM basket_view b CROSS JOIN sales_daily s",
+        )
+        .await,
     )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn orders_and_products_reach_their_views_with_the_right_values() {
+    let _ = tracing_subscriber::fmt().with_env_filter("warn,eshop_projections=info").with_test_writer().try_init();
     let app = TestApp::spawn().await;
     let broker = TestBroker::new();
     let _relay = start_relay(&app, &broker);
@@ -106,7 +113,7 @@ async fn orders_and_products_reach_their_views_with_the_right_values() {
     // ship, reserve, release); the orders' are their 3rd and 2nd.
     let (catalog, orders) =
         eventually(Duration::from_secs(60), "the views to catch up", || async {
-            let (catalog, orders) = views(&app).await;
+            let (catalog, orders, _) = views(&app).await;
             let done = catalog.first().is_some_and(|p| p["version"] == 6)
                 && orders
                     .iter()
@@ -151,10 +158,63 @@ async fn orders_and_products_reach_their_views_with_the_right_values() {
     let cancelled = by_id(cancelled);
     assert_eq!(cancelled["status"], "cancelled");
     assert_eq!(cancelled["total_minor"], 3600);
+
+    let baskets = eventually(
+        Duration::from_secs(60),
+        "basket_view to catch up",
+        || async {
+            let rows = rows(
+                &app,
+                "SELECT basket_id, status, lines, total_minor, item_count FROM basket_view",
+            )
+            .await;
+            (rows.len() == 2 && rows.iter().all(|b| b["status"] == "checked_out")).then_some(rows)
+        },
+    )
+    .await;
+    let first = baskets
+        .iter()
+        .find(|b| b["basket_id"] == basket.to_string())
+        .expect("basket row");
+    assert_eq!(
+        first["total_minor"], 2400,
+        "two mugs at the price when added"
+    );
+    assert_eq!(first["item_count"], 2);
+    assert_eq!(first["lines"][0]["line_total_minor"], 2400);
+
+    // Sales of the day: the shipped order's 2 units; the cancelled order's
+    // 3 were booked and taken off again.
+    let sales = eventually(
+        Duration::from_secs(60),
+        "sales_daily to catch up",
+        || async {
+            let rows = rows(
+                &app,
+                "SELECT product_id, units, revenue_minor, orders, currency FROM sales_daily",
+            )
+            .await;
+            rows.first()
+                .is_some_and(|r| r["orders"] == 1)
+                .then_some(rows)
+        },
+    )
+    .await;
+    assert_eq!(sales.len(), 1);
+    assert_eq!(sales[0]["product_id"], mug.to_string());
+    assert_eq!(
+        (
+            sales[0]["units"].as_i64(),
+            sales[0]["revenue_minor"].as_i64()
+        ),
+        (Some(2), Some(2400))
+    );
+    assert_eq!(sales[0]["currency"], "EUR");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_delivered_again_change_nothing() {
+    let _ = tracing_subscriber::fmt().with_env_filter("warn,eshop_projections=info").with_test_writer().try_init();
     let app = TestApp::spawn().await;
     let broker = TestBroker::new();
     let _relay = start_relay(&app, &broker);
@@ -167,9 +227,13 @@ async fn events_delivered_again_change_nothing() {
     .await;
     let before = eventually(Duration::from_secs(60), "the views to catch up", || async {
         let views = views(&app).await;
-        (views.0.first().is_some_and(|p| p["version"] == 3)
-            && views.1.first().is_some_and(|o| o["status"] == "cancelled"))
-        .then_some(views)
+        let caught_up = views.0.first().is_some_and(|p| p["version"] == 3)
+            && views.1.first().is_some_and(|o| o["status"] == "cancelled")
+            && views
+                .2
+                .first()
+                .is_some_and(|r| r["status"] == "checked_out" && r["orders"] == 0);
+        caught_up.then_some(views)
     })
     .await;
     drop(first);
@@ -205,9 +269,9 @@ async fn events_delivered_again_change_nothing() {
             }
         }
     }
-    // Product: registered, reserved, released; order: placed, cancelled. No
-    // view reads basket events yet.
-    assert_eq!(redelivered, 5);
+    // product_catalog: registered, reserved, released; basket_view: opened,
+    // item added, checked out; order_view and sales_daily: placed, cancelled.
+    assert_eq!(redelivered, 10);
     let after = views(&app).await;
     assert_eq!(after, before);
     assert_eq!(before.0[0]["reserved"], 0);
