@@ -11,9 +11,11 @@
 mod app;
 mod broker;
 mod db;
+mod streaming;
 mod wait;
 
 pub use app::{TestApp, TestResponse};
 pub use broker::{Consumed, TestBroker};
 pub use db::TestDb;
+pub use streaming::{start_projectors, start_relay};
 pub use wait::eventually;

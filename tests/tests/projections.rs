@@ -3,52 +3,11 @@
 
 use std::time::Duration;
 
-use eshop_tests::{TestApp, TestBroker, eventually};
-use event_store::DatabaseConfig;
+use eshop_tests::{TestApp, TestBroker, eventually, start_projectors, start_relay};
 use projections::event::Event;
-use projections::projector::{ProjectorConfig, apply_message};
-use projections::relay::RelayConfig;
+use projections::projector::apply_message;
 use serde_json::{Value, json};
-use tokio::sync::oneshot;
 use uuid::Uuid;
-
-fn start_relay(app: &TestApp, broker: &TestBroker) -> oneshot::Sender<()> {
-    let (stop, stopped) = oneshot::channel::<()>();
-    let database = DatabaseConfig::for_url(&app.db.url);
-    let config = RelayConfig {
-        kafka: broker.kafka(),
-        partitions: 3,
-        replication: 1,
-        batch_size: 100,
-        poll_ms: 10,
-        name: "projections-test".into(),
-    };
-    tokio::spawn(async move {
-        projections::relay::run(&database, config, async {
-            let _ = stopped.await;
-        })
-        .await
-        .expect("relay");
-    });
-    stop
-}
-
-fn start_projectors(app: &TestApp, broker: &TestBroker, group: &str) -> oneshot::Sender<()> {
-    let (stop, stopped) = oneshot::channel::<()>();
-    let pool = app.db.pool.clone();
-    let config = ProjectorConfig {
-        kafka: broker.kafka(),
-        group_prefix: format!("{}.{group}", broker.prefix),
-    };
-    tokio::spawn(async move {
-        projections::projector::run_all(pool, config, projections::views::all(), async {
-            let _ = stopped.await;
-        })
-        .await
-        .expect("projectors");
-    });
-    stop
-}
 
 async fn rows(app: &TestApp, sql: &str) -> Vec<Value> {
     sqlx::query_scalar::<_, Value>(&format!(
@@ -75,11 +34,14 @@ async fn views(app: &TestApp) -> (Vec<Value>, Vec<Value>, Vec<Value>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn orders_and_products_reach_their_views_with_the_right_values() {
-    let _ = tracing_subscriber::fmt().with_env_filter("warn,eshop_projections=info").with_test_writer().try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("warn,eshop_projections=info")
+        .with_test_writer()
+        .try_init();
     let app = TestApp::spawn().await;
     let broker = TestBroker::new();
-    let _relay = start_relay(&app, &broker);
-    let _projectors = start_projectors(&app, &broker, "views");
+    let _relay = start_relay(&app.db, &broker, "projections-test");
+    let _projectors = start_projectors(&app.db, &broker, "views");
 
     let mug = app.register_product("MUG", 1500, 10).await;
     app.post(
@@ -214,11 +176,14 @@ async fn orders_and_products_reach_their_views_with_the_right_values() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_delivered_again_change_nothing() {
-    let _ = tracing_subscriber::fmt().with_env_filter("warn,eshop_projections=info").with_test_writer().try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("warn,eshop_projections=info")
+        .with_test_writer()
+        .try_init();
     let app = TestApp::spawn().await;
     let broker = TestBroker::new();
-    let _relay = start_relay(&app, &broker);
-    let first = start_projectors(&app, &broker, "first");
+    let _relay = start_relay(&app.db, &broker, "projections-test");
+    let first = start_projectors(&app.db, &broker, "first");
     let (order, _) = app.placed_order("MUG", 700, 3).await;
     app.post(
         &format!("/orders/{order}/cancel"),

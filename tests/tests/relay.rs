@@ -3,36 +3,8 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use eshop_tests::{Consumed, TestApp, TestBroker, TestDb};
-use event_store::DatabaseConfig;
-use projections::relay::RelayConfig;
+use eshop_tests::{Consumed, TestApp, TestBroker, TestDb, start_relay};
 use serde_json::Value;
-use tokio::sync::oneshot;
-
-fn relay_config(broker: &TestBroker, name: &str) -> RelayConfig {
-    RelayConfig {
-        kafka: broker.kafka(),
-        partitions: 3,
-        replication: 1,
-        batch_size: 100,
-        poll_ms: 10,
-        name: name.to_owned(),
-    }
-}
-
-/// Starts a relay; dropping the returned sender stops it.
-fn start_relay(db: &TestDb, config: RelayConfig) -> oneshot::Sender<()> {
-    let (stop, stopped) = oneshot::channel::<()>();
-    let database = DatabaseConfig::for_url(&db.url);
-    tokio::spawn(async move {
-        projections::relay::run(&database, config, async {
-            let _ = stopped.await;
-        })
-        .await
-        .expect("relay runs");
-    });
-    stop
-}
 
 async fn stored_events(db: &TestDb) -> Vec<(String, String, i64, Value)> {
     sqlx::query_as("SELECT aggregate_type, aggregate_id, sequence, metadata FROM events ORDER BY global_position")
@@ -82,7 +54,7 @@ async fn every_event_is_published_once_in_order_with_its_envelope_and_headers() 
     .await;
     let stored = stored_events(&app.db).await;
 
-    let _relay = start_relay(&app.db, relay_config(&broker, "it"));
+    let _relay = start_relay(&app.db, &broker, "it");
     let consumed = broker
         .consume_until(Duration::from_secs(60), |seen| seen.len() >= stored.len())
         .await;
@@ -139,7 +111,7 @@ async fn the_checkpoint_follows_the_broker_acknowledgements_and_a_restart_resume
     let broker = TestBroker::new();
     app.placed_order("FIRST", 100, 1).await;
     let first = stored_events(&app.db).await.len();
-    let relay = start_relay(&app.db, relay_config(&broker, "resume"));
+    let relay = start_relay(&app.db, &broker, "resume");
     broker
         .consume_until(Duration::from_secs(60), |seen| seen.len() >= first)
         .await;
@@ -148,7 +120,7 @@ async fn the_checkpoint_follows_the_broker_acknowledgements_and_a_restart_resume
     // Written while no relay runs, published by the next one.
     app.placed_order("SECOND", 100, 1).await;
     let total = stored_events(&app.db).await.len();
-    let _relay = start_relay(&app.db, relay_config(&broker, "resume"));
+    let _relay = start_relay(&app.db, &broker, "resume");
     let consumed = broker
         .consume_until(Duration::from_secs(60), |seen| seen.len() >= total)
         .await;
@@ -169,7 +141,7 @@ async fn of_several_relays_with_one_name_only_the_leader_publishes() {
     let app = TestApp::spawn().await;
     let broker = TestBroker::new();
     let _relays: Vec<_> = (0..3)
-        .map(|_| start_relay(&app.db, relay_config(&broker, "shared")))
+        .map(|_| start_relay(&app.db, &broker, "shared"))
         .collect();
     for n in 0..5 {
         app.placed_order(&format!("P{n}"), 100, 1).await;
@@ -194,7 +166,7 @@ async fn of_several_relays_with_one_name_only_the_leader_publishes() {
 async fn interleaved_slow_and_fast_writers_are_all_published() {
     let db = TestDb::new().await;
     let broker = TestBroker::new();
-    let _relay = start_relay(&db, relay_config(&broker, "interleaved"));
+    let _relay = start_relay(&db, &broker, "interleaved");
     let writers = 6;
     let per_writer = 20;
     let mut tasks = Vec::new();

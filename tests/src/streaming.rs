@@ -1,0 +1,51 @@
+//! Running the relay and the projectors inside a test.
+
+use event_store::DatabaseConfig;
+use projections::projector::ProjectorConfig;
+use projections::relay::RelayConfig;
+use tokio::sync::oneshot;
+
+use crate::broker::TestBroker;
+use crate::db::TestDb;
+
+/// A relay named `name` over the test's database and topics, polling every
+/// 10 ms. Dropping the returned sender stops it.
+pub fn start_relay(db: &TestDb, broker: &TestBroker, name: &str) -> oneshot::Sender<()> {
+    let config = RelayConfig {
+        kafka: broker.kafka(),
+        partitions: 3,
+        replication: 1,
+        batch_size: 100,
+        poll_ms: 10,
+        name: name.to_owned(),
+    };
+    let (stop, stopped) = oneshot::channel::<()>();
+    let database = DatabaseConfig::for_url(&db.url);
+    tokio::spawn(async move {
+        projections::relay::run(&database, config, async {
+            let _ = stopped.await;
+        })
+        .await
+        .expect("relay runs");
+    });
+    stop
+}
+
+/// Every projection, in consumer groups of this test named after `group`.
+/// Dropping the returned sender stops them.
+pub fn start_projectors(db: &TestDb, broker: &TestBroker, group: &str) -> oneshot::Sender<()> {
+    let (stop, stopped) = oneshot::channel::<()>();
+    let pool = db.pool.clone();
+    let config = ProjectorConfig {
+        kafka: broker.kafka(),
+        group_prefix: format!("{}.{group}", broker.prefix),
+    };
+    tokio::spawn(async move {
+        projections::projector::run_all(pool, config, projections::views::all(), async {
+            let _ = stopped.await;
+        })
+        .await
+        .expect("projectors run");
+    });
+    stop
+}
