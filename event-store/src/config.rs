@@ -52,12 +52,32 @@ impl DatabaseConfig {
 /// Opens a pool. Connections are made lazily, so a database that is down at
 /// start-up shows in `/health/ready` rather than crashing the process.
 pub fn connect(config: &DatabaseConfig) -> Result<PgPool, sqlx::Error> {
+    connect_with(config, APPLICATION_NAME, &[])
+}
+
+/// The `application_name` of the connections that may append events.
+pub const APPLICATION_NAME: &str = "eshop";
+
+/// The `application_name` of connections that write read models only. The
+/// event store refuses their appends (a trigger), and in exchange readers
+/// of the global order need not wait for their transactions: see
+/// [`crate::feed`].
+pub const READ_MODEL_WRITER: &str = "eshop-projector";
+
+/// Opens a pool whose connections carry `application_name` and also start
+/// with the given settings (`synchronous_commit`, …).
+pub fn connect_with(
+    config: &DatabaseConfig,
+    application_name: &str,
+    settings: &[(&str, &str)],
+) -> Result<PgPool, sqlx::Error> {
     // The store's statements are written so that their generic plans are
     // the right ones (see `EventStore::fetch`); without this, PostgreSQL may
     // re-plan them on every execution.
     let options = PgConnectOptions::from_str(&config.url)?
-        .application_name("eshop")
-        .options([("plan_cache_mode", "force_generic_plan")]);
+        .application_name(application_name)
+        .options([("plan_cache_mode", "force_generic_plan")])
+        .options(settings.iter().copied());
     Ok(PgPoolOptions::new()
         // No ping before each use: it costs a round trip per statement. A
         // connection broken by a database restart fails one statement

@@ -6,16 +6,33 @@
 //! reader that simply followed `global_position` could pass a position
 //! whose transaction had not committed yet and never come back for it.
 //!
-//! Instead a reader only takes events whose transaction id is below the
-//! `xmin` of the current snapshot: every transaction below it has finished,
-//! and any transaction still to commit has an id at or above it, so nothing
-//! can ever appear behind a position once it has been read. The price is
-//! that events of a committed transaction wait until every older
-//! transaction still running has finished (commands are short, so this is
-//! milliseconds). Transaction ids are shared by every database of a
-//! PostgreSQL cluster, so a long transaction in ANY database of the cluster
-//! holds the horizon back: keep the event store's cluster free of
-//! long-running transactions.
+//! Instead a reader only takes events below a *horizon*: a transaction id
+//! such that every transaction below it that could append events has
+//! finished. Any transaction still to commit events then has an id at or
+//! above it, so nothing can ever appear behind a position once it has been
+//! read.
+//!
+//! The horizon is the oldest transaction still running in the current
+//! snapshot, not counting transactions of connections named
+//! [`READ_MODEL_WRITER`] (the projectors): those write read models only,
+//! and the event store refuses their appends (a trigger on `events`).
+//! Without that exception every event would wait for the slowest view
+//! transaction in the cluster. The identification is positive and safe in
+//! any race: a running transaction is passed over only while a projector's
+//! connection is seen holding exactly its id; one that has just finished
+//! and is no longer seen holds the horizon for one more read.
+//!
+//! The price is that events of a committed transaction wait until every
+//! older transaction that could still append has finished (commands are
+//! short, so this is milliseconds). Transaction ids are shared by every
+//! database of a PostgreSQL cluster, so a long writing transaction in ANY
+//! database of the cluster holds the horizon back: keep the event store's
+//! cluster free of long-running transactions. A relay whose role cannot
+//! see other roles' `pg_stat_activity.backend_xid` (grant it
+//! `pg_read_all_stats`) waits for the projectors' transactions too: slower,
+//! never wrong.
+//!
+//! [`READ_MODEL_WRITER`]: crate::READ_MODEL_WRITER
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -67,11 +84,18 @@ pub async fn read_after(
     limit: i64,
 ) -> Result<Vec<RecordedEvent>, StoreError> {
     let rows = sqlx::query(
-        "SELECT transaction_id::text AS transaction_id, global_position, aggregate_type, aggregate_id, \
+        "WITH horizon AS ( \
+           SELECT coalesce( \
+             (SELECT min(running) FROM pg_snapshot_xip(pg_current_snapshot()) AS running \
+              WHERE NOT EXISTS (SELECT 1 FROM pg_stat_activity AS a \
+                                WHERE a.backend_xid = running::xid AND a.application_name = $6)), \
+             pg_snapshot_xmax(pg_current_snapshot())) AS below \
+         ) \
+         SELECT transaction_id::text AS transaction_id, global_position, aggregate_type, aggregate_id, \
                 sequence, event_type, event_version, payload, metadata, recorded_at \
-         FROM events \
+         FROM events, horizon \
          WHERE (transaction_id, global_position) > ($1::text::xid8, $2) \
-           AND ($5 OR transaction_id < pg_snapshot_xmin(pg_current_snapshot())) \
+           AND ($5 OR transaction_id < horizon.below) \
            AND ($3::text IS NULL OR aggregate_type = $3) \
          ORDER BY transaction_id, global_position \
          LIMIT $4",
@@ -81,7 +105,35 @@ pub async fn read_after(
     .bind(filter.aggregate_type.as_deref())
     .bind(limit)
     .bind(filter.beyond_horizon)
+    .bind(crate::READ_MODEL_WRITER)
     .fetch_all(pool)
+    .await?;
+    rows.into_iter().map(|row| decode(&row)).collect()
+}
+
+/// Reads the events of one aggregate with a sequence in `after < sequence <
+/// before`, in sequence order. Projectors use it to take, from the source of
+/// truth, events the stream delivered late or not at all (a gap between the
+/// sequence they hold and the one that arrived).
+pub async fn read_aggregate<'e>(
+    db: impl sqlx::PgExecutor<'e>,
+    aggregate_type: &str,
+    aggregate_id: &str,
+    after: i64,
+    before: i64,
+) -> Result<Vec<RecordedEvent>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT transaction_id::text AS transaction_id, global_position, aggregate_type, aggregate_id, \
+                sequence, event_type, event_version, payload, metadata, recorded_at \
+         FROM events \
+         WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence > $3 AND sequence < $4 \
+         ORDER BY sequence",
+    )
+    .bind(aggregate_type)
+    .bind(aggregate_id)
+    .bind(after)
+    .bind(before)
+    .fetch_all(db)
     .await?;
     rows.into_iter().map(|row| decode(&row)).collect()
 }

@@ -17,7 +17,9 @@ mod snapshot;
 mod store;
 mod unit_of_work;
 
-pub use config::{DatabaseConfig, MIGRATOR, connect, migrate};
+pub use config::{
+    APPLICATION_NAME, DatabaseConfig, MIGRATOR, READ_MODEL_WRITER, connect, connect_with, migrate,
+};
 pub use error::{CommitError, StoreError};
 pub use repository::PgEventRepository;
 pub use snapshot::SnapshotPolicy;

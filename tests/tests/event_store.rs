@@ -373,3 +373,57 @@ async fn postgres_es_reads_the_same_table() {
         .expect("load");
     assert_eq!(loaded.aggregate.status(), ProductStatus::Discontinued);
 }
+
+#[tokio::test]
+async fn a_projector_transaction_does_not_hold_the_feed_back_and_cannot_append() {
+    let db = TestDb::new().await;
+    let projector = event_store::connect_with(
+        &event_store::DatabaseConfig::for_url(&db.url),
+        event_store::READ_MODEL_WRITER,
+        &[],
+    )
+    .expect("projector pool");
+    // A view transaction that has written and stays open.
+    let mut view = projector.begin().await.expect("begin");
+    sqlx::query(
+        "INSERT INTO projection_progress (projection, aggregate_id, sequence) VALUES ('v', 'a', 1)",
+    )
+    .execute(&mut *view)
+    .await
+    .expect("view write");
+
+    // An event committed after it is still read, while it stays open.
+    insert_raw(
+        &db.pool,
+        "after-view",
+        1,
+        "ProductDiscontinued",
+        "1.0",
+        json!({"ProductDiscontinued": {}}),
+    )
+    .await;
+    let events = eventually(
+        Duration::from_secs(30),
+        "the event past the open view transaction",
+        || async {
+            let events = read_all(&db.pool, GlobalPosition::default()).await;
+            (!events.is_empty()).then_some(events)
+        },
+    )
+    .await;
+    assert_eq!(events[0].aggregate_id, "after-view");
+
+    // Which is safe only because such a connection cannot append.
+    let refused = sqlx::query(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
+         VALUES ('Product', 'from-view', 1, 'ProductDiscontinued', '1.0', '{\"ProductDiscontinued\": {}}', '{}')",
+    )
+    .execute(&mut *view)
+    .await
+    .expect_err("a projector connection appended an event");
+    assert!(
+        refused.to_string().contains("cannot append events"),
+        "{refused}"
+    );
+    view.rollback().await.expect("rollback");
+}
