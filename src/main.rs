@@ -1,7 +1,15 @@
 //! The `eshop` binary: parses the command line and calls into the crates.
 
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use projections::projector::{ProjectorConfig, ProjectorOptions};
+use projections::relay::{KafkaConfig, RelayConfig, RelayOptions};
+use projections::status::StatusSource;
 use tracing_subscriber::EnvFilter;
 
 /// A request allocates and frees many small objects; mimalloc handles that
@@ -35,10 +43,13 @@ enum LogFormat {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the HTTP API (REST commands, OpenAPI at /openapi.json, API page at
-    /// /docs, health at /health/live and /health/ready). Applies pending
-    /// migrations at start-up.
-    Serve(command_api::ServeConfig),
+    /// Run eshop in one process: the HTTP API (REST commands, OpenAPI at
+    /// /openapi.json, API page at /docs, health at /health/live and
+    /// /health/ready, Prometheus metrics at /metrics), the relay and the
+    /// projectors. With --api-only, just the API: run `eshop relay` and
+    /// `eshop project` as separate processes. Applies pending migrations at
+    /// start-up.
+    Serve(Box<ServeArgs>),
     /// Publish every event of the store, in order and without gaps, to Kafka
     /// (one topic per aggregate type). Relays with the same name elect one
     /// leader; the others stand by.
@@ -46,21 +57,70 @@ enum Command {
         #[command(flatten)]
         database: event_store::DatabaseConfig,
         #[command(flatten)]
-        relay: projections::relay::RelayConfig,
+        kafka: KafkaConfig,
+        #[command(flatten)]
+        relay: RelayOptions,
+        /// Serve /metrics (Prometheus) on this address.
+        #[arg(long, env = "METRICS_ADDR")]
+        metrics_addr: Option<SocketAddr>,
     },
     /// Run the projectors: one Kafka consumer group per projection, feeding
-    /// the PostgreSQL read models. Start more processes to share partitions.
+    /// the PostgreSQL views and the search index. Start more processes to
+    /// share partitions.
     Project {
         #[command(flatten)]
         database: event_store::DatabaseConfig,
         #[command(flatten)]
-        projector: projections::projector::ProjectorConfig,
+        kafka: KafkaConfig,
+        #[command(flatten)]
+        projector: ProjectorOptions,
+        /// Serve /metrics (Prometheus) on this address.
+        #[arg(long, env = "METRICS_ADDR")]
+        metrics_addr: Option<SocketAddr>,
+    },
+    /// Inspect the projections.
+    Projections {
+        #[command(subcommand)]
+        command: ProjectionsCommand,
     },
     /// Create the database if needed and apply pending schema migrations.
     Migrate {
         #[command(flatten)]
         database: event_store::DatabaseConfig,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum ProjectionsCommand {
+    /// Each projection's position, lag (events and seconds behind the event
+    /// store) and dead letters.
+    Status {
+        #[command(flatten)]
+        database: event_store::DatabaseConfig,
+        #[command(flatten)]
+        kafka: KafkaConfig,
+        /// The relay whose checkpoint tells which events are unpublished.
+        #[arg(long = "relay-name", env = "RELAY_NAME", default_value = "eshop")]
+        relay_name: String,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    api: command_api::ServeConfig,
+    #[command(flatten)]
+    kafka: KafkaConfig,
+    #[command(flatten)]
+    relay: RelayOptions,
+    #[command(flatten)]
+    projector: ProjectorOptions,
+    /// Run only the HTTP API, without the relay and the projectors.
+    #[arg(long, env = "SERVE_API_ONLY")]
+    api_only: bool,
 }
 
 fn init_logging(format: LogFormat) {
@@ -104,31 +164,152 @@ async fn shutdown_signal() {
     tracing::info!("shutting down");
 }
 
+/// Installs the Prometheus recorder that every metric of the process goes
+/// to.
+fn metrics() -> anyhow::Result<PrometheusHandle> {
+    PrometheusBuilder::new()
+        .install_recorder()
+        .context("failed to install the metrics recorder")
+}
+
+/// How often the projection status gauges are refreshed.
+const STATUS_EVERY: Duration = Duration::from_secs(5);
+
+fn status_source(kafka: &KafkaConfig, relay_name: &str) -> StatusSource {
+    StatusSource {
+        kafka: kafka.clone(),
+        relay_name: relay_name.to_owned(),
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let handle = metrics()?;
+    let mut app = command_api::Application::build(&args.api)
+        .await?
+        .with_metrics(handle);
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let stopping = move || {
+        let mut stopped = stopped.clone();
+        async move {
+            let _ = stopped.wait_for(|stop| *stop).await;
+        }
+    };
+    let mut streaming = tokio::task::JoinSet::new();
+    if !args.api_only {
+        let kafka = args.kafka.clone();
+        app = app.with_readiness(
+            "kafka",
+            Arc::new(move || {
+                let kafka = kafka.clone();
+                Box::pin(async move { projections::relay::broker_reachable(&kafka).await })
+            }),
+        );
+        let search = projections::search::SearchClient::new(&args.projector.search.url)?;
+        app = app.with_readiness(
+            "search",
+            Arc::new(move || {
+                let search = search.clone();
+                Box::pin(async move { search.info().await.map(drop).map_err(|e| e.to_string()) })
+            }),
+        );
+        let pool =
+            projections::projector::pool(&args.api.database).context("invalid DATABASE_URL")?;
+        let relay = RelayConfig::new(args.kafka.clone(), args.relay.clone());
+        let database = args.api.database.clone();
+        let stopped = stopping();
+        streaming.spawn(async move { projections::relay::run(&database, relay, stopped).await });
+        let projector = ProjectorConfig::new(args.kafka.clone(), args.projector);
+        let (views, stopped) = (projections::views::all(), stopping());
+        let projector_pool = pool.clone();
+        streaming.spawn(async move {
+            projections::projector::run_all(projector_pool, projector, views, stopped).await
+        });
+        let source = status_source(&args.kafka, &args.relay.name);
+        streaming.spawn(async move {
+            projections::status::monitor(pool, source, STATUS_EVERY).await;
+            Ok(())
+        });
+    }
+    let api = tokio::spawn(app.run_until(async move {
+        shutdown_signal().await;
+        let _ = stop.send(true);
+    }));
+    // The relay or a projector failing to start (an unreachable broker, a
+    // refused mapping) is fatal: the process exits and its supervisor sees.
+    let mut api = std::pin::pin!(api);
+    loop {
+        tokio::select! {
+            result = &mut api => {
+                result.context("the API task panicked")??;
+                break;
+            }
+            Some(result) = streaming.join_next() => {
+                result.context("a streaming task panicked")??;
+            }
+        }
+    }
+    streaming.abort_all();
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_logging(cli.log_format);
     match cli.command {
-        Command::Serve(config) => {
-            let app = command_api::Application::build(&config).await?;
-            app.run_until(shutdown_signal()).await
-        }
-        Command::Relay { database, relay } => {
+        Command::Serve(args) => serve(*args).await,
+        Command::Relay {
+            database,
+            kafka,
+            relay,
+            metrics_addr,
+        } => {
             event_store::migrate(&database)
                 .await
                 .context("failed to migrate the event store")?;
+            let handle = metrics()?;
+            if let Some(addr) = metrics_addr {
+                tokio::spawn(command_api::serve_metrics(addr, handle, shutdown_signal()));
+            }
+            let relay = RelayConfig::new(kafka, relay);
             projections::relay::run(&database, relay, shutdown_signal()).await
         }
         Command::Project {
             database,
+            kafka,
             projector,
+            metrics_addr,
         } => {
             event_store::migrate(&database)
                 .await
                 .context("failed to migrate the database")?;
+            let pool = projections::projector::pool(&database).context("invalid DATABASE_URL")?;
+            let handle = metrics()?;
+            if let Some(addr) = metrics_addr {
+                tokio::spawn(command_api::serve_metrics(addr, handle, shutdown_signal()));
+            }
+            let projector = ProjectorConfig::new(kafka, projector);
+            let views = projections::views::all();
+            projections::projector::run_all(pool, projector, views, shutdown_signal()).await
+        }
+        Command::Projections {
+            command:
+                ProjectionsCommand::Status {
+                    database,
+                    kafka,
+                    relay_name,
+                    json,
+                },
+        } => {
             let pool = event_store::connect(&database).context("invalid DATABASE_URL")?;
-            let projections = projections::views::all();
-            projections::projector::run_all(pool, projector, projections, shutdown_signal()).await
+            let statuses =
+                projections::status::collect(&pool, &status_source(&kafka, &relay_name)).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&statuses)?);
+            } else {
+                print!("{}", projections::status::table(&statuses));
+            }
+            Ok(())
         }
         Command::Migrate { database } => {
             event_store::migrate(&database)

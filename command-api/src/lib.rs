@@ -12,4 +12,4 @@ pub mod startup;
 pub mod telemetry;
 
 pub use config::ServeConfig;
-pub use startup::Application;
+pub use startup::{Application, metrics_router, serve_metrics};

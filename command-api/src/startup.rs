@@ -4,11 +4,12 @@ use std::time::Duration;
 
 use anyhow::Context;
 use event_store::EventStore;
+use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 
 use crate::commands::CommandService;
 use crate::config::ServeConfig;
-use crate::routes::{self, Readiness};
+use crate::routes::{self, Readiness, ReadinessCheck};
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -20,8 +21,9 @@ pub struct AppState {
 /// The command API, migrated and bound to its port, ready to run.
 pub struct Application {
     listener: TcpListener,
-    router: axum::Router,
+    state: AppState,
     store: EventStore,
+    metrics: Option<PrometheusHandle>,
 }
 
 impl Application {
@@ -46,9 +48,25 @@ impl Application {
             .with_context(|| format!("failed to listen on {}", config.listen))?;
         Ok(Self {
             listener,
-            router: routes::router(state),
+            state,
             store,
+            metrics: None,
         })
+    }
+
+    /// Adds a backing service to `/health/ready`.
+    #[must_use]
+    pub fn with_readiness(mut self, name: &'static str, check: ReadinessCheck) -> Self {
+        self.state.readiness = self.state.readiness.with(name, check);
+        self
+    }
+
+    /// Serves the process's metrics at `/metrics` in the Prometheus text
+    /// format.
+    #[must_use]
+    pub fn with_metrics(mut self, handle: PrometheusHandle) -> Self {
+        self.metrics = Some(handle);
+        self
     }
 
     /// The address actually bound (useful with port 0).
@@ -74,10 +92,54 @@ impl Application {
             }
         });
         tracing::info!(addr = %self.local_addr()?, "command API listening");
-        let served = axum::serve(self.listener, self.router)
+        let mut router = routes::router(self.state);
+        if let Some(handle) = self.metrics {
+            router = router.merge(metrics_router(handle));
+        }
+        let served = axum::serve(self.listener, router)
             .with_graceful_shutdown(shutdown)
             .await;
         purge.abort();
         served.context("HTTP server failed")
     }
+}
+
+/// `GET /metrics`: the Prometheus text exposition of `handle`.
+pub fn metrics_router(handle: PrometheusHandle) -> axum::Router {
+    axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let handle = handle.clone();
+            async move {
+                (
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "text/plain; version=0.0.4; charset=utf-8",
+                    )],
+                    handle.render(),
+                )
+            }
+        }),
+    )
+}
+
+/// Serves `/metrics` (and `/health/live`) alone, for processes without the
+/// command API (`eshop relay`, `eshop project`).
+pub async fn serve_metrics(
+    listen: SocketAddr,
+    handle: PrometheusHandle,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("failed to listen on {listen}"))?;
+    let router = metrics_router(handle).route(
+        "/health/live",
+        axum::routing::get(|| async { axum::Json(serde_json::json!({"status": "up"})) }),
+    );
+    tracing::info!(addr = %listen, "metrics listening");
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+        .context("metrics server failed")
 }

@@ -31,10 +31,14 @@ pub async fn correlate(mut req: Request, next: Next) -> Response {
         .map_or_else(|| Uuid::now_v7().to_string(), str::to_owned);
     req.extensions_mut()
         .insert(CorrelationId(correlation_id.clone()));
-    let route = req
+    let matched = req
         .extensions()
         .get::<MatchedPath>()
-        .map_or_else(|| req.uri().path().to_owned(), |p| p.as_str().to_owned());
+        .map(|p| p.as_str().to_owned());
+    let route = matched
+        .clone()
+        .unwrap_or_else(|| req.uri().path().to_owned());
+    let method = req.method().to_string();
     let span = tracing::info_span!(
         "request",
         http.method = %req.method(),
@@ -49,6 +53,14 @@ pub async fn correlate(mut req: Request, next: Next) -> Response {
     // for an access log); failures are logged once, at error level, where
     // they are handled.
     span.in_scope(|| tracing::debug!(http.status = status, latency_ms, "request completed"));
+    // Labelled by route template, never by raw path (unbounded).
+    let labels = [
+        ("method", method),
+        ("route", matched.unwrap_or_else(|| "unmatched".to_owned())),
+        ("status", status.to_string()),
+    ];
+    metrics::counter!("eshop_http_requests_total", &labels).increment(1);
+    metrics::histogram!("eshop_http_request_duration_seconds", &labels).record(latency_ms / 1000.0);
     if let Ok(value) = HeaderValue::from_str(&correlation_id) {
         response.headers_mut().insert(CORRELATION_HEADER, value);
     }

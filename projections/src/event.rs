@@ -40,6 +40,20 @@ impl Event {
     /// Decodes a message's value.
     pub fn decode(value: &[u8]) -> Result<Self, DecodeError> {
         let envelope: Envelope = serde_json::from_slice(value).map_err(DecodeError::Envelope)?;
+        Self::from_envelope(envelope)
+    }
+
+    /// An event read from the store itself, as the relay would have
+    /// published it (upcast to the current schema).
+    pub fn from_recorded(
+        recorded: &event_store::feed::RecordedEvent,
+        upcasters: &[Box<dyn cqrs_es::persist::EventUpcaster>],
+    ) -> Result<Self, DecodeError> {
+        Self::from_envelope(crate::relay::envelope_of(recorded, upcasters))
+    }
+
+    /// Decodes an envelope's data into the domain's event type.
+    pub fn from_envelope(envelope: Envelope) -> Result<Self, DecodeError> {
         let event_type = envelope
             .event_type
             .rsplit('.')

@@ -2,6 +2,9 @@
 //! projectors that turn events into read models.
 
 pub mod event;
+pub mod position;
 pub mod projector;
 pub mod relay;
+pub mod search;
+pub mod status;
 pub mod views;

@@ -7,6 +7,11 @@
 //! redelivery, or a duplicate from a relay that crashed after publishing)
 //! changes nothing. The Kafka offset is committed only after the database
 //! commit: a crash in between redelivers the message, which is then skipped.
+//!
+//! A message that cannot be decoded, or whose change the database refuses
+//! for a reason that would repeat (a data or integrity error), goes to the
+//! dead-letter topic with the error and the original payload; the
+//! projection goes on and `projection_status` counts it.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -16,10 +21,13 @@ use anyhow::Context;
 use async_trait::async_trait;
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
-use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
 use sqlx::{PgConnection, PgPool};
+use tracing::Instrument;
 
 use crate::event::Event;
+use crate::position::{Admission, Positions};
 use crate::relay::KafkaConfig;
 
 /// A read model fed by events: which aggregate types it reads, and what
@@ -37,12 +45,10 @@ pub trait Projection: Send + Sync + 'static {
     async fn apply(&self, db: &mut PgConnection, event: &Event) -> Result<(), sqlx::Error>;
 }
 
-/// Configuration of `eshop project`.
+/// The projectors' own options (the broker and topics come from
+/// [`KafkaConfig`], shared with the relay).
 #[derive(Debug, Clone, clap::Args)]
-pub struct ProjectorConfig {
-    #[command(flatten)]
-    pub kafka: KafkaConfig,
-
+pub struct ProjectorOptions {
     /// Consumer groups are named `{prefix}.{projection}`; processes with the
     /// same prefix share each projection's partitions.
     #[arg(
@@ -51,6 +57,106 @@ pub struct ProjectorConfig {
         default_value = "eshop.projection"
     )]
     pub group_prefix: String,
+
+    /// Where events a projection cannot decode or apply go, with the error
+    /// and the original payload.
+    #[arg(
+        long = "dead-letter-topic",
+        env = "DEAD_LETTER_TOPIC",
+        default_value = "eshop.deadletters.v1"
+    )]
+    pub dead_letter_topic: String,
+
+    /// The projections this process runs (comma-separated names; default:
+    /// all of them, the PostgreSQL views and `search`).
+    #[arg(
+        long = "projections",
+        env = "PROJECTIONS",
+        value_delimiter = ',',
+        num_args = 1..
+    )]
+    pub only: Vec<String>,
+
+    /// How long the group waits for a silent consumer before giving its
+    /// partitions to the others, in ms (Kafka's default: 45000).
+    #[arg(
+        long = "consumer-session-timeout-ms",
+        env = "KAFKA_SESSION_TIMEOUT_MS",
+        default_value_t = 45_000
+    )]
+    pub session_timeout_ms: u32,
+
+    /// How long the group waits for its members to rejoin during a
+    /// rebalance, and the longest a projector may take between two reads
+    /// before it is taken out of the group, in ms (Kafka's default: 300000).
+    #[arg(
+        long = "consumer-max-poll-interval-ms",
+        env = "KAFKA_MAX_POLL_INTERVAL_MS",
+        default_value_t = 300_000
+    )]
+    pub max_poll_interval_ms: u32,
+
+    /// The longest a fetch waits at the broker for new messages, in ms. An
+    /// upper bound on the projectors' latency with brokers that hold a
+    /// fetch for its whole wait even when messages arrive (tansu 0.6);
+    /// Apache Kafka answers as soon as there is data, so a short wait only
+    /// costs idle requests (Kafka's default: 500).
+    #[arg(
+        long = "consumer-fetch-wait-max-ms",
+        env = "KAFKA_FETCH_WAIT_MAX_MS",
+        default_value_t = 20
+    )]
+    pub fetch_wait_max_ms: u32,
+
+    #[command(flatten)]
+    pub search: crate::search::SearchConfig,
+}
+
+/// Configuration of the projectors.
+#[derive(Debug, Clone)]
+pub struct ProjectorConfig {
+    pub kafka: KafkaConfig,
+    pub group_prefix: String,
+    pub dead_letter_topic: String,
+    pub only: Vec<String>,
+    pub session_timeout_ms: u32,
+    pub max_poll_interval_ms: u32,
+    pub fetch_wait_max_ms: u32,
+    pub search: crate::search::SearchConfig,
+}
+
+impl ProjectorConfig {
+    #[must_use]
+    pub fn new(kafka: KafkaConfig, options: ProjectorOptions) -> Self {
+        Self {
+            kafka,
+            group_prefix: options.group_prefix,
+            dead_letter_topic: options.dead_letter_topic,
+            only: options.only,
+            session_timeout_ms: options.session_timeout_ms,
+            max_poll_interval_ms: options.max_poll_interval_ms,
+            fetch_wait_max_ms: options.fetch_wait_max_ms,
+            search: options.search,
+        }
+    }
+}
+
+impl ProjectorConfig {
+    /// Whether this process runs the projection named `name`.
+    #[must_use]
+    pub fn runs(&self, name: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|n| n == name)
+    }
+}
+
+/// The names of every projection: the PostgreSQL views, then `search`.
+#[must_use]
+pub fn names() -> Vec<&'static str> {
+    crate::views::all()
+        .iter()
+        .map(|p| p.name())
+        .chain([crate::search::NAME])
+        .collect()
 }
 
 /// The consumer group of a projection.
@@ -59,66 +165,267 @@ pub fn group_id(config: &ProjectorConfig, projection: &dyn Projection) -> String
     format!("{}.{}", config.group_prefix, projection.name())
 }
 
-/// Records that `projection` reached `sequence` of `aggregate_id`; false when
-/// it already had (the event must be skipped).
+/// Where an event stands against what a projection holds of its aggregate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Claim {
+    /// The next event of the aggregate: apply it.
+    Next,
+    /// Already applied (a redelivery or a duplicate): skip it.
+    Taken,
+    /// Newer than the next one: the events after `held` and before this
+    /// one have not arrived (yet). They are read from the event store.
+    Gap { held: i64 },
+}
+
+/// Records that `projection` takes event `sequence` of `aggregate_id`, and
+/// says how that event relates to the one it held. The row stays locked
+/// until the transaction ends, so concurrent consumers of the same
+/// partition (around a rebalance) take each event once.
 async fn claim(
     db: &mut PgConnection,
     projection: &str,
     aggregate_id: &str,
     sequence: i64,
-) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query(
+) -> Result<Claim, sqlx::Error> {
+    // The common case, one statement: the event right after the held one.
+    let next = if sequence == 1 {
         "INSERT INTO projection_progress (projection, aggregate_id, sequence) VALUES ($1, $2, $3) \
-         ON CONFLICT (projection, aggregate_id) DO UPDATE SET sequence = EXCLUDED.sequence \
-           WHERE projection_progress.sequence < EXCLUDED.sequence",
+         ON CONFLICT (projection, aggregate_id) DO NOTHING"
+    } else {
+        "UPDATE projection_progress SET sequence = $3 \
+         WHERE projection = $1 AND aggregate_id = $2 AND sequence = $3 - 1"
+    };
+    let done = sqlx::query(next)
+        .bind(projection)
+        .bind(aggregate_id)
+        .bind(sequence)
+        .execute(&mut *db)
+        .await?;
+    if done.rows_affected() == 1 {
+        return Ok(Claim::Next);
+    }
+    // Taken already, or a gap: lock the row (creating it at 0 when the
+    // aggregate is new to the projection) and compare.
+    sqlx::query(
+        "INSERT INTO projection_progress (projection, aggregate_id, sequence) VALUES ($1, $2, 0) \
+         ON CONFLICT (projection, aggregate_id) DO NOTHING",
+    )
+    .bind(projection)
+    .bind(aggregate_id)
+    .execute(&mut *db)
+    .await?;
+    let held: i64 = sqlx::query_scalar(
+        "SELECT sequence FROM projection_progress WHERE projection = $1 AND aggregate_id = $2 FOR UPDATE",
+    )
+    .bind(projection)
+    .bind(aggregate_id)
+    .fetch_one(&mut *db)
+    .await?;
+    if held >= sequence {
+        return Ok(Claim::Taken);
+    }
+    sqlx::query(
+        "UPDATE projection_progress SET sequence = $3 WHERE projection = $1 AND aggregate_id = $2",
     )
     .bind(projection)
     .bind(aggregate_id)
     .bind(sequence)
-    .execute(db)
+    .execute(&mut *db)
     .await?;
-    Ok(done.rows_affected() == 1)
+    Ok(if held == sequence - 1 {
+        Claim::Next
+    } else {
+        Claim::Gap { held }
+    })
 }
 
-/// Applies one message with effectively-once semantics. Returns false when
-/// the event had already been applied.
+/// The events of `event`'s aggregate after `held` and before `event`, read
+/// from the event store: the stream skipped them or will deliver them late
+/// (a broker that reordered a retried batch, a zombie producer's stray
+/// request). Taking them now keeps the view exact; their late copies are
+/// then skipped as taken.
+pub async fn missing_events(
+    db: &mut PgConnection,
+    projection: &str,
+    event: &Event,
+    held: i64,
+    upcasters: &[Box<dyn cqrs_es::persist::EventUpcaster>],
+) -> Result<Vec<Event>, Failure> {
+    let envelope = &event.envelope;
+    let recorded = event_store::feed::read_aggregate(
+        &mut *db,
+        &envelope.aggregatetype,
+        &envelope.aggregateid,
+        held,
+        envelope.aggregatesequence,
+    )
+    .await
+    .map_err(|error| Failure::Transient(sqlx::Error::Protocol(error.to_string())))?;
+    let expected = envelope.aggregatesequence - held - 1;
+    if recorded.len() as i64 != expected {
+        return Err(Failure::Poison(format!(
+            "events {}..{} of {} {} are neither in the stream nor in the event store",
+            held + 1,
+            envelope.aggregatesequence - 1,
+            envelope.aggregatetype,
+            envelope.aggregateid
+        )));
+    }
+    tracing::warn!(
+        projection,
+        aggregate.id = %envelope.aggregateid,
+        held,
+        arrived = envelope.aggregatesequence,
+        "events missing from the stream were read from the event store"
+    );
+    metrics::counter!("eshop_projection_gap_events_total", "projection" => projection.to_owned())
+        .increment(recorded.len() as u64);
+    recorded
+        .iter()
+        .map(|r| {
+            Event::from_recorded(r, upcasters).map_err(|error| {
+                Failure::Poison(format!(
+                    "event {} of the aggregate, read from the event store: {error}",
+                    r.sequence
+                ))
+            })
+        })
+        .collect()
+}
+
+/// Where a message came from: its partition and offset.
+#[derive(Debug, Clone, Copy)]
+pub struct Source<'a> {
+    pub topic: &'a str,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+impl<'a> Source<'a> {
+    #[must_use]
+    pub fn of(message: &'a impl Message) -> Self {
+        Self {
+            topic: message.topic(),
+            partition: message.partition(),
+            offset: message.offset(),
+        }
+    }
+}
+
+/// Records how far `projection` got in a partition: the next offset to
+/// read and the event it last took, for `eshop projections status`.
+pub async fn record_offset(
+    db: &mut PgConnection,
+    projection: &str,
+    source: Source<'_>,
+    event: Option<&Event>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO projection_offsets AS p (projection, topic, partition, next_offset, global_position, event_time) \
+         VALUES ($1, $2, $3, $4, $5, $6) \
+         ON CONFLICT (projection, topic, partition) DO UPDATE \
+           SET next_offset = GREATEST(p.next_offset, EXCLUDED.next_offset), \
+               global_position = GREATEST(p.global_position, EXCLUDED.global_position), \
+               event_time = GREATEST(p.event_time, EXCLUDED.event_time), updated_at = now()",
+    )
+    .bind(projection)
+    .bind(source.topic)
+    .bind(source.partition)
+    .bind(source.offset + 1)
+    .bind(event.map(|e| e.envelope.globalposition))
+    .bind(event.map(|e| e.envelope.time))
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Applies one message with effectively-once semantics, and records the
+/// partition's offset in the same transaction. Returns false when the
+/// event had already been applied. Events of the aggregate that should
+/// have come before it and did not are read from the event store and
+/// applied first.
 pub async fn apply_message(
     pool: &PgPool,
     projection: &dyn Projection,
+    source: Source<'_>,
     event: &Event,
-) -> Result<bool, sqlx::Error> {
+) -> Result<bool, Failure> {
     let mut tx = pool.begin().await?;
+    record_offset(&mut tx, projection.name(), source, Some(event)).await?;
     let envelope = &event.envelope;
-    if !claim(
+    let claim = claim(
         &mut tx,
         projection.name(),
         &envelope.aggregateid,
         envelope.aggregatesequence,
     )
-    .await?
-    {
-        return Ok(false);
+    .await?;
+    if let Claim::Gap { held } = claim {
+        let upcasters = event_schemas::upcasters();
+        for missing in missing_events(&mut tx, projection.name(), event, held, &upcasters).await? {
+            projection.apply(&mut tx, &missing).await?;
+        }
     }
-    projection.apply(&mut tx, event).await?;
+    if claim != Claim::Taken {
+        projection.apply(&mut tx, event).await?;
+    }
     tx.commit().await?;
-    Ok(true)
+    Ok(claim != Claim::Taken)
 }
 
-fn consumer(
+/// Logs each projection's partitions as the group assigns them, so an
+/// operator sees how processes share the work.
+pub struct Rebalances {
+    projection: String,
+}
+
+impl rdkafka::ClientContext for Rebalances {}
+
+impl rdkafka::consumer::ConsumerContext for Rebalances {
+    fn post_rebalance(
+        &self,
+        _consumer: &rdkafka::consumer::BaseConsumer<Self>,
+        rebalance: &rdkafka::consumer::Rebalance<'_>,
+    ) {
+        if let rdkafka::consumer::Rebalance::Assign(list) = rebalance {
+            let partitions: Vec<String> = list
+                .elements()
+                .iter()
+                .map(|e| format!("{}/{}", e.topic(), e.partition()))
+                .collect();
+            tracing::info!(projection = %self.projection, partitions = %partitions.join(","), "partitions assigned");
+        }
+    }
+}
+
+/// The consumer every projection runner uses.
+pub type ProjectionConsumer = StreamConsumer<Rebalances>;
+
+/// A consumer in the projection's group, subscribed to its topics.
+pub(crate) fn consumer(
     config: &ProjectorConfig,
-    projection: &dyn Projection,
-) -> anyhow::Result<StreamConsumer> {
+    name: &str,
+    aggregate_types: &[&str],
+) -> anyhow::Result<ProjectionConsumer> {
     let kafka = &config.kafka;
-    let consumer: StreamConsumer = ClientConfig::new()
+    let consumer: ProjectionConsumer = ClientConfig::new()
         .set("bootstrap.servers", &kafka.brokers)
-        .set("group.id", group_id(config, projection))
+        .set("group.id", format!("{}.{name}", config.group_prefix))
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
         .set("isolation.level", "read_committed")
-        .create()
+        .set("topic.metadata.refresh.interval.ms", "10000")
+        .set("session.timeout.ms", config.session_timeout_ms.to_string())
+        .set(
+            "max.poll.interval.ms",
+            config.max_poll_interval_ms.to_string(),
+        )
+        .set("fetch.wait.max.ms", config.fetch_wait_max_ms.to_string())
+        .create_with_context(Rebalances {
+            projection: name.to_owned(),
+        })
         .context("failed to create the consumer")?;
-    let topics: Vec<&str> = projection
-        .aggregate_types()
+    let topics: Vec<&str> = aggregate_types
         .iter()
         .filter_map(|t| kafka.topics.topic(t))
         .collect();
@@ -126,49 +433,272 @@ fn consumer(
     Ok(consumer)
 }
 
+/// Why a message was not applied.
+#[derive(Debug)]
+pub enum Failure {
+    /// Worth retrying: the database was unreachable, a deadlock, …
+    Transient(sqlx::Error),
+    /// Will fail the same way every time: dead-letter it.
+    Poison(String),
+}
+
+impl From<sqlx::Error> for Failure {
+    fn from(error: sqlx::Error) -> Self {
+        let deterministic = match &error {
+            // Data exceptions (22) and integrity violations (23) repeat.
+            sqlx::Error::Database(db) => db
+                .code()
+                .is_some_and(|code| code.starts_with("22") || code.starts_with("23")),
+            sqlx::Error::RowNotFound
+            | sqlx::Error::ColumnDecode { .. }
+            | sqlx::Error::Decode(_) => true,
+            _ => false,
+        };
+        if deterministic {
+            Self::Poison(error.to_string())
+        } else {
+            Self::Transient(error)
+        }
+    }
+}
+
 async fn handle(
     pool: &PgPool,
     projection: &dyn Projection,
     message: &BorrowedMessage<'_>,
-) -> Result<(), sqlx::Error> {
+) -> Result<(), Failure> {
     let Some(value) = message.payload() else {
         return Ok(());
     };
-    match Event::decode(value) {
-        Ok(event) => {
-            apply_message(pool, projection, &event).await?;
-        }
-        Err(error) => {
-            tracing::error!(projection = projection.name(), topic = message.topic(), offset = message.offset(), %error, "undecodable event skipped");
-        }
-    }
+    let event = Event::decode(value).map_err(|error| Failure::Poison(error.to_string()))?;
+    // The command's W3C trace context travels in the envelope (and the
+    // record's `traceparent` header): the projection's work joins its trace.
+    let span = tracing::info_span!(
+        "project",
+        projection = projection.name(),
+        event.id = %event.envelope.id,
+        event.r#type = %event.envelope.event_type,
+        aggregate.id = %event.envelope.aggregateid,
+        traceparent = event.envelope.traceparent.as_deref(),
+    );
+    let applied = apply_message(pool, projection, Source::of(message), &event)
+        .instrument(span)
+        .await?;
+    let outcome = if applied { "applied" } else { "skipped" };
+    metrics::counter!("eshop_projection_events_total", "projection" => projection.name(), "outcome" => outcome)
+        .increment(1);
     Ok(())
 }
 
-/// Runs every projection until `shutdown` completes.
+/// Publishes a message that cannot be applied to the dead-letter topic,
+/// with the error, and counts it in `projection_status`.
+pub(crate) async fn dead_letter(
+    pool: &PgPool,
+    producer: &FutureProducer,
+    config: &ProjectorConfig,
+    projection: &str,
+    message: &impl Message,
+    error: &str,
+) -> Result<(), Failure> {
+    let partition = message.partition().to_string();
+    let offset = message.offset().to_string();
+    let headers = OwnedHeaders::new()
+        .insert(Header {
+            key: "dlq_projection",
+            value: Some(projection),
+        })
+        .insert(Header {
+            key: "dlq_error",
+            value: Some(error),
+        })
+        .insert(Header {
+            key: "dlq_topic",
+            value: Some(message.topic()),
+        })
+        .insert(Header {
+            key: "dlq_partition",
+            value: Some(&partition),
+        })
+        .insert(Header {
+            key: "dlq_offset",
+            value: Some(&offset),
+        });
+    // The original headers follow (`ce_*`, `traceparent`), so the dead
+    // letter stays in the command's trace and can be routed like the event.
+    let mut headers = headers;
+    if let Some(original) = message.headers() {
+        for header in original.iter() {
+            headers = headers.insert(header);
+        }
+    }
+    let mut record = FutureRecord::to(&config.dead_letter_topic).headers(headers);
+    if let Some(key) = message.key() {
+        record = record.key(key);
+    }
+    if let Some(payload) = message.payload() {
+        record = record.payload(payload);
+    }
+    producer
+        .send(record, Duration::from_secs(10))
+        .await
+        .map_err(|(error, _)| {
+            Failure::Transient(sqlx::Error::Protocol(format!(
+                "dead-letter topic unavailable: {error}"
+            )))
+        })?;
+    sqlx::query(
+        "INSERT INTO projection_status (projection, dead_letters, last_dead_letter_at) VALUES ($1, 1, now()) \
+         ON CONFLICT (projection) DO UPDATE \
+           SET dead_letters = projection_status.dead_letters + 1, last_dead_letter_at = now()",
+    )
+    .bind(projection)
+    .execute(pool)
+    .await
+    .map_err(Failure::Transient)?;
+    metrics::counter!("eshop_projection_events_total", "projection" => projection.to_owned(), "outcome" => "dead_lettered")
+        .increment(1);
+    let mut db = pool.acquire().await.map_err(Failure::Transient)?;
+    record_offset(&mut db, projection, Source::of(message), None)
+        .await
+        .map_err(Failure::Transient)?;
+    Ok(())
+}
+
+/// Marks a dead-lettered event's sequence as taken, when its envelope says
+/// which it is: the aggregate's later events then follow on from it rather
+/// than fetching it again from the event store as a gap.
+async fn pass_over(
+    pool: &PgPool,
+    projection: &str,
+    message: &impl Message,
+) -> Result<(), sqlx::Error> {
+    let Some(envelope) = message
+        .payload()
+        .and_then(|value| serde_json::from_slice::<event_schemas::Envelope>(value).ok())
+    else {
+        return Ok(());
+    };
+    sqlx::query(
+        "INSERT INTO projection_progress AS p (projection, aggregate_id, sequence) VALUES ($1, $2, $3) \
+         ON CONFLICT (projection, aggregate_id) DO UPDATE SET sequence = GREATEST(p.sequence, EXCLUDED.sequence)",
+    )
+    .bind(projection)
+    .bind(&envelope.aggregateid)
+    .bind(envelope.aggregatesequence)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// The projectors' pool. Their commits need not wait for the WAL flush
+/// (`synchronous_commit = off`): a view change, the projection's progress
+/// and its recorded offset commit together, so a database crash can only
+/// lose the last few of them together, and the recorded offset, which
+/// leads (see [`crate::position`]), makes the projector read those
+/// messages again. Events themselves are never written through this pool.
+pub fn pool(database: &event_store::DatabaseConfig) -> Result<PgPool, sqlx::Error> {
+    event_store::connect_with(
+        database,
+        event_store::READ_MODEL_WRITER,
+        &[("synchronous_commit", "off")],
+    )
+}
+
+/// Runs every projection the configuration selects (the given PostgreSQL
+/// views, and the search index) until `shutdown` completes.
 pub async fn run_all(
     pool: PgPool,
     config: ProjectorConfig,
     projections: Vec<Arc<dyn Projection>>,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    let known = names();
+    if let Some(unknown) = config.only.iter().find(|n| !known.contains(&n.as_str())) {
+        anyhow::bail!(
+            "unknown projection '{unknown}' in PROJECTIONS; known: {}",
+            known.join(", ")
+        );
+    }
     let (stop, stopped) = tokio::sync::watch::channel(false);
+    let stopping = move || {
+        let mut stopped = stopped.clone();
+        async move {
+            let _ = stopped.wait_for(|stop| *stop).await;
+        }
+    };
     let mut tasks = tokio::task::JoinSet::new();
-    for projection in projections {
-        let (pool, config, mut stopped) = (pool.clone(), config.clone(), stopped.clone());
+    for projection in projections.into_iter().filter(|p| config.runs(p.name())) {
+        let (pool, config, stopped) = (pool.clone(), config.clone(), stopping());
+        tasks.spawn(async move { run(pool, &config, projection, stopped).await });
+    }
+    if config.runs(crate::search::NAME) {
+        let (pool, config, stopped) = (pool.clone(), config.clone(), stopping());
         tasks.spawn(async move {
-            run(pool, &config, projection, async move {
-                let _ = stopped.wait_for(|stop| *stop).await;
-            })
-            .await
+            let search = config.search.clone();
+            crate::search::run(pool, &config, &search, stopped).await
         });
     }
-    shutdown.await;
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            // A projection that stops on its own (it cannot start: an
+            // unreachable broker, a refused mapping) stops the process.
+            Some(result) = tasks.join_next() => {
+                result.context("projection task panicked")??;
+            }
+        }
+    }
     let _ = stop.send(true);
     while let Some(result) = tasks.join_next().await {
         result.context("projection task panicked")??;
     }
     Ok(())
+}
+
+/// What every projection runner needs from Kafka: its topics (and the
+/// dead-letter topic) created, a producer for dead letters, and a consumer
+/// in its group. Topics are created before subscribing: a subscription to a
+/// topic that does not exist yet would leave the consumer without
+/// partitions until its next metadata refresh.
+pub(crate) async fn connect(
+    config: &ProjectorConfig,
+    name: &str,
+    aggregate_types: &[&str],
+) -> anyhow::Result<(FutureProducer, ProjectionConsumer)> {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &config.kafka.brokers)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .create()
+        .context("failed to create the dead-letter producer")?;
+    let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
+        ClientConfig::new()
+            .set("bootstrap.servers", &config.kafka.brokers)
+            .create()
+            .context("failed to create the admin client")?;
+    let topics: Vec<&str> = aggregate_types
+        .iter()
+        .filter_map(|t| config.kafka.topics.topic(t))
+        .collect();
+    crate::relay::create_topics(
+        &admin,
+        &topics,
+        config.kafka.partitions,
+        config.kafka.replication,
+    )
+    .await
+    .context("failed to create the projection's topics")?;
+    crate::relay::create_topics(
+        &admin,
+        &[config.dead_letter_topic.as_str()],
+        1,
+        config.kafka.replication,
+    )
+    .await
+    .context("failed to create the dead-letter topic")?;
+    let consumer = consumer(config, name, aggregate_types)?;
+    Ok((producer, consumer))
 }
 
 /// Runs one projection until `shutdown` completes.
@@ -178,8 +708,10 @@ pub async fn run(
     projection: Arc<dyn Projection>,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let consumer = consumer(config, projection.as_ref())?;
+    let (producer, consumer) =
+        connect(config, projection.name(), projection.aggregate_types()).await?;
     tracing::info!(projection = projection.name(), group = %group_id(config, projection.as_ref()), "projection started");
+    let mut positions = Positions::new(projection.name());
     tokio::pin!(shutdown);
     loop {
         let message = tokio::select! {
@@ -194,12 +726,59 @@ pub async fn run(
                 continue;
             }
         };
-        // A database failure leaves the offset where it was: retry the same
-        // message until it applies.
-        while let Err(error) = handle(&pool, projection.as_ref(), &message).await {
-            tracing::warn!(projection = projection.name(), %error, "applying failed; retrying");
+        match positions.admit(&pool, &consumer, &message).await {
+            Ok(Admission::Take) => {}
+            Ok(Admission::Taken) => {
+                metrics::counter!("eshop_projection_events_total", "projection" => projection.name(), "outcome" => "skipped")
+                    .increment(1);
+                continue;
+            }
+            Ok(Admission::Rewound { .. }) => continue,
+            Err(error) => {
+                tracing::warn!(projection = projection.name(), %error, "reading the recorded offset failed; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                let _ = consumer.seek(
+                    message.topic(),
+                    message.partition(),
+                    rdkafka::Offset::Offset(message.offset()),
+                    Duration::from_secs(5),
+                );
+                continue;
+            }
+        }
+        // A transient failure leaves the offset where it was: retry the
+        // same message until it applies. A poison message goes to the
+        // dead-letter topic and the projection moves on.
+        loop {
+            let failure = match handle(&pool, projection.as_ref(), &message).await {
+                Ok(()) => break,
+                Err(Failure::Poison(error)) => {
+                    tracing::error!(projection = projection.name(), topic = message.topic(), offset = message.offset(), %error, "event dead-lettered");
+                    match dead_letter(
+                        &pool,
+                        &producer,
+                        config,
+                        projection.name(),
+                        &message,
+                        &error,
+                    )
+                    .await
+                    {
+                        Ok(()) => match pass_over(&pool, projection.name(), &message).await {
+                            Ok(()) => break,
+                            Err(error) => Failure::Transient(error),
+                        },
+                        Err(failure) => failure,
+                    }
+                }
+                Err(failure) => failure,
+            };
+            if let Failure::Transient(error) = failure {
+                tracing::warn!(projection = projection.name(), %error, "applying failed; retrying");
+            }
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
+        positions.advance(&message);
         if let Err(error) = consumer.commit_message(&message, CommitMode::Async) {
             tracing::warn!(projection = projection.name(), %error, "offset commit failed; the event may be redelivered and skipped");
         }

@@ -55,15 +55,9 @@ pub struct KafkaConfig {
         default_value = "Product=eshop.products.v1,Basket=eshop.baskets.v1,Order=eshop.orders.v1"
     )]
     pub topics: TopicMap,
-}
 
-/// Configuration of `eshop relay`.
-#[derive(Debug, Clone, clap::Args)]
-pub struct RelayConfig {
-    #[command(flatten)]
-    pub kafka: KafkaConfig,
-
-    /// Partitions of each topic when the relay creates it.
+    /// Partitions of each topic eshop creates (the relay and the projectors
+    /// both create missing topics before use).
     #[arg(
         long = "topic-partitions",
         env = "KAFKA_TOPIC_PARTITIONS",
@@ -71,14 +65,19 @@ pub struct RelayConfig {
     )]
     pub partitions: i32,
 
-    /// Replication factor of each topic when the relay creates it.
+    /// Replication factor of each topic eshop creates.
     #[arg(
         long = "topic-replication",
         env = "KAFKA_TOPIC_REPLICATION",
         default_value_t = 1
     )]
     pub replication: i32,
+}
 
+/// The relay's own options (the broker and topics come from
+/// [`KafkaConfig`], shared with the projectors).
+#[derive(Debug, Clone, clap::Args)]
+pub struct RelayOptions {
     /// Events read and published per batch.
     #[arg(
         long = "relay-batch-size",
@@ -97,7 +96,26 @@ pub struct RelayConfig {
     pub name: String,
 }
 
+/// Configuration of the relay.
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    pub kafka: KafkaConfig,
+    pub batch_size: i64,
+    pub poll_ms: u64,
+    pub name: String,
+}
+
 impl RelayConfig {
+    #[must_use]
+    pub fn new(kafka: KafkaConfig, options: RelayOptions) -> Self {
+        Self {
+            kafka,
+            batch_size: options.batch_size,
+            poll_ms: options.poll_ms,
+            name: options.name,
+        }
+    }
+
     #[must_use]
     pub fn poll_interval(&self) -> Duration {
         Duration::from_millis(self.poll_ms)

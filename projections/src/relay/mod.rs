@@ -15,7 +15,7 @@
 //! - Relays with the same name elect one leader through a PostgreSQL
 //!   advisory lock held on a dedicated connection; the others wait.
 
-mod checkpoint;
+pub mod checkpoint;
 mod config;
 mod publish;
 
@@ -29,8 +29,8 @@ use event_store::feed::{FeedFilter, read_after};
 use sqlx::{Connection, PgConnection, PgPool};
 
 pub use checkpoint::{advance as advance_checkpoint, load as load_checkpoint};
-pub use config::{KafkaConfig, RelayConfig, TopicMap};
-pub use publish::{Publisher, envelope_of};
+pub use config::{KafkaConfig, RelayConfig, RelayOptions, TopicMap};
+pub use publish::{Publisher, broker_reachable, create_topics, envelope_of};
 
 /// How often a leader checks that it still holds its lock.
 const LEADERSHIP_CHECK: Duration = Duration::from_secs(1);
@@ -42,12 +42,12 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let pool = event_store::connect(database).context("invalid DATABASE_URL")?;
-    let publisher = Publisher::new(&config).context("failed to create the Kafka producer")?;
+    let mut publisher = Publisher::new(&config).context("failed to create the Kafka producer")?;
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             () = &mut shutdown => return Ok(()),
-            result = lead(database, &pool, &config, &publisher) => {
+            result = lead(database, &pool, &config, &mut publisher) => {
                 if let Err(error) = result {
                     tracing::warn!(error = format!("{error:#}"), "relay interrupted; starting over");
                 }
@@ -65,7 +65,7 @@ async fn lead(
     database: &DatabaseConfig,
     pool: &PgPool,
     config: &RelayConfig,
-    publisher: &Publisher,
+    publisher: &mut Publisher,
 ) -> anyhow::Result<()> {
     let mut lock = PgConnection::connect(&database.url)
         .await
@@ -113,14 +113,15 @@ async fn lead(
 /// Publishes a batch, retrying with backoff until the broker acknowledges
 /// all of it. Gives up only when leadership is lost.
 async fn publish_with_retry(
-    publisher: &Publisher,
+    publisher: &mut Publisher,
     config: &RelayConfig,
     batch: &[event_store::feed::RecordedEvent],
     lock: &mut PgConnection,
 ) -> anyhow::Result<()> {
     let mut delays = ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(100))
-        .with_max_delay(Duration::from_secs(5))
+        // With jitter (up to the delay again), at most 5 s between tries.
+        .with_max_delay(Duration::from_millis(2500))
         .with_jitter()
         .without_max_times()
         .build();
@@ -130,6 +131,9 @@ async fn publish_with_retry(
             Err(error) => {
                 let delay = delays.next().unwrap_or(Duration::from_secs(5));
                 tracing::warn!(%error, retry_in_ms = delay.as_millis(), events = batch.len(), "publishing failed");
+                publisher
+                    .renew_if_broken(config, &error)
+                    .context("failed to replace the Kafka producer")?;
                 tokio::time::sleep(delay).await;
                 lock.ping()
                     .await

@@ -10,7 +10,7 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 
 use super::RelayConfig;
 
@@ -60,6 +60,30 @@ pub fn envelope_of(event: &RecordedEvent, upcasters: &[Box<dyn EventUpcaster>]) 
     )
 }
 
+/// Creates the topics that do not exist yet.
+pub async fn create_topics(
+    admin: &AdminClient<DefaultClientContext>,
+    names: &[&str],
+    partitions: i32,
+    replication: i32,
+) -> Result<(), KafkaError> {
+    let topics: Vec<NewTopic<'_>> = names
+        .iter()
+        .map(|name| NewTopic::new(name, partitions, TopicReplication::Fixed(replication)))
+        .collect();
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    for result in admin.create_topics(&topics, &options).await? {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => {
+                tracing::warn!(%topic, ?code, "topic could not be created");
+                return Err(KafkaError::AdminOp(code));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// An idempotent Kafka producer.
 pub struct Publisher {
     producer: FutureProducer,
@@ -67,15 +91,20 @@ pub struct Publisher {
     upcasters: Vec<Box<dyn EventUpcaster>>,
 }
 
+fn producer_config(config: &RelayConfig) -> ClientConfig {
+    let mut client = ClientConfig::new();
+    client
+        .set("bootstrap.servers", &config.kafka.brokers)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "2")
+        .set("message.timeout.ms", "10000");
+    client
+}
+
 impl Publisher {
     pub fn new(config: &RelayConfig) -> Result<Self, KafkaError> {
-        let mut client = ClientConfig::new();
-        client
-            .set("bootstrap.servers", &config.kafka.brokers)
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("linger.ms", "2")
-            .set("message.timeout.ms", "10000");
+        let client = producer_config(config);
         Ok(Self {
             producer: client.create()?,
             admin: client.create()?,
@@ -83,32 +112,51 @@ impl Publisher {
         })
     }
 
+    /// Replaces the producer when `error` says that its idempotence state is
+    /// lost: a fatal error, or the broker refusing its producer id, epoch or
+    /// sequence numbers. That happens after an outage: messages time out in
+    /// flight, the producer bumps its epoch, and a broker may then fence it
+    /// for good (tansu 0.6 answers ProducerFenced to every later request).
+    /// The new producer has a new producer id, and the batch is published
+    /// again from the checkpoint; consumers skip what arrives twice. Returns
+    /// whether it did.
+    pub fn renew_if_broken(
+        &mut self,
+        config: &RelayConfig,
+        error: &PublishError,
+    ) -> Result<bool, KafkaError> {
+        let refused = matches!(
+            error,
+            PublishError::Kafka(KafkaError::MessageProduction(
+                RDKafkaErrorCode::ProducerFenced
+                    | RDKafkaErrorCode::InvalidProducerEpoch
+                    | RDKafkaErrorCode::UnknownProducerId
+                    | RDKafkaErrorCode::OutOfOrderSequenceNumber
+                    | RDKafkaErrorCode::InvalidProducerIdMapping
+                    | RDKafkaErrorCode::Fatal
+            ))
+        );
+        let fatal = self.producer.client().fatal_error();
+        if !refused && fatal.is_none() {
+            return Ok(false);
+        }
+        tracing::warn!(%error, fatal = ?fatal, "the Kafka producer lost its idempotence state; replacing it");
+        let old = std::mem::replace(&mut self.producer, producer_config(config).create()?);
+        // Dropping purges what it still holds and waits up to 500 ms.
+        tokio::task::spawn_blocking(move || drop(old));
+        Ok(true)
+    }
+
     /// Creates the topics that do not exist yet.
     pub async fn ensure_topics(&self, config: &RelayConfig) -> Result<(), KafkaError> {
-        let topics: Vec<NewTopic<'_>> = config
-            .kafka
-            .topics
-            .topics()
-            .map(|topic| {
-                NewTopic::new(
-                    topic,
-                    config.partitions,
-                    TopicReplication::Fixed(config.replication),
-                )
-            })
-            .collect();
-        let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-        for result in self.admin.create_topics(&topics, &options).await? {
-            match result {
-                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-                Err((topic, code)) => {
-                    return Err(KafkaError::AdminOp(code)).inspect_err(|_| {
-                        tracing::warn!(%topic, ?code, "topic could not be created");
-                    });
-                }
-            }
-        }
-        Ok(())
+        let names: Vec<&str> = config.kafka.topics.topics().collect();
+        create_topics(
+            &self.admin,
+            &names,
+            config.kafka.partitions,
+            config.kafka.replication,
+        )
+        .await
     }
 
     /// Publishes a batch and waits until the broker acknowledged every event.
@@ -153,7 +201,10 @@ impl Publisher {
             let record = FutureRecord::to(topic)
                 .key(&event.aggregate_id)
                 .payload(&payload)
-                .headers(headers);
+                .headers(headers)
+                // The record's time is the event's: consumers measure how
+                // far behind the source they are from it.
+                .timestamp(envelope.time.timestamp_millis());
             match self.producer.send_result(record) {
                 Ok(delivery) => deliveries.push(delivery),
                 Err((error, _)) => return Err(error.into()),
@@ -166,6 +217,23 @@ impl Publisher {
                 Err(_) => return Err(KafkaError::Canceled.into()),
             }
         }
+        metrics::counter!("eshop_relay_events_published_total").increment(batch.len() as u64);
         Ok(())
     }
+}
+
+/// Whether the broker answers a metadata request: the readiness check.
+pub async fn broker_reachable(kafka: &super::KafkaConfig) -> Result<(), String> {
+    let brokers = kafka.brokers.clone();
+    tokio::task::spawn_blocking(move || {
+        let consumer: rdkafka::consumer::BaseConsumer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", &brokers)
+            .create()
+            .map_err(|error| error.to_string())?;
+        rdkafka::consumer::Consumer::fetch_metadata(&consumer, None, Duration::from_secs(2))
+            .map(drop)
+            .map_err(|error| error.to_string())
+    })
+    .await
+    .map_err(|error| error.to_string())?
 }

@@ -1,0 +1,151 @@
+//! Each projection's own record of where it stands in every partition is
+//! the authority on what to read next, not the consumer group's committed
+//! offsets.
+//!
+//! A projection records, in the same transaction as its view change (or
+//! right after the search engine acknowledged a bulk request), the next
+//! offset of the partition (`projection_offsets.next_offset`). Because a
+//! message is only taken when its offset is not past that record, every
+//! offset below it has been taken: applied, skipped as a duplicate, or
+//! dead-lettered.
+//!
+//! The consumer's position can still jump past that record. Seen with
+//! tansu 0.6: a fetch at an offset inside a record batch answers from the
+//! NEXT batch, silently skipping the rest of the batch, so a consumer that
+//! resumes at a committed offset (after a restart or a rebalance) loses
+//! messages; Apache Kafka answers with the batch that holds the offset. A
+//! commit by a member that lost its partitions could do the same anywhere.
+//! The guard notices (the message's offset is past the record) and seeks
+//! the partition back: first to the record, then, while the broker still
+//! answers past it, twice as far back each time (down to the start of the
+//! partition), so that the batch holding the record is read whole.
+//! Messages below the record are redeliveries and are passed over without
+//! touching the view.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use rdkafka::Offset;
+use rdkafka::consumer::Consumer;
+use rdkafka::message::Message;
+use sqlx::PgPool;
+
+/// What to do with a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// The next message of its partition (or the first the projection
+    /// sees there): take it.
+    Take,
+    /// Below the recorded next offset: taken before, pass over it.
+    Taken,
+    /// Past the recorded next offset: messages in between were skipped by
+    /// the consumer. The partition has been sought back to `to`.
+    Rewound { to: i64 },
+}
+
+/// A projection's next offset per partition: what its runner took, or
+/// what its record in PostgreSQL says.
+pub struct Positions {
+    projection: &'static str,
+    next: HashMap<(String, i32), i64>,
+    /// Per partition being rewound: how far before the record the last
+    /// seek went.
+    rewinding: HashMap<(String, i32), i64>,
+}
+
+impl Positions {
+    #[must_use]
+    pub fn new(projection: &'static str) -> Self {
+        Self {
+            projection,
+            next: HashMap::new(),
+            rewinding: HashMap::new(),
+        }
+    }
+
+    /// The projection's recorded next offset of a partition, if any.
+    async fn recorded(
+        &self,
+        pool: &PgPool,
+        topic: &str,
+        partition: i32,
+    ) -> Result<Option<i64>, sqlx::Error> {
+        sqlx::query_scalar(
+            "SELECT next_offset FROM projection_offsets WHERE projection = $1 AND topic = $2 AND partition = $3",
+        )
+        .bind(self.projection)
+        .bind(topic)
+        .bind(partition)
+        .fetch_optional(pool)
+        .await
+    }
+
+    /// Decides whether `message` may be taken, and seeks its partition back
+    /// when the consumer skipped messages.
+    pub async fn admit<C: Consumer<X>, X: rdkafka::consumer::ConsumerContext>(
+        &mut self,
+        pool: &PgPool,
+        consumer: &C,
+        message: &impl Message,
+    ) -> Result<Admission, sqlx::Error> {
+        let key = (message.topic().to_owned(), message.partition());
+        let offset = message.offset();
+        let mut next = self.next.get(&key).copied();
+        // Past what this runner knows: another process may have taken the
+        // partition further meanwhile, so ask the record before judging.
+        if next.is_none_or(|next| offset > next) {
+            next = self.recorded(pool, &key.0, key.1).await?;
+            if let Some(next) = next {
+                self.next.insert(key.clone(), next);
+            }
+        }
+        let admission = match next {
+            None => Admission::Take,
+            Some(next) if offset <= next => {
+                self.rewinding.remove(&key);
+                if offset == next {
+                    Admission::Take
+                } else {
+                    Admission::Taken
+                }
+            }
+            Some(next) => {
+                let back = match self.rewinding.get(&key) {
+                    None => 0,
+                    Some(0) => 1,
+                    Some(back) => back.saturating_mul(2),
+                };
+                let to = next.saturating_sub(back).max(0);
+                self.rewinding.insert(key.clone(), back);
+                tracing::warn!(
+                    projection = self.projection,
+                    topic = %key.0,
+                    partition = key.1,
+                    offset,
+                    recorded = next,
+                    seek_to = to,
+                    "the consumer skipped messages; seeking back"
+                );
+                metrics::counter!("eshop_projection_rewinds_total", "projection" => self.projection)
+                    .increment(1);
+                if let Err(error) =
+                    consumer.seek(&key.0, key.1, Offset::Offset(to), Duration::from_secs(5))
+                {
+                    // Not assigned here any more, most likely: whoever has
+                    // the partition now starts from its own check.
+                    tracing::warn!(projection = self.projection, %error, "seeking back failed");
+                }
+                Admission::Rewound { to }
+            }
+        };
+        Ok(admission)
+    }
+
+    /// Notes that `message` was taken.
+    pub fn advance(&mut self, message: &impl Message) {
+        self.next.insert(
+            (message.topic().to_owned(), message.partition()),
+            message.offset() + 1,
+        );
+    }
+}

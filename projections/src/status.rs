@@ -1,0 +1,362 @@
+//! Where each projection stands: its position, how far behind the event
+//! store it is (in events and in seconds), and its dead letters. Served by
+//! `eshop projections status` and, as gauges, on `/metrics`.
+//!
+//! Lag is measured against the event store, not just the broker: events
+//! the relay has not published yet count too, so a stopped relay shows up
+//! as growing lag in every projection. The Kafka part is, per partition,
+//! the high watermark minus the next offset the projection recorded (in
+//! the same transaction as its view change); its age is the time of the
+//! oldest message not yet taken (the relay stamps each record with its
+//! event's time).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use event_store::feed::GlobalPosition;
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+use serde::Serialize;
+use sqlx::{PgPool, Row};
+
+use crate::relay::{KafkaConfig, checkpoint};
+
+/// One partition of one of a projection's topics.
+#[derive(Debug, Clone, Serialize)]
+pub struct PartitionStatus {
+    pub topic: String,
+    pub partition: i32,
+    /// The next offset the projection will take.
+    pub next_offset: i64,
+    /// The partition's high watermark (the offset after the last message).
+    pub high_watermark: i64,
+    pub lag: i64,
+}
+
+/// Where one projection stands.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProjectionStatus {
+    pub projection: String,
+    /// The highest global position it has taken (events of different
+    /// partitions are taken in parallel, so lower positions may still be
+    /// pending: see `events_behind`).
+    pub position: Option<i64>,
+    /// When the newest event it has taken happened.
+    pub last_event_at: Option<DateTime<Utc>>,
+    /// Events in the store it has not taken yet: unpublished ones plus the
+    /// Kafka lag.
+    pub events_behind: i64,
+    /// How long ago the oldest event it has not taken happened (0 when it is
+    /// caught up).
+    pub seconds_behind: f64,
+    pub dead_letters: i64,
+    pub partitions: Vec<PartitionStatus>,
+}
+
+/// What the status needs to know: the broker, the topics and the relay.
+#[derive(Debug, Clone)]
+pub struct StatusSource {
+    pub kafka: KafkaConfig,
+    pub relay_name: String,
+}
+
+/// Every projection and the aggregate types it reads.
+fn projections() -> Vec<(&'static str, &'static [&'static str])> {
+    crate::views::all()
+        .iter()
+        .map(|p| (p.name(), p.aggregate_types()))
+        .chain([(crate::search::NAME, crate::search::AGGREGATE_TYPES)])
+        .collect()
+}
+
+struct Unpublished {
+    count: i64,
+    oldest: Option<DateTime<Utc>>,
+}
+
+/// Events past the relay's checkpoint, per aggregate type.
+async fn unpublished(
+    pool: &PgPool,
+    relay_name: &str,
+) -> Result<HashMap<String, Unpublished>, sqlx::Error> {
+    let GlobalPosition {
+        transaction_id,
+        position,
+    } = checkpoint::load(pool, relay_name).await?;
+    let rows = sqlx::query(
+        "SELECT aggregate_type, count(*) AS count, min(recorded_at) AS oldest FROM events \
+         WHERE (transaction_id, global_position) > ($1::text::xid8, $2) GROUP BY aggregate_type",
+    )
+    .bind(transaction_id.to_string())
+    .bind(position)
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            Ok((
+                row.try_get("aggregate_type")?,
+                Unpublished {
+                    count: row.try_get("count")?,
+                    oldest: row.try_get("oldest")?,
+                },
+            ))
+        })
+        .collect()
+}
+
+/// Per partition: its low and high watermarks.
+type Watermarks = HashMap<(String, i32), (i64, i64)>;
+/// Per partition: the time of the oldest message not yet taken.
+type PendingTimes = HashMap<(String, i32), DateTime<Utc>>;
+
+/// The broker's view: for every partition of `topics`, its high watermark,
+/// and for the partitions listed in `peek`, the time of the message at the
+/// given offset. Blocking: run it off the async runtime.
+fn broker_view(
+    kafka: &KafkaConfig,
+    topics: &[String],
+    peek: &dyn Fn(&str, i32, i64, i64) -> Option<i64>,
+) -> anyhow::Result<(Watermarks, PendingTimes)> {
+    let timeout = Duration::from_secs(5);
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &kafka.brokers)
+        .set("group.id", "eshop.status")
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .create()
+        .context("failed to create the status consumer")?;
+    let mut watermarks = HashMap::new();
+    for topic in topics {
+        let metadata = consumer
+            .fetch_metadata(Some(topic), timeout)
+            .with_context(|| format!("failed to read the metadata of {topic}"))?;
+        for partition in metadata.topics().iter().flat_map(|t| t.partitions()) {
+            let (low, high) = consumer
+                .fetch_watermarks(topic, partition.id(), timeout)
+                .with_context(|| format!("failed to read the watermarks of {topic}"))?;
+            watermarks.insert((topic.clone(), partition.id()), (low, high));
+        }
+    }
+    // Peek at the oldest message each lagging partition still holds back.
+    let mut wanted = TopicPartitionList::new();
+    for ((topic, partition), (low, high)) in &watermarks {
+        if let Some(offset) = peek(topic, *partition, *low, *high) {
+            let _ = wanted.add_partition_offset(topic, *partition, Offset::Offset(offset));
+        }
+    }
+    let mut times = HashMap::new();
+    if wanted.count() > 0 {
+        consumer.assign(&wanted).context("failed to assign")?;
+        let deadline = std::time::Instant::now() + timeout;
+        while times.len() < wanted.count() && std::time::Instant::now() < deadline {
+            let Some(Ok(message)) = consumer.poll(Duration::from_millis(200)) else {
+                continue;
+            };
+            let key = (message.topic().to_owned(), message.partition());
+            if let Some(millis) = message.timestamp().to_millis()
+                && let Some(at) = DateTime::from_timestamp_millis(millis)
+            {
+                times.entry(key).or_insert(at);
+            }
+        }
+    }
+    Ok((watermarks, times))
+}
+
+fn earliest(a: Option<DateTime<Utc>>, b: Option<DateTime<Utc>>) -> Option<DateTime<Utc>> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// Collects the status of every projection.
+pub async fn collect(
+    pool: &PgPool,
+    source: &StatusSource,
+) -> anyhow::Result<Vec<ProjectionStatus>> {
+    let offsets = sqlx::query(
+        "SELECT projection, topic, partition, next_offset, global_position, event_time FROM projection_offsets",
+    )
+    .fetch_all(pool)
+    .await
+    .context("failed to read projection_offsets")?;
+    let mut recorded: HashMap<(String, String, i32), i64> = HashMap::new();
+    let mut positions: HashMap<String, (Option<i64>, Option<DateTime<Utc>>)> = HashMap::new();
+    for row in &offsets {
+        let projection: String = row.try_get("projection")?;
+        recorded.insert(
+            (
+                projection.clone(),
+                row.try_get("topic")?,
+                row.try_get("partition")?,
+            ),
+            row.try_get("next_offset")?,
+        );
+        let entry = positions.entry(projection).or_default();
+        entry.0 = entry.0.max(row.try_get("global_position")?);
+        entry.1 = entry.1.max(row.try_get("event_time")?);
+    }
+    let dead: HashMap<String, i64> =
+        sqlx::query_as("SELECT projection, dead_letters FROM projection_status")
+            .fetch_all(pool)
+            .await
+            .context("failed to read projection_status")?
+            .into_iter()
+            .collect();
+    let unpublished = unpublished(pool, &source.relay_name)
+        .await
+        .context("failed to count unpublished events")?;
+
+    let projections = projections();
+    let topics: Vec<String> = projections
+        .iter()
+        .flat_map(|(_, types)| types.iter())
+        .filter_map(|t| source.kafka.topics.topic(t))
+        .map(str::to_owned)
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    // The oldest offset any projection still needs, per partition.
+    let mut oldest_needed: HashMap<(String, i32), Option<i64>> = HashMap::new();
+    for (name, types) in &projections {
+        for topic in types.iter().filter_map(|t| source.kafka.topics.topic(t)) {
+            for ((p, t, partition), next) in &recorded {
+                if p == name && t == topic {
+                    let slot = oldest_needed
+                        .entry((t.clone(), *partition))
+                        .or_insert(Some(*next));
+                    *slot = slot.map(|o| o.min(*next));
+                }
+            }
+        }
+    }
+    let kafka = source.kafka.clone();
+    let needed = oldest_needed.clone();
+    let (watermarks, times) = tokio::task::spawn_blocking(move || {
+        broker_view(&kafka, &topics, &|topic, partition, low, high| {
+            let next = needed
+                .get(&(topic.to_owned(), partition))
+                .copied()
+                .flatten()
+                .unwrap_or(low)
+                .max(low);
+            (next < high).then_some(next)
+        })
+    })
+    .await
+    .context("status task panicked")??;
+
+    let now = Utc::now();
+    let mut statuses = Vec::new();
+    for (name, types) in projections {
+        let mut events_behind = 0;
+        let mut oldest_pending: Option<DateTime<Utc>> = None;
+        let mut partitions = Vec::new();
+        for aggregate_type in types {
+            if let Some(pending) = unpublished.get(*aggregate_type) {
+                events_behind += pending.count;
+                oldest_pending = earliest(oldest_pending, pending.oldest);
+            }
+            let Some(topic) = source.kafka.topics.topic(aggregate_type) else {
+                continue;
+            };
+            let mut keys: Vec<_> = watermarks.keys().filter(|(t, _)| t == topic).collect();
+            keys.sort();
+            for key in keys {
+                let (low, high) = watermarks[key];
+                let next = recorded
+                    .get(&(name.to_owned(), key.0.clone(), key.1))
+                    .copied()
+                    .unwrap_or(low)
+                    .max(low);
+                let lag = (high - next).max(0);
+                events_behind += lag;
+                // The peeked message is the oldest any projection needs on
+                // this partition: exact for the laggard, an upper bound for
+                // the others.
+                if lag > 0
+                    && let Some(at) = times.get(key)
+                {
+                    oldest_pending = earliest(oldest_pending, Some(*at));
+                }
+                partitions.push(PartitionStatus {
+                    topic: key.0.clone(),
+                    partition: key.1,
+                    next_offset: next,
+                    high_watermark: high,
+                    lag,
+                });
+            }
+        }
+        let (position, last_event_at) = positions.get(name).copied().unwrap_or_default();
+        statuses.push(ProjectionStatus {
+            projection: name.to_owned(),
+            position,
+            last_event_at,
+            events_behind,
+            seconds_behind: oldest_pending.map_or(0.0, |at| {
+                ((now - at).num_milliseconds().max(0) as f64) / 1000.0
+            }),
+            dead_letters: dead.get(name).copied().unwrap_or(0),
+            partitions,
+        });
+    }
+    Ok(statuses)
+}
+
+/// Sets the status gauges of `/metrics`.
+pub fn record_metrics(statuses: &[ProjectionStatus]) {
+    for status in statuses {
+        let labels = [("projection", status.projection.clone())];
+        metrics::gauge!("eshop_projection_position", &labels)
+            .set(status.position.unwrap_or(0) as f64);
+        metrics::gauge!("eshop_projection_lag_events", &labels).set(status.events_behind as f64);
+        metrics::gauge!("eshop_projection_lag_seconds", &labels).set(status.seconds_behind);
+        metrics::gauge!("eshop_projection_dead_letters", &labels).set(status.dead_letters as f64);
+    }
+}
+
+/// Refreshes the status gauges every `every` until the process ends.
+pub async fn monitor(pool: PgPool, source: StatusSource, every: Duration) {
+    loop {
+        match collect(&pool, &source).await {
+            Ok(statuses) => record_metrics(&statuses),
+            Err(error) => tracing::warn!(
+                error = format!("{error:#}"),
+                "projection status unavailable"
+            ),
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// The human table of `eshop projections status`.
+#[must_use]
+pub fn table(statuses: &[ProjectionStatus]) -> String {
+    use std::fmt::Write as _;
+    let mut out = format!(
+        "{:<16} {:>10} {:>14} {:>15} {:>12}  {}\n",
+        "PROJECTION", "POSITION", "EVENTS BEHIND", "SECONDS BEHIND", "DEAD LETTERS", "LAST EVENT"
+    );
+    for s in statuses {
+        let _ = writeln!(
+            out,
+            "{:<16} {:>10} {:>14} {:>15.1} {:>12}  {}",
+            s.projection,
+            s.position.map_or_else(|| "-".to_owned(), |p| p.to_string()),
+            s.events_behind,
+            s.seconds_behind,
+            s.dead_letters,
+            s.last_event_at.map_or_else(
+                || "-".to_owned(),
+                |t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+            ),
+        );
+    }
+    out
+}
