@@ -18,6 +18,7 @@ pub struct TestBroker {
 pub struct Consumed {
     pub topic: String,
     pub partition: i32,
+    pub offset: i64,
     pub key: String,
     pub envelope: serde_json::Value,
     pub headers: HashMap<String, String>,
@@ -51,7 +52,14 @@ impl TestBroker {
         projections::relay::KafkaConfig {
             brokers: self.brokers.clone(),
             topics: self.topics().parse().expect("topics"),
+            partitions: 3,
+            replication: 1,
         }
+    }
+
+    /// This test's dead-letter topic.
+    pub fn dead_letter_topic(&self) -> String {
+        format!("{}.deadletters", self.prefix)
     }
 
     /// `Product=…,Basket=…,Order=…` topics of this test.
@@ -69,10 +77,22 @@ impl TestBroker {
             .collect()
     }
 
-    /// Consumes this test's topics from the start until `done` says so or
-    /// the deadline passes.
+    /// Consumes this test's event topics from the start until `done` says
+    /// so or the deadline passes.
     pub async fn consume_until(
         &self,
+        deadline: Duration,
+        done: impl Fn(&[Consumed]) -> bool,
+    ) -> Vec<Consumed> {
+        self.consume_topics_until(&self.topic_names(), deadline, done)
+            .await
+    }
+
+    /// Consumes the given topics from the start until `done` says so or the
+    /// deadline passes.
+    pub async fn consume_topics_until(
+        &self,
+        names: &[String],
         deadline: Duration,
         done: impl Fn(&[Consumed]) -> bool,
     ) -> Vec<Consumed> {
@@ -86,7 +106,6 @@ impl TestBroker {
             .set("enable.auto.commit", "false")
             .create()
             .expect("consumer");
-        let names = self.topic_names();
         let topics: Vec<&str> = names.iter().map(String::as_str).collect();
         consumer.subscribe(&topics).expect("subscribe");
         let started = Instant::now();
@@ -131,6 +150,7 @@ fn owned(message: &BorrowedMessage<'_>) -> Consumed {
     Consumed {
         topic: message.topic().to_owned(),
         partition: message.partition(),
+        offset: message.offset(),
         key: message
             .key()
             .map(|k| String::from_utf8_lossy(k).into_owned())

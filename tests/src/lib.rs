@@ -4,6 +4,10 @@
 //! Streaming tests also need a Kafka-protocol broker (`TEST_KAFKA_BROKERS`,
 //! default `127.0.0.1:9092`; `scripts/setup` starts tansu there).
 //!
+//! Search tests also need an Elasticsearch/OpenSearch-compatible server
+//! (`TEST_SEARCH_URL`, default `http://127.0.0.1:9200`; `scripts/setup`
+//! starts osmem-server there).
+//!
 //! Tests need a running PostgreSQL (`TEST_DATABASE_URL`, default
 //! `postgres://postgres@127.0.0.1:5432/postgres`); without one they fail
 //! with a message saying so, never skip.
@@ -11,11 +15,17 @@
 mod app;
 mod broker;
 mod db;
+pub mod fault;
+pub mod pgbench;
+mod process;
+mod search;
 mod streaming;
 mod wait;
 
 pub use app::{TestApp, TestResponse};
 pub use broker::{Consumed, TestBroker};
 pub use db::TestDb;
+pub use process::{EshopEnv, EshopProcess, ProcessStack, eshop_bin, free_port};
+pub use search::TestSearch;
 pub use streaming::{start_projectors, start_relay};
 pub use wait::eventually;

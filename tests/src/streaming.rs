@@ -7,14 +7,13 @@ use tokio::sync::oneshot;
 
 use crate::broker::TestBroker;
 use crate::db::TestDb;
+use crate::search::TestSearch;
 
 /// A relay named `name` over the test's database and topics, polling every
 /// 10 ms. Dropping the returned sender stops it.
 pub fn start_relay(db: &TestDb, broker: &TestBroker, name: &str) -> oneshot::Sender<()> {
     let config = RelayConfig {
         kafka: broker.kafka(),
-        partitions: 3,
-        replication: 1,
         batch_size: 100,
         poll_ms: 10,
         name: name.to_owned(),
@@ -31,14 +30,25 @@ pub fn start_relay(db: &TestDb, broker: &TestBroker, name: &str) -> oneshot::Sen
     stop
 }
 
-/// Every projection, in consumer groups of this test named after `group`.
+/// Every projection (the views and the search index), in consumer groups of this test named after `group`.
 /// Dropping the returned sender stops them.
-pub fn start_projectors(db: &TestDb, broker: &TestBroker, group: &str) -> oneshot::Sender<()> {
+pub fn start_projectors(
+    db: &TestDb,
+    broker: &TestBroker,
+    search: &TestSearch,
+    group: &str,
+) -> oneshot::Sender<()> {
     let (stop, stopped) = oneshot::channel::<()>();
     let pool = db.pool.clone();
     let config = ProjectorConfig {
         kafka: broker.kafka(),
         group_prefix: format!("{}.{group}", broker.prefix),
+        dead_letter_topic: broker.dead_letter_topic(),
+        only: Vec::new(),
+        session_timeout_ms: 6000,
+        max_poll_interval_ms: 300_000,
+        fetch_wait_max_ms: 20,
+        search: search.config(),
     };
     tokio::spawn(async move {
         projections::projector::run_all(pool, config, projections::views::all(), async {

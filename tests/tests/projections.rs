@@ -3,9 +3,11 @@
 
 use std::time::Duration;
 
-use eshop_tests::{TestApp, TestBroker, eventually, start_projectors, start_relay};
+use eshop_tests::{
+    Consumed, TestApp, TestBroker, TestSearch, eventually, start_projectors, start_relay,
+};
 use projections::event::Event;
-use projections::projector::apply_message;
+use projections::projector::{Source, apply_message};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -32,6 +34,39 @@ async fn views(app: &TestApp) -> (Vec<Value>, Vec<Value>, Vec<Value>) {
     )
 }
 
+/// Every event of the store, as the relay published it.
+async fn every_published_event(app: &TestApp, broker: &TestBroker) -> Vec<Consumed> {
+    let total = app.event_count().await;
+    broker
+        .consume_until(Duration::from_secs(60), |seen| seen.len() as i64 >= total)
+        .await
+}
+
+/// Hands a consumed message to every view that reads its aggregate type,
+/// as its projector would; returns, per view, whether it applied it.
+async fn deliver(app: &TestApp, message: &Consumed) -> Vec<(&'static str, bool)> {
+    let event =
+        Event::decode(&serde_json::to_vec(&message.envelope).expect("json")).expect("decodes");
+    let source = Source {
+        topic: &message.topic,
+        partition: message.partition,
+        offset: message.offset,
+    };
+    let mut outcomes = Vec::new();
+    for projection in projections::views::all() {
+        if projection
+            .aggregate_types()
+            .contains(&event.envelope.aggregatetype.as_str())
+        {
+            let applied = apply_message(&app.db.pool, projection.as_ref(), source, &event)
+                .await
+                .expect("apply");
+            outcomes.push((projection.name(), applied));
+        }
+    }
+    outcomes
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn orders_and_products_reach_their_views_with_the_right_values() {
     let _ = tracing_subscriber::fmt()
@@ -40,8 +75,9 @@ async fn orders_and_products_reach_their_views_with_the_right_values() {
         .try_init();
     let app = TestApp::spawn().await;
     let broker = TestBroker::new();
+    let search = TestSearch::new(&broker.prefix).await;
     let _relay = start_relay(&app.db, &broker, "projections-test");
-    let _projectors = start_projectors(&app.db, &broker, "views");
+    let _projectors = start_projectors(&app.db, &broker, &search, "views");
 
     let mug = app.register_product("MUG", 1500, 10).await;
     app.post(
@@ -182,8 +218,9 @@ async fn events_delivered_again_change_nothing() {
         .try_init();
     let app = TestApp::spawn().await;
     let broker = TestBroker::new();
+    let search = TestSearch::new(&broker.prefix).await;
     let _relay = start_relay(&app.db, &broker, "projections-test");
-    let first = start_projectors(&app.db, &broker, "first");
+    let first = start_projectors(&app.db, &broker, &search, "first");
     let (order, _) = app.placed_order("MUG", 700, 3).await;
     app.post(
         &format!("/orders/{order}/cancel"),
@@ -205,33 +242,12 @@ async fn events_delivered_again_change_nothing() {
 
     // Deliver every published event again: each is skipped, because the
     // views already hold its aggregate's sequence.
-    let total: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
-        .fetch_one(&app.db.pool)
-        .await
-        .expect("count");
-    let published = broker
-        .consume_until(Duration::from_secs(60), |seen| seen.len() as i64 >= total)
-        .await;
+    let published = every_published_event(&app, &broker).await;
     let mut redelivered = 0;
     for message in &published {
-        let event =
-            Event::decode(&serde_json::to_vec(&message.envelope).expect("json")).expect("decodes");
-        for projection in projections::views::all() {
-            if projection
-                .aggregate_types()
-                .contains(&event.envelope.aggregatetype.as_str())
-            {
-                let applied = apply_message(&app.db.pool, projection.as_ref(), &event)
-                    .await
-                    .expect("apply");
-                assert!(
-                    !applied,
-                    "{} applied {} twice",
-                    projection.name(),
-                    event.envelope.event_type
-                );
-                redelivered += 1;
-            }
+        for (projection, applied) in deliver(&app, message).await {
+            assert!(!applied, "{projection} applied an event twice");
+            redelivered += 1;
         }
     }
     // product_catalog: registered, reserved, released; basket_view: opened,
@@ -241,4 +257,240 @@ async fn events_delivered_again_change_nothing() {
     assert_eq!(after, before);
     assert_eq!(before.0[0]["reserved"], 0);
     assert_eq!(before.0[0]["on_hand"], 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_delivered_out_of_order_build_the_same_views() {
+    let app = TestApp::spawn().await;
+    let broker = TestBroker::new();
+    let _relay = start_relay(&app.db, &broker, "projections-test");
+    let (order, _) = app.placed_order("MUG", 700, 3).await;
+    app.post(
+        &format!("/orders/{order}/cancel"),
+        json!({"reason": "test"}),
+    )
+    .await;
+    let published = every_published_event(&app, &broker).await;
+
+    // Newest first, as a broker that reordered retried batches, or a stray
+    // request of a crashed producer, might deliver them: each aggregate's
+    // last event arrives first, and the events before it are read from the
+    // event store; the late copies are then skipped.
+    let mut applied = 0;
+    for message in published.iter().rev() {
+        for (_, taken) in deliver(&app, message).await {
+            applied += usize::from(taken);
+        }
+    }
+    // Only the last event of each aggregate, per projection, came first:
+    // product_catalog 1, basket_view 1, order_view and sales_daily 1 each.
+    assert_eq!(applied, 4);
+    let (catalog, orders, baskets_and_sales) = views(&app).await;
+    assert_eq!(catalog.len(), 1);
+    assert_eq!(catalog[0]["version"], 3);
+    assert_eq!(
+        (
+            catalog[0]["on_hand"].as_i64(),
+            catalog[0]["reserved"].as_i64()
+        ),
+        (Some(10), Some(0)),
+        "reserved 3, released 3"
+    );
+    assert_eq!(orders.len(), 1);
+    assert_eq!(orders[0]["status"], "cancelled");
+    assert_eq!(orders[0]["total_minor"], 2100);
+    let history: Vec<&str> = orders[0]["status_history"]
+        .as_array()
+        .expect("history")
+        .iter()
+        .filter_map(|h| h["status"].as_str())
+        .collect();
+    assert_eq!(history, ["placed", "cancelled"]);
+    assert_eq!(baskets_and_sales.len(), 1);
+    assert_eq!(baskets_and_sales[0]["status"], "checked_out");
+    assert_eq!(
+        (
+            baskets_and_sales[0]["units"].as_i64(),
+            baskets_and_sales[0]["orders"].as_i64()
+        ),
+        (Some(0), Some(0)),
+        "booked and taken off again"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stock_discontinuation_basket_edits_and_delivery_reach_their_views() {
+    let app = TestApp::spawn().await;
+    let broker = TestBroker::new();
+    let search = TestSearch::new(&broker.prefix).await;
+    let _relay = start_relay(&app.db, &broker, "projections-test");
+    let _projectors = start_projectors(&app.db, &broker, &search, "views");
+
+    // StockAdjusted, then ProductDiscontinued.
+    let lamp = app.register_product("LAMP", 4000, 5).await;
+    let adjusted = app
+        .post(
+            &format!("/products/{lamp}/stock"),
+            json!({"delta": 7, "reason": "delivery"}),
+        )
+        .await;
+    assert_eq!(adjusted.status, 200, "{}", adjusted.body);
+    assert_eq!(
+        app.post(&format!("/products/{lamp}/discontinue"), json!({}))
+            .await
+            .status,
+        200
+    );
+
+    // ItemQuantityChanged and ItemRemoved in one basket, BasketCleared in
+    // another; OrderPaid, OrderShipped and OrderDelivered on an order.
+    let mug = app.register_product("MUG", 1000, 50).await;
+    let cup = app.register_product("CUP", 300, 50).await;
+    let edited = app.open_basket().await;
+    app.add_item(edited, mug, 1).await;
+    app.add_item(edited, cup, 2).await;
+    let changed = app
+        .send(
+            reqwest::Method::PUT,
+            &format!("/baskets/{edited}/items/{mug}"),
+            Some(json!({"quantity": 4})),
+            &[],
+        )
+        .await;
+    assert_eq!(changed.status, 200, "{}", changed.body);
+    let removed = app
+        .send(
+            reqwest::Method::DELETE,
+            &format!("/baskets/{edited}/items/{cup}"),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(removed.status, 200, "{}", removed.body);
+    let cleared_basket = app.open_basket().await;
+    app.add_item(cleared_basket, cup, 3).await;
+    let cleared = app
+        .send(
+            reqwest::Method::DELETE,
+            &format!("/baskets/{cleared_basket}/items"),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(cleared.status, 200, "{}", cleared.body);
+    let bought = app.open_basket().await;
+    app.add_item(bought, cup, 1).await;
+    let order = app.checkout(bought).await.id();
+    app.post(
+        &format!("/orders/{order}/pay"),
+        json!({"payment_reference": "p-9", "amount": {"amount_minor": 300, "currency": "EUR"}}),
+    )
+    .await;
+    app.post(
+        &format!("/orders/{order}/ship"),
+        json!({"tracking_number": "T-9"}),
+    )
+    .await;
+    assert_eq!(
+        app.post(&format!("/orders/{order}/deliver"), json!({}))
+            .await
+            .status,
+        200
+    );
+
+    let lamp_row = eventually(Duration::from_secs(60), "the lamp's last event", || async {
+        rows(
+            &app,
+            &format!("SELECT on_hand, reserved, available, status, version FROM product_catalog WHERE product_id = '{lamp}'"),
+        )
+        .await
+        .into_iter()
+        .find(|r| r["version"] == 3)
+    })
+    .await;
+    assert_eq!(
+        (lamp_row["on_hand"].as_i64(), lamp_row["available"].as_i64()),
+        (Some(12), Some(12))
+    );
+    assert_eq!(lamp_row["status"], "discontinued");
+
+    let baskets = eventually(Duration::from_secs(60), "both edited baskets", || async {
+        let rows = rows(
+            &app,
+            &format!(
+                "SELECT basket_id, status, lines, total_minor, item_count, version FROM basket_view \
+                 WHERE basket_id IN ('{edited}', '{cleared_basket}')"
+            ),
+        )
+        .await;
+        let versions: Vec<i64> = rows.iter().filter_map(|r| r["version"].as_i64()).collect();
+        (versions.len() == 2 && versions.iter().all(|v| *v == 5 || *v == 3)
+            && rows.iter().any(|r| r["version"] == 5)
+            && rows.iter().any(|r| r["version"] == 3))
+        .then_some(rows)
+    })
+    .await;
+    let edited_row = baskets
+        .iter()
+        .find(|b| b["basket_id"] == edited.to_string())
+        .expect("edited basket");
+    let lines = edited_row["lines"].as_array().expect("lines");
+    assert_eq!(lines.len(), 1, "the cup was removed: {lines:?}");
+    assert_eq!(lines[0]["product_id"], mug.to_string());
+    assert_eq!(lines[0]["quantity"], 4);
+    assert_eq!(lines[0]["line_total_minor"], 4000);
+    assert_eq!(
+        (
+            edited_row["total_minor"].as_i64(),
+            edited_row["item_count"].as_i64()
+        ),
+        (Some(4000), Some(4))
+    );
+    let cleared_row = baskets
+        .iter()
+        .find(|b| b["basket_id"] == cleared_basket.to_string())
+        .expect("cleared basket");
+    assert_eq!(cleared_row["lines"], json!([]));
+    assert_eq!(
+        (
+            cleared_row["total_minor"].as_i64(),
+            cleared_row["item_count"].as_i64()
+        ),
+        (Some(0), Some(0))
+    );
+
+    let delivered = eventually(Duration::from_secs(60), "the delivered order", || async {
+        rows(
+            &app,
+            &format!("SELECT status, status_history FROM order_view WHERE order_id = '{order}'"),
+        )
+        .await
+        .into_iter()
+        .find(|o| o["status"] == "delivered")
+    })
+    .await;
+    let history: Vec<&str> = delivered["status_history"]
+        .as_array()
+        .expect("history")
+        .iter()
+        .filter_map(|h| h["status"].as_str())
+        .collect();
+    assert_eq!(history, ["placed", "paid", "shipped", "delivered"]);
+    // The cup's stock: 50, one unit reserved and then shipped.
+    let cup_row = eventually(Duration::from_secs(60), "the cup shipped", || async {
+        rows(
+            &app,
+            &format!(
+                "SELECT on_hand, reserved, version FROM product_catalog WHERE product_id = '{cup}'"
+            ),
+        )
+        .await
+        .into_iter()
+        .find(|r| r["version"] == 3)
+    })
+    .await;
+    assert_eq!(
+        (cup_row["on_hand"].as_i64(), cup_row["reserved"].as_i64()),
+        (Some(49), Some(0))
+    );
 }

@@ -276,42 +276,7 @@ async fn prepare_pgbench(db_url: &str) -> anyhow::Result<()> {
 }
 
 fn run_pgbench(args: &Args, db_url: &str) -> anyhow::Result<f64> {
-    let script =
-        std::env::temp_dir().join(format!("eshop-pgbench-{}.sql", Uuid::now_v7().simple()));
-    std::fs::write(&script, pgbench_script())?;
-    eprintln!(
-        "pgbench: {} clients for {} s …",
-        args.clients, args.duration
-    );
-    let output = Command::new("pgbench")
-        .args([
-            "-n",
-            "-M",
-            "prepared",
-            "-c",
-            &args.clients.to_string(),
-            "-j",
-            "2",
-        ])
-        .args(["-T", &args.duration.to_string(), "-f"])
-        .arg(&script)
-        .arg(db_url)
-        .output()
-        .context("failed to run pgbench (apt-get install postgresql-client)")?;
-    let _ = std::fs::remove_file(&script);
-    let text = String::from_utf8_lossy(&output.stdout);
-    if !output.status.success() {
-        bail!(
-            "pgbench failed: {text}\n{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-    text.lines()
-        .find_map(|line| {
-            line.strip_prefix("tps = ")
-                .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
-        })
-        .context("no tps line in pgbench output")
+    eshop_tests::pgbench::tps(&pgbench_script(), db_url, args.clients, args.duration)
 }
 
 #[tokio::main]

@@ -1,0 +1,104 @@
+//! The search engine the tests use, with index names of their own.
+
+use projections::search::SearchConfig;
+use serde_json::{Value, json};
+
+/// The search server at `TEST_SEARCH_URL` (default `http://127.0.0.1:9200`,
+/// where `scripts/setup` starts osmem-server), and an index prefix no other
+/// test uses.
+pub struct TestSearch {
+    pub url: String,
+    pub prefix: String,
+    http: reqwest::Client,
+}
+
+impl TestSearch {
+    /// Fails the test when no search server answers.
+    pub async fn new(prefix: &str) -> Self {
+        let url =
+            std::env::var("TEST_SEARCH_URL").unwrap_or_else(|_| "http://127.0.0.1:9200".into());
+        let http = reqwest::Client::new();
+        let answer = http.get(&url).send().await;
+        assert!(
+            answer.is_ok_and(|r| r.status().is_success()),
+            "search tests need an Elasticsearch/OpenSearch-compatible server at {url}; \
+             run scripts/setup (it starts osmem-server)"
+        );
+        Self {
+            url,
+            prefix: prefix.to_lowercase(),
+            http,
+        }
+    }
+
+    pub fn config(&self) -> SearchConfig {
+        SearchConfig {
+            url: self.url.parse().expect("search url"),
+            index_prefix: self.prefix.clone(),
+        }
+    }
+
+    /// `{prefix}-products` or `{prefix}-orders`.
+    pub fn alias(&self, suffix: &str) -> String {
+        format!("{}-{suffix}", self.prefix)
+    }
+
+    /// Runs a search body against `{prefix}-{suffix}`.
+    pub async fn search(&self, suffix: &str, body: Value) -> Value {
+        let response = self
+            .http
+            .post(format!("{}/{}/_search", self.url, self.alias(suffix)))
+            .json(&body)
+            .send()
+            .await
+            .expect("search request");
+        let status = response.status();
+        let body: Value = response.json().await.expect("search answer");
+        assert!(status.is_success(), "search failed: {status} {body}");
+        body
+    }
+
+    /// Every document of `{prefix}-{suffix}` by id: `(version, source)`.
+    pub async fn documents(
+        &self,
+        suffix: &str,
+    ) -> std::collections::BTreeMap<String, (i64, Value)> {
+        let body = self
+            .search(
+                suffix,
+                json!({ "size": 10000, "version": true, "query": { "match_all": {} } }),
+            )
+            .await;
+        body["hits"]["hits"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|hit| {
+                (
+                    hit["_id"].as_str().unwrap_or_default().to_owned(),
+                    (
+                        hit["_version"].as_i64().unwrap_or(-1),
+                        hit["_source"].clone(),
+                    ),
+                )
+            })
+            .collect()
+    }
+
+    /// One document's source, if the index holds it.
+    pub async fn document(&self, suffix: &str, id: &str) -> Option<(i64, Value)> {
+        let response = self
+            .http
+            .get(format!("{}/{}/_doc/{id}", self.url, self.alias(suffix)))
+            .send()
+            .await
+            .expect("get request");
+        let body: Value = response.json().await.expect("get answer");
+        (body["found"].as_bool() == Some(true)).then(|| {
+            (
+                body["_version"].as_i64().unwrap_or(-1),
+                body["_source"].clone(),
+            )
+        })
+    }
+}

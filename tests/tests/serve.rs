@@ -1,0 +1,258 @@
+//! `eshop serve` as one real process (the quick start): the API, the relay
+//! and the projectors together; then the same as separate processes, with
+//! the projection status and lag they report.
+
+use std::time::Duration;
+
+use eshop_tests::{EshopEnv, ProcessStack, TestDb, eventually};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+/// A client of an `eshop` process's HTTP API.
+struct Api {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Api {
+    fn new(port: u16) -> Self {
+        Self {
+            base: format!("http://127.0.0.1:{port}"),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    async fn get(&self, path: &str) -> (u16, String) {
+        let response = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .expect("GET");
+        (
+            response.status().as_u16(),
+            response.text().await.expect("body"),
+        )
+    }
+
+    async fn post(&self, path: &str, body: Value) -> Value {
+        let response = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .json(&body)
+            .send()
+            .await
+            .expect("POST");
+        let status = response.status();
+        let body: Value = response.json().await.expect("json");
+        assert!(status.is_success(), "POST {path}: {status} {body}");
+        body
+    }
+
+    /// Registers a product and places an order for it; returns the order.
+    async fn place_order(&self) -> Uuid {
+        let product = self
+            .post(
+                "/products",
+                json!({"sku": format!("SKU-{}", Uuid::now_v7().simple()), "name": "Mug",
+                       "description": "A mug", "initial_stock": 100,
+                       "price": {"amount_minor": 900, "currency": "EUR"}}),
+            )
+            .await["id"]
+            .clone();
+        let basket = self
+            .post("/baskets", json!({"customer_id": Uuid::now_v7()}))
+            .await["id"]
+            .as_str()
+            .expect("basket id")
+            .to_owned();
+        self.post(
+            &format!("/baskets/{basket}/items"),
+            json!({"product_id": product, "quantity": 1}),
+        )
+        .await;
+        let order = self
+            .post(
+                &format!("/baskets/{basket}/checkout"),
+                json!({"shipping_address": {"recipient": "Ada", "line1": "1 Road",
+                       "city": "London", "postal_code": "N1", "country": "GB"}}),
+            )
+            .await;
+        order["order_id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no order_id in {order}"))
+            .parse()
+            .expect("uuid")
+    }
+}
+
+async fn order_status(db: &TestDb, order: Uuid) -> Option<String> {
+    sqlx::query_scalar("SELECT status FROM order_view WHERE order_id = $1")
+        .bind(order)
+        .fetch_optional(&db.pool)
+        .await
+        .expect("order_view")
+}
+
+fn status(env: &EshopEnv) -> Vec<Value> {
+    let out = env.run(&["projections", "status", "--json"]);
+    serde_json::from_str::<Value>(&out)
+        .expect("status is JSON")
+        .as_array()
+        .cloned()
+        .expect("an array")
+}
+
+fn find<'a>(statuses: &'a [Value], name: &str) -> &'a Value {
+    statuses
+        .iter()
+        .find(|s| s["projection"] == name)
+        .unwrap_or_else(|| panic!("{name} missing from {statuses:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_process_serves_commands_and_projects_them() {
+    let ProcessStack {
+        db,
+        search,
+        port,
+        env,
+        ..
+    } = ProcessStack::new("serve").await;
+    let mut serve = env.spawn(&["serve"]);
+    let api = Api::new(port);
+    serve.wait_live(port).await;
+
+    let ready = eventually(
+        Duration::from_secs(30),
+        "every backing service up",
+        || async {
+            let (code, body) = api.get("/health/ready").await;
+            (code == 200).then_some(body)
+        },
+    )
+    .await;
+    let ready: Value = serde_json::from_str(&ready).expect("json");
+    let mut checks: Vec<&str> = ready["checks"]
+        .as_array()
+        .expect("checks")
+        .iter()
+        .map(|c| c["name"].as_str().unwrap_or_default())
+        .collect();
+    checks.sort_unstable();
+    assert_eq!(checks, ["kafka", "postgres", "search"]);
+
+    let order = api.place_order().await;
+    eventually(
+        Duration::from_secs(30),
+        "the order in order_view",
+        || async { order_status(&db, order).await },
+    )
+    .await;
+    eventually(
+        Duration::from_secs(30),
+        "the order in the index",
+        || async { search.document("orders", &order.to_string()).await },
+    )
+    .await;
+
+    // /metrics: request counts, and every projection's gauges caught up.
+    let metrics = eventually(Duration::from_secs(30), "lag gauges at 0", || async {
+        let (code, body) = api.get("/metrics").await;
+        assert_eq!(code, 200);
+        let caught_up = [
+            "product_catalog",
+            "basket_view",
+            "order_view",
+            "sales_daily",
+            "search",
+        ]
+        .iter()
+        .all(|p| {
+            body.contains(&format!(
+                "eshop_projection_lag_events{{projection=\"{p}\"}} 0\n"
+            ))
+        });
+        caught_up.then_some(body)
+    })
+    .await;
+    assert!(
+        metrics.contains("eshop_http_requests_total{method=\"POST\",route=\"/baskets/{id}/checkout\",status=\"201\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("eshop_projection_dead_letters{projection=\"order_view\"} 0"));
+    assert!(metrics.contains("eshop_relay_events_published_total"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_reports_lag_while_projectors_are_down_and_drains_after() {
+    let ProcessStack { db, port, env, .. } = ProcessStack::new("status").await;
+    let mut api_process = env.spawn(&["serve", "--api-only"]);
+    let api = Api::new(port);
+    api_process.wait_live(port).await;
+
+    // Nothing published yet: every order event is behind, none is lost.
+    let first = api.place_order().await;
+    let statuses = status(&env);
+    assert_eq!(statuses.len(), 5);
+    let orders = find(&statuses, "order_view");
+    assert_eq!(orders["events_behind"], 1, "{orders}");
+    assert!(
+        orders["seconds_behind"].as_f64().unwrap_or(0.0) > 0.0,
+        "{orders}"
+    );
+    assert_eq!(find(&statuses, "product_catalog")["events_behind"], 2);
+    assert_eq!(find(&statuses, "basket_view")["events_behind"], 3);
+
+    // Published but not projected: the lag moves to the broker.
+    let mut relay = env.spawn(&["relay"]);
+    eventually(Duration::from_secs(30), "the relay to publish", || async {
+        let statuses = status(&env);
+        let orders = find(&statuses, "order_view");
+        let on_broker: i64 = orders["partitions"]
+            .as_array()
+            .expect("partitions")
+            .iter()
+            .map(|p| p["lag"].as_i64().unwrap_or(0))
+            .sum();
+        (on_broker == 1 && orders["events_behind"] == 1).then_some(())
+    })
+    .await;
+
+    let _projectors = env.spawn(&["project"]);
+    eventually(
+        Duration::from_secs(60),
+        "every projection caught up",
+        || async {
+            let statuses = status(&env);
+            statuses
+                .iter()
+                .all(|s| s["events_behind"] == 0 && s["seconds_behind"] == 0.0)
+                .then_some(())
+        },
+    )
+    .await;
+    let statuses = status(&env);
+    let orders = find(&statuses, "order_view");
+    assert!(orders["position"].as_i64().unwrap_or(0) > 0);
+    assert_eq!(orders["dead_letters"], 0);
+    assert_eq!(order_status(&db, first).await.as_deref(), Some("placed"));
+
+    // The human table names every projection.
+    let table = env.run(&["projections", "status"]);
+    for name in [
+        "product_catalog",
+        "basket_view",
+        "order_view",
+        "sales_daily",
+        "search",
+    ] {
+        assert!(table.contains(name), "{table}");
+    }
+    assert!(
+        relay.running(),
+        "the relay exited; see {}",
+        relay.log.display()
+    );
+    relay.kill();
+}
