@@ -77,6 +77,11 @@ pub struct FeedFilter {
 
 /// Reads at most `limit` events after `after`, in global order, from
 /// transactions that can no longer be overtaken (see the module docs).
+///
+/// The order names the table's columns: a bare `transaction_id` would be
+/// the text output column of the same name, ordering `"10" < "9"` (wrong
+/// across a change in digit count, and a sort of every pending row instead
+/// of a walk along `events_global_order`).
 pub async fn read_after(
     pool: &PgPool,
     after: GlobalPosition,
@@ -97,7 +102,7 @@ pub async fn read_after(
          WHERE (transaction_id, global_position) > ($1::text::xid8, $2) \
            AND ($5 OR transaction_id < horizon.below) \
            AND ($3::text IS NULL OR aggregate_type = $3) \
-         ORDER BY transaction_id, global_position \
+         ORDER BY events.transaction_id, events.global_position \
          LIMIT $4",
     )
     .bind(after.transaction_id.to_string())
