@@ -78,6 +78,10 @@ enum Command {
         #[arg(long, env = "METRICS_ADDR")]
         metrics_addr: Option<SocketAddr>,
     },
+    /// Serve the GraphQL API over the projections: /graphql (queries, and
+    /// GraphiQL for a browser), /graphql/ws (subscriptions over
+    /// graphql-transport-ws), /health/live, /health/ready and /metrics.
+    QueryApi(Box<QueryApiArgs>),
     /// Inspect the projections.
     Projections {
         #[command(subcommand)]
@@ -118,9 +122,34 @@ struct ServeArgs {
     relay: RelayOptions,
     #[command(flatten)]
     projector: ProjectorOptions,
-    /// Run only the HTTP API, without the relay and the projectors.
+    #[command(flatten)]
+    graphql: query_api::QueryConfig,
+    /// Run only the HTTP APIs (REST and GraphQL), without the relay and the
+    /// projectors.
     #[arg(long, env = "SERVE_API_ONLY")]
     api_only: bool,
+}
+
+#[derive(Debug, clap::Args)]
+struct QueryApiArgs {
+    #[command(flatten)]
+    database: event_store::DatabaseConfig,
+    #[command(flatten)]
+    kafka: KafkaConfig,
+    #[command(flatten)]
+    search: projections::search::SearchConfig,
+    #[command(flatten)]
+    graphql: query_api::QueryConfig,
+    /// The relay whose checkpoint tells which events are unpublished.
+    #[arg(long = "relay-name", env = "RELAY_NAME", default_value = "eshop")]
+    relay_name: String,
+    /// Where the GraphQL API listens.
+    #[arg(
+        long = "listen",
+        env = "QUERY_LISTEN_ADDR",
+        default_value = "127.0.0.1:8081"
+    )]
+    listen: SocketAddr,
 }
 
 fn init_logging(format: LogFormat) {
@@ -187,6 +216,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut app = command_api::Application::build(&args.api)
         .await?
         .with_metrics(handle);
+    let graphql = query_api::QueryApi::new(
+        event_store::connect(&args.api.database).context("invalid DATABASE_URL")?,
+        &args.projector.search,
+        status_source(&args.kafka, &args.relay.name),
+        args.graphql.clone(),
+    )
+    .context("invalid SEARCH_URL")?;
+    app = app.with_router(graphql.router());
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let stopping = move || {
         let mut stopped = stopped.clone();
@@ -252,6 +289,32 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+async fn query_api(args: QueryApiArgs) -> anyhow::Result<()> {
+    event_store::migrate(&args.database)
+        .await
+        .context("failed to migrate the database")?;
+    let handle = metrics()?;
+    let pool = event_store::connect(&args.database).context("invalid DATABASE_URL")?;
+    let api = query_api::QueryApi::new(
+        pool,
+        &args.search,
+        status_source(&args.kafka, &args.relay_name),
+        args.graphql,
+    )
+    .context("invalid SEARCH_URL")?;
+    let router = api
+        .router_with_health()
+        .merge(command_api::metrics_router(handle));
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("failed to listen on {}", args.listen))?;
+    tracing::info!(addr = %listener.local_addr()?, "GraphQL API listening");
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("HTTP server failed")
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -292,6 +355,7 @@ async fn main() -> anyhow::Result<()> {
             let views = projections::views::all();
             projections::projector::run_all(pool, projector, views, shutdown_signal()).await
         }
+        Command::QueryApi(args) => query_api(*args).await,
         Command::Projections {
             command:
                 ProjectionsCommand::Status {

@@ -24,6 +24,7 @@ pub struct Application {
     state: AppState,
     store: EventStore,
     metrics: Option<PrometheusHandle>,
+    extra: Option<axum::Router>,
 }
 
 impl Application {
@@ -51,6 +52,7 @@ impl Application {
             state,
             store,
             metrics: None,
+            extra: None,
         })
     }
 
@@ -66,6 +68,14 @@ impl Application {
     #[must_use]
     pub fn with_metrics(mut self, handle: PrometheusHandle) -> Self {
         self.metrics = Some(handle);
+        self
+    }
+
+    /// Serves `router` beside the REST API on the same listener (the
+    /// GraphQL API in `eshop serve`). Its paths must not clash.
+    #[must_use]
+    pub fn with_router(mut self, router: axum::Router) -> Self {
+        self.extra = Some(router);
         self
     }
 
@@ -95,6 +105,9 @@ impl Application {
         let mut router = routes::router(self.state);
         if let Some(handle) = self.metrics {
             router = router.merge(metrics_router(handle));
+        }
+        if let Some(extra) = self.extra {
+            router = router.merge(extra);
         }
         let served = axum::serve(self.listener, router)
             .with_graceful_shutdown(shutdown)

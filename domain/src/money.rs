@@ -40,6 +40,19 @@ impl Currency {
         // Only ever built from an entry of ISO_4217, which is ASCII.
         std::str::from_utf8(&self.0).unwrap_or("XXX")
     }
+
+    /// How many digits the minor unit has (ISO 4217's "E"): 2 for EUR
+    /// (cents), 0 for JPY, 3 for KWD.
+    #[must_use]
+    pub fn minor_digits(&self) -> u32 {
+        match self.as_str() {
+            "BIF" | "CLP" | "DJF" | "GNF" | "ISK" | "JPY" | "KMF" | "KRW" | "PYG" | "RWF"
+            | "UGX" | "UYI" | "VND" | "VUV" | "XAF" | "XOF" | "XPF" => 0,
+            "BHD" | "IQD" | "JOD" | "KWD" | "LYD" | "OMR" | "TND" => 3,
+            "CLF" | "UYW" => 4,
+            _ => 2,
+        }
+    }
 }
 
 impl FromStr for Currency {
@@ -159,6 +172,30 @@ impl Money {
     }
 }
 
+impl Money {
+    /// The amount in major units with the currency's own number of
+    /// decimals, then the code: `12.34 EUR`, `1234 JPY`, `-0.050 KWD`.
+    /// Exact (integer arithmetic); locale-specific display is the
+    /// frontend's.
+    #[must_use]
+    pub fn formatted(&self) -> String {
+        let digits = self.currency.minor_digits();
+        let sign = if self.minor < 0 { "-" } else { "" };
+        let magnitude = self.minor.unsigned_abs();
+        if digits == 0 {
+            return format!("{sign}{magnitude} {}", self.currency);
+        }
+        let unit = 10_u64.pow(digits);
+        format!(
+            "{sign}{}.{:0width$} {}",
+            magnitude / unit,
+            magnitude % unit,
+            self.currency,
+            width = digits as usize
+        )
+    }
+}
+
 impl fmt::Display for Money {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} {}", self.minor, self.currency)
@@ -171,6 +208,20 @@ mod tests {
 
     fn eur() -> Currency {
         "EUR".parse().expect("EUR is ISO 4217")
+    }
+
+    #[test]
+    fn formatted_uses_the_currency_s_own_decimals() {
+        let money = |minor, code: &str| Money::new(minor, code.parse().expect("ISO 4217"));
+        assert_eq!(money(1234, "EUR").formatted(), "12.34 EUR");
+        assert_eq!(money(5, "EUR").formatted(), "0.05 EUR");
+        assert_eq!(money(-1234, "USD").formatted(), "-12.34 USD");
+        assert_eq!(money(1234, "JPY").formatted(), "1234 JPY");
+        assert_eq!(money(1234, "KWD").formatted(), "1.234 KWD");
+        assert_eq!(
+            money(i64::MIN, "EUR").formatted(),
+            "-92233720368547758.08 EUR"
+        );
     }
 
     #[test]

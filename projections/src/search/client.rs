@@ -209,6 +209,39 @@ impl SearchClient {
         Ok(found)
     }
 
+    /// Runs a `_search` request body (query DSL, aggregations, highlight)
+    /// on `index` and returns the engine's answer.
+    pub async fn search(&self, index: &str, body: &Value) -> Result<Value, SearchError> {
+        let (status, reply) = self
+            .send(
+                self.request(reqwest::Method::POST, &format!("/{index}/_search"))
+                    .json(body),
+            )
+            .await?;
+        if status.is_success() {
+            Ok(reply)
+        } else {
+            Err(SearchError::Refused(format!(
+                "_search on {index}: {status}: {reply}"
+            )))
+        }
+    }
+
+    /// Makes every indexed document of `index` visible to searches now
+    /// rather than at the next periodic refresh.
+    pub async fn refresh(&self, index: &str) -> Result<(), SearchError> {
+        let (status, reply) = self
+            .send(self.request(reqwest::Method::POST, &format!("/{index}/_refresh")))
+            .await?;
+        if status.is_success() {
+            Ok(())
+        } else {
+            Err(SearchError::Refused(format!(
+                "_refresh on {index}: {status}: {reply}"
+            )))
+        }
+    }
+
     /// Indexes documents with external versioning: a document already at
     /// this version or newer stays as it is.
     pub async fn bulk(&self, ops: &[IndexOp]) -> Result<Vec<BulkOutcome>, SearchError> {

@@ -29,7 +29,8 @@ use reqwest::Url;
 use sqlx::PgPool;
 
 pub use client::{BulkOutcome, IndexOp, SearchClient, SearchError};
-use document::{Document, IndexKind};
+use document::Document;
+pub use document::IndexKind;
 
 use crate::event::Event;
 use crate::position::{Admission, Positions};

@@ -1,0 +1,73 @@
+use std::time::Duration;
+
+/// Limits and waits of the GraphQL API, from flags or the environment.
+#[derive(Debug, Clone, clap::Args)]
+pub struct QueryConfig {
+    /// Deepest selection a query may nest (the standard introspection
+    /// query of GraphQL clients nests 13).
+    #[arg(
+        long = "graphql-max-depth",
+        env = "GRAPHQL_MAX_DEPTH",
+        default_value_t = 15
+    )]
+    pub max_depth: usize,
+
+    /// Largest complexity a query may have: each field counts 1, and a list
+    /// counts its page size times its selection.
+    #[arg(
+        long = "graphql-max-complexity",
+        env = "GRAPHQL_MAX_COMPLEXITY",
+        default_value_t = 5_000
+    )]
+    pub max_complexity: usize,
+
+    /// Largest `first` a connection accepts; larger is refused, not cut.
+    #[arg(
+        long = "graphql-max-page-size",
+        env = "GRAPHQL_MAX_PAGE_SIZE",
+        default_value_t = 100
+    )]
+    pub max_page_size: usize,
+
+    /// Longest a request may run, in milliseconds (read-your-writes waits
+    /// included).
+    #[arg(
+        long = "graphql-timeout-ms",
+        env = "GRAPHQL_TIMEOUT_MS",
+        default_value_t = 10_000
+    )]
+    pub timeout_ms: u64,
+
+    /// Longest a request with `X-Consistency-Token` waits for the
+    /// projections it reads to reach the token, in milliseconds.
+    #[arg(
+        long = "consistency-timeout-ms",
+        env = "CONSISTENCY_TIMEOUT_MS",
+        default_value_t = 5_000
+    )]
+    pub consistency_timeout_ms: u64,
+}
+
+impl Default for QueryConfig {
+    fn default() -> Self {
+        Self {
+            max_depth: 15,
+            max_complexity: 5_000,
+            max_page_size: 100,
+            timeout_ms: 10_000,
+            consistency_timeout_ms: 5_000,
+        }
+    }
+}
+
+impl QueryConfig {
+    #[must_use]
+    pub const fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms)
+    }
+
+    #[must_use]
+    pub const fn consistency_timeout(&self) -> Duration {
+        Duration::from_millis(self.consistency_timeout_ms)
+    }
+}

@@ -1,0 +1,78 @@
+//! The codes every GraphQL error carries in `extensions.code`, set in one
+//! place. A client branches on the code, never on the message.
+
+use async_graphql::ErrorExtensions;
+
+/// What went wrong, as a client can act on it.
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    /// An argument is malformed or out of range (a bad id, cursor, page
+    /// size, date range).
+    #[error("{0}")]
+    BadUserInput(String),
+    /// The requested object does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// A projection did not reach the request's consistency token in time.
+    #[error("projection {projection} has not reached the consistency token after {waited_ms} ms")]
+    ConsistencyTimeout { projection: String, waited_ms: u128 },
+    /// A backing service (PostgreSQL, the search engine) failed; the cause
+    /// is logged, not shown.
+    #[error("a backing service is unavailable; try again")]
+    Unavailable,
+}
+
+impl QueryError {
+    #[must_use]
+    pub const fn code(&self) -> &'static str {
+        match self {
+            Self::BadUserInput(_) => "BAD_USER_INPUT",
+            Self::NotFound(_) => "NOT_FOUND",
+            Self::ConsistencyTimeout { .. } => "CONSISTENCY_TIMEOUT",
+            Self::Unavailable => "SERVICE_UNAVAILABLE",
+        }
+    }
+
+    pub fn bad_input(message: impl Into<String>) -> Self {
+        Self::BadUserInput(message.into())
+    }
+}
+
+impl ErrorExtensions for QueryError {
+    fn extend(&self) -> async_graphql::Error {
+        async_graphql::Error::new(self.to_string()).extend_with(|_, extensions| {
+            extensions.set("code", self.code());
+            if let Self::ConsistencyTimeout { projection, .. } = self {
+                extensions.set("projection", projection.as_str());
+            }
+        })
+    }
+}
+
+impl From<sqlx::Error> for QueryError {
+    fn from(error: sqlx::Error) -> Self {
+        tracing::error!(error = %error, "read model query failed");
+        Self::Unavailable
+    }
+}
+
+impl From<projections::search::SearchError> for QueryError {
+    fn from(error: projections::search::SearchError) -> Self {
+        tracing::error!(error = %error, "search query failed");
+        Self::Unavailable
+    }
+}
+
+/// Results of resolvers: every error leaves with its code.
+pub type QueryResult<T> = Result<T, async_graphql::Error>;
+
+/// `?` on a [`QueryError`] inside a resolver.
+pub trait Coded<T> {
+    fn coded(self) -> QueryResult<T>;
+}
+
+impl<T, E: Into<QueryError>> Coded<T> for Result<T, E> {
+    fn coded(self) -> QueryResult<T> {
+        self.map_err(|error| error.into().extend())
+    }
+}

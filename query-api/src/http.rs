@@ -1,0 +1,158 @@
+//! HTTP: `POST /graphql` and `GET /graphql` (queries; a browser asking for
+//! HTML gets GraphiQL), `GET /graphql/ws` for subscriptions
+//! (graphql-transport-ws, and the older graphql-ws protocol), and the
+//! GraphiQL assets. A request's `X-Consistency-Token` makes its resolvers
+//! wait for their projections (see [`crate::consistency`]); every request
+//! is bounded by `GRAPHQL_TIMEOUT_MS`.
+
+use std::sync::Arc;
+
+use async_graphql::{Response, ServerError};
+use async_graphql_axum::{GraphQLRequest, GraphQLResponse, GraphQLSubscription};
+use axum::extract::{FromRequest, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::json;
+
+use crate::config::QueryConfig;
+use crate::consistency::{self, Consistency};
+use crate::graphiql;
+use crate::limits::with_code;
+use crate::schema::EshopSchema;
+
+#[derive(Clone)]
+struct QueryState {
+    schema: EshopSchema,
+    config: Arc<QueryConfig>,
+}
+
+/// The GraphQL routes over `schema`.
+pub fn router(schema: EshopSchema, config: QueryConfig) -> Router {
+    let state = QueryState {
+        schema: schema.clone(),
+        config: Arc::new(config),
+    };
+    Router::new()
+        .route("/graphql", get(graphql_get).post(graphql_post))
+        .with_state(state)
+        .route_service("/graphql/ws", GraphQLSubscription::new(schema))
+        .merge(graphiql::assets())
+}
+
+/// A request body or query string that is not a GraphQL request at all:
+/// answered 400 in the GraphQL response shape, with a code.
+pub struct Rejection(async_graphql::ParseRequestError);
+
+impl From<async_graphql::ParseRequestError> for Rejection {
+    fn from(error: async_graphql::ParseRequestError) -> Self {
+        Self(error)
+    }
+}
+
+impl IntoResponse for Rejection {
+    fn into_response(self) -> axum::response::Response {
+        let body = json!({ "errors": [{
+            "message": format!("not a GraphQL request: {}", self.0),
+            "extensions": { "code": "BAD_REQUEST" }
+        }]});
+        (StatusCode::BAD_REQUEST, Json(body)).into_response()
+    }
+}
+
+async fn graphql_post(
+    State(state): State<QueryState>,
+    headers: HeaderMap,
+    request: GraphQLRequest<Rejection>,
+) -> GraphQLResponse {
+    execute(&state, &headers, request.into_inner()).await
+}
+
+async fn graphql_get(
+    State(state): State<QueryState>,
+    request: Request,
+) -> axum::response::Response {
+    let headers = request.headers().clone();
+    let wants_html = headers
+        .get(header::ACCEPT)
+        .and_then(|accept| accept.to_str().ok())
+        .is_some_and(|accept| accept.contains("text/html"));
+    let has_query = request.uri().query().is_some_and(|q| q.contains("query="));
+    if wants_html && !has_query {
+        return graphiql::page().into_response();
+    }
+    match GraphQLRequest::<Rejection>::from_request(request, &()).await {
+        Ok(request) => execute(&state, &headers, request.into_inner())
+            .await
+            .into_response(),
+        Err(rejection) => rejection.into_response(),
+    }
+}
+
+async fn execute(
+    state: &QueryState,
+    headers: &HeaderMap,
+    request: async_graphql::Request,
+) -> GraphQLResponse {
+    let token = headers
+        .get(consistency::HEADER)
+        .map(|value| value.to_str().unwrap_or("").to_owned());
+    let request = request.data(Consistency::new(token, state.config.consistency_timeout()));
+    let timeout = state.config.timeout();
+    let response = match tokio::time::timeout(timeout, state.schema.execute(request)).await {
+        Ok(response) => response,
+        Err(_) => {
+            metrics::counter!("eshop_graphql_timeouts_total").increment(1);
+            Response::from_errors(vec![with_code(
+                ServerError::new(
+                    format!("the request took longer than {} ms", timeout.as_millis()),
+                    None,
+                ),
+                "TIMEOUT",
+            )])
+        }
+    };
+    metrics::counter!("eshop_graphql_requests_total", "outcome" => if response.errors.is_empty() { "ok" } else { "error" })
+        .increment(1);
+    response.into()
+}
+
+/// `/health/live` (the process answers) and `/health/ready` (PostgreSQL
+/// and the search engine answer; 503 naming the failing one otherwise).
+pub fn health(read_models: crate::read_models::ReadModels, search: crate::SearchIndex) -> Router {
+    Router::new()
+        .route(
+            "/health/live",
+            get(|| async { Json(json!({ "status": "ok" })) }),
+        )
+        .route(
+            "/health/ready",
+            get(move || {
+                let (read_models, search) = (read_models.clone(), search.clone());
+                async move {
+                    let postgres = sqlx::query("SELECT 1")
+                        .execute(read_models.pool())
+                        .await
+                        .map(drop)
+                        .map_err(|e| e.to_string());
+                    let engine = search.info().await.map(drop).map_err(|e| e.to_string());
+                    let check = |result: &Result<(), String>| match result {
+                        Ok(()) => json!({ "status": "ok" }),
+                        Err(error) => json!({ "status": "failing", "error": error }),
+                    };
+                    let ready = postgres.is_ok() && engine.is_ok();
+                    let body = json!({
+                        "status": if ready { "ok" } else { "failing" },
+                        "checks": { "postgres": check(&postgres), "search": check(&engine) }
+                    });
+                    let status = if ready {
+                        StatusCode::OK
+                    } else {
+                        StatusCode::SERVICE_UNAVAILABLE
+                    };
+                    (status, Json(body))
+                }
+            }),
+        )
+}

@@ -1,0 +1,80 @@
+//! eshop's read side: a GraphQL API over the projections (PostgreSQL views
+//! and the search index), with live subscriptions and read-your-writes.
+//!
+//! - [`schema`] holds the types and resolvers, one module per resource.
+//! - [`read_models`] holds every SQL statement; resolvers write none.
+//! - [`consistency`] makes a request wait for its command's effects.
+//! - [`live`] turns the views' notifications into subscription events.
+//! - [`http`] serves `/graphql` (POST and GET), `/graphql/ws`
+//!   (graphql-transport-ws) and the bundled GraphiQL page.
+
+pub mod config;
+pub mod consistency;
+mod cursor;
+pub mod error;
+mod graphiql;
+pub mod http;
+mod limits;
+pub mod live;
+mod loaders;
+pub mod read_models;
+pub mod schema;
+mod search;
+
+pub use config::QueryConfig;
+pub use http::router;
+pub use schema::{EshopSchema, build_schema};
+pub use search::SearchIndex;
+
+use projections::search::{SearchClient, SearchConfig, SearchError};
+use projections::status::StatusSource;
+use sqlx::PgPool;
+
+/// The GraphQL API over the read models in `pool` and the search indices
+/// of `search`, ready to be routed.
+pub struct QueryApi {
+    pub schema: EshopSchema,
+    pub read_models: read_models::ReadModels,
+    pub search: SearchIndex,
+    config: QueryConfig,
+}
+
+impl QueryApi {
+    /// Builds the schema and starts listening for live updates.
+    pub fn new(
+        pool: PgPool,
+        search: &SearchConfig,
+        status: StatusSource,
+        config: QueryConfig,
+    ) -> Result<Self, SearchError> {
+        let read_models = read_models::ReadModels::new(pool.clone());
+        let search = SearchIndex::new(SearchClient::new(&search.url)?, search.clone());
+        let live = live::LiveUpdates::start(pool);
+        let schema = build_schema(
+            read_models.clone(),
+            search.clone(),
+            live,
+            status,
+            config.clone(),
+        );
+        Ok(Self {
+            schema,
+            read_models,
+            search,
+            config,
+        })
+    }
+
+    /// `/graphql`, `/graphql/ws` and GraphiQL.
+    pub fn router(&self) -> axum::Router {
+        router(self.schema.clone(), self.config.clone())
+    }
+
+    /// `/graphql` and friends, plus `/health/live` and `/health/ready`
+    /// (PostgreSQL and the search engine), for a process that serves only
+    /// the GraphQL API.
+    pub fn router_with_health(&self) -> axum::Router {
+        self.router()
+            .merge(http::health(self.read_models.clone(), self.search.clone()))
+    }
+}

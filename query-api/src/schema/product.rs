@@ -1,0 +1,180 @@
+use async_graphql::connection::{Connection, Edge};
+use async_graphql::{Context, Enum, ID, InputObject, Object};
+use chrono::{DateTime, Utc};
+use serde_json::json;
+
+use super::scalars::{MinorUnits, Money};
+use super::{count, not_found, parse_id, read};
+use crate::consistency::ReadModel;
+use crate::cursor::{Cursor, Listing, page_size};
+use crate::error::{Coded, QueryError, QueryResult};
+use crate::read_models::{ProductQuery, ProductRow};
+
+/// Whether a product can be ordered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+pub enum ProductStatus {
+    Active,
+    Discontinued,
+}
+
+impl ProductStatus {
+    pub(crate) const fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Discontinued => "discontinued",
+        }
+    }
+
+    fn of(status: &str) -> Self {
+        if status == "discontinued" {
+            Self::Discontinued
+        } else {
+            Self::Active
+        }
+    }
+}
+
+/// Filters of product listings and searches. Prices are in minor units of
+/// `currency` (when given).
+#[derive(Debug, Clone, Default, InputObject)]
+pub struct ProductFilter {
+    pub status: Option<ProductStatus>,
+    pub currency: Option<String>,
+    /// At least this price.
+    pub min_price: Option<MinorUnits>,
+    /// At most this price.
+    pub max_price: Option<MinorUnits>,
+}
+
+impl ProductFilter {
+    pub(crate) fn query(&self) -> Result<ProductQuery, QueryError> {
+        if let Some(currency) = &self.currency
+            && currency.parse::<domain::money::Currency>().is_err()
+        {
+            return Err(QueryError::bad_input(format!(
+                "currency '{currency}' is not an ISO 4217 code"
+            )));
+        }
+        let (min, max) = (self.min_price.map(|p| p.0), self.max_price.map(|p| p.0));
+        if let (Some(min), Some(max)) = (min, max)
+            && min > max
+        {
+            return Err(QueryError::bad_input("minPrice must not exceed maxPrice"));
+        }
+        Ok(ProductQuery {
+            status: self.status.map(ProductStatus::as_str),
+            currency: self.currency.clone(),
+            min_price: min,
+            max_price: max,
+        })
+    }
+
+    pub(crate) fn fingerprint(&self) -> serde_json::Value {
+        json!([
+            self.status.map(ProductStatus::as_str),
+            self.currency,
+            self.min_price.map(|p| p.0),
+            self.max_price.map(|p| p.0)
+        ])
+    }
+}
+
+/// A product of the catalog, with its stock.
+pub struct Product(pub ProductRow);
+
+#[Object]
+impl Product {
+    async fn id(&self) -> ID {
+        ID(self.0.product_id.to_string())
+    }
+    async fn sku(&self) -> &str {
+        &self.0.sku
+    }
+    async fn name(&self) -> &str {
+        &self.0.name
+    }
+    async fn description(&self) -> &str {
+        &self.0.description
+    }
+    async fn price(&self) -> Money {
+        Money::new(self.0.price_minor, &self.0.currency)
+    }
+    /// Units in the warehouse, reserved ones included.
+    async fn on_hand(&self) -> i64 {
+        self.0.on_hand
+    }
+    /// Units reserved for placed orders not yet shipped.
+    async fn reserved(&self) -> i64 {
+        self.0.reserved
+    }
+    /// Units that can still be ordered.
+    async fn available(&self) -> i64 {
+        self.0.available
+    }
+    async fn status(&self) -> ProductStatus {
+        ProductStatus::of(&self.0.status)
+    }
+    /// The product's event sequence this state reflects.
+    async fn version(&self) -> i64 {
+        self.0.version
+    }
+    async fn updated_at(&self) -> DateTime<Utc> {
+        self.0.updated_at
+    }
+}
+
+#[derive(Default)]
+pub struct ProductQueries;
+
+#[Object]
+impl ProductQueries {
+    /// One product; null with a `NOT_FOUND` error when there is none with
+    /// this id.
+    async fn product(&self, ctx: &Context<'_>, id: ID) -> QueryResult<Option<Product>> {
+        let id = parse_id(&id, "product")?;
+        let services = read(ctx, &[ReadModel::ProductCatalog]).await?;
+        let product = services
+            .products
+            .load_one(id)
+            .await
+            .map_err(|_| QueryError::Unavailable)
+            .coded()?;
+        product
+            .map(Product)
+            .map(Some)
+            .ok_or_else(|| not_found("product", id))
+    }
+
+    /// Products by name, with optional filters.
+    #[graphql(complexity = "count(first) * child_complexity")]
+    async fn products(
+        &self,
+        ctx: &Context<'_>,
+        filter: Option<ProductFilter>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> QueryResult<Connection<Cursor, Product>> {
+        let filter = filter.unwrap_or_default();
+        let services = read(ctx, &[ReadModel::ProductCatalog]).await?;
+        let first = page_size(first, services.config.max_page_size).coded()?;
+        let query = filter.query().coded()?;
+        let listing = Listing::new("products", &filter.fingerprint());
+        let after = listing
+            .decode::<(String, uuid::Uuid)>(after.as_deref())
+            .coded()?;
+        let has_previous = after.is_some();
+        let mut rows = services
+            .read_models
+            .products(&query, after, first as i64 + 1)
+            .await
+            .coded()?;
+        let has_next = rows.len() > first;
+        rows.truncate(first);
+        let mut connection = Connection::new(has_previous, has_next);
+        connection.edges.extend(
+            rows.into_iter()
+                .map(|row| Edge::new(listing.cursor(&(&row.name, row.product_id)), Product(row))),
+        );
+        Ok(connection)
+    }
+}
