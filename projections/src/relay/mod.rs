@@ -94,17 +94,31 @@ async fn lead(
                 .context("lost the leader lock's connection")?;
             last_check = tokio::time::Instant::now();
         }
+        let started = std::time::Instant::now();
         let batch = read_after(pool, position, &filter, config.batch_size).await?;
         let Some(last) = batch.last().map(|event| event.global) else {
             tokio::time::sleep(config.poll_interval()).await;
             continue;
         };
+        let read = started.elapsed();
         publish_with_retry(publisher, config, &batch, &mut lock).await?;
+        let published = started.elapsed();
         checkpoint::advance(pool, &config.name, last).await?;
         position = last;
+        // How long the batch's oldest event waited since its transaction
+        // began: what a reader of the views sees as the relay's share.
+        let oldest_ms = batch
+            .iter()
+            .map(|event| event.recorded_at)
+            .min()
+            .map_or(0, |at| (chrono::Utc::now() - at).num_milliseconds());
         tracing::debug!(
             events = batch.len(),
             position = last.position,
+            read_ms = read.as_millis() as u64,
+            publish_ms = (published - read).as_millis() as u64,
+            checkpoint_ms = (started.elapsed() - published).as_millis() as u64,
+            oldest_ms,
             "batch published"
         );
     }
