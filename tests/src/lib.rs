@@ -16,6 +16,7 @@ mod app;
 mod broker;
 mod db;
 pub mod fault;
+pub mod graphql;
 pub mod pgbench;
 mod process;
 mod search;

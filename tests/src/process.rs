@@ -8,8 +8,12 @@ use crate::db::TestDb;
 use crate::search::TestSearch;
 
 /// The `eshop` binary built beside the test executables
-/// (`cargo nextest run --workspace` builds it); fails loudly when missing.
+/// (`cargo nextest run --workspace` builds it), or `ESHOP_BIN` (the
+/// benchmarks name the release build); fails loudly when missing.
 pub fn eshop_bin() -> PathBuf {
+    if let Some(bin) = std::env::var_os("ESHOP_BIN") {
+        return PathBuf::from(bin);
+    }
     let exe = std::env::current_exe().expect("test executable path");
     // target/<profile>/deps/<test> -> target/<profile>/eshop
     let bin = exe
@@ -27,6 +31,7 @@ pub fn eshop_bin() -> PathBuf {
 
 /// The environment that points an `eshop` process at a test's database,
 /// topics, consumer groups and indices.
+#[derive(Clone)]
 pub struct EshopEnv {
     vars: Vec<(String, String)>,
     pub name: String,

@@ -39,10 +39,10 @@ async fn assert_complete(db: &TestDb, search: &TestSearch) {
 async fn kill_9_of_relay_and_projector_under_load_loses_nothing() {
     let ProcessStack {
         db,
+        broker,
         search,
         port,
         env,
-        ..
     } = ProcessStack::new("kill9").await;
     let mut api = env.spawn(&["serve", "--api-only"]);
     let base = api.wait_live(port).await;
@@ -71,6 +71,25 @@ async fn kill_9_of_relay_and_projector_under_load_loses_nothing() {
     assert!(report.ok >= 5000, "only {} commands", report.ok);
     assert!(kills >= 3, "only {kills} kills");
     eprintln!("{} commands, {kills} kills", report.ok);
+
+    // tansu 0.6 can keep a member killed in the middle of a rebalance as
+    // its group's leader for good (Apache Kafka evicts it when its session
+    // times out), and such a group never hands out its partitions again:
+    // seen here as basket_view assigned nothing for four minutes. The last
+    // projector therefore joins groups of a new name, as an operator would
+    // against tansu (docs/streaming.md). It resumes from the positions the
+    // projections recorded in PostgreSQL, not from the groups' offsets, and
+    // the comparison below shows that nothing is lost or applied twice.
+    let (project, _) = processes
+        .iter_mut()
+        .find(|(_, args)| args == &["project"])
+        .expect("the projector");
+    project.kill();
+    let prefix = format!("{}.kill9.after", broker.prefix);
+    *project = env
+        .clone()
+        .with("PROJECTOR_GROUP_PREFIX", &prefix)
+        .spawn(&["project"]);
 
     caught_up(&env, Duration::from_secs(240)).await;
     for (process, _) in &mut processes {

@@ -1,8 +1,9 @@
-//! The README's examples, run as written against a live instance.
+//! The README's examples, run as written against `eshop serve` (the quick
+//! start's process: REST, the relay, the projectors and GraphQL).
 
 use std::process::Command;
 
-use eshop_tests::TestApp;
+use eshop_tests::ProcessStack;
 
 fn readme_example() -> String {
     let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
@@ -24,13 +25,15 @@ fn readme_example() -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_readme_examples_work_as_written() {
-    let app = TestApp::spawn().await;
+    let ProcessStack { db, port, env, .. } = ProcessStack::new("readme").await;
+    let mut serve = env.spawn(&["serve"]);
+    let address = serve.wait_live(port).await;
     let script = readme_example();
     assert!(
         script.contains("API=http://127.0.0.1:8080"),
         "the example names the default address"
     );
-    let script = script.replace("API=http://127.0.0.1:8080", &format!("API={}", app.address));
+    let script = script.replace("API=http://127.0.0.1:8080", &format!("API={address}"));
     let output = tokio::task::spawn_blocking(move || {
         Command::new("bash")
             .args(["-euo", "pipefail", "-c", &script])
@@ -51,6 +54,7 @@ async fn the_readme_examples_work_as_written() {
         "\"code\":\"invalid-transition\"",
         "cannot cancel an order that is delivered",
         "\"code\":\"stale-version\"",
+        "{\"data\":{\"order\":{\"status\":\"DELIVERED\",\"total\":{\"formatted\":\"25.98 EUR\"},\"statusHistory\":[{\"status\":\"PLACED\"},{\"status\":\"PAID\"},{\"status\":\"SHIPPED\"},{\"status\":\"DELIVERED\"}]}}}",
     ] {
         assert!(
             stdout.contains(expected),
@@ -59,7 +63,7 @@ async fn the_readme_examples_work_as_written() {
     }
     let delivered: i64 =
         sqlx::query_scalar("SELECT count(*) FROM events WHERE event_type = 'OrderDelivered'")
-            .fetch_one(&app.db.pool)
+            .fetch_one(&db.pool)
             .await
             .expect("count");
     assert_eq!(delivered, 1, "the example's order was delivered:\n{stdout}");

@@ -1,0 +1,133 @@
+//! The read side in one test: the command API, a relay, every projector
+//! and the GraphQL API, over the test's own database, topics and indices.
+
+use std::sync::Arc;
+
+use projections::status::StatusSource;
+use query_api::{QueryApi, QueryConfig};
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+
+use crate::{TestApp, TestBroker, TestSearch, start_projectors, start_relay};
+
+/// The whole path from REST command to GraphQL answer.
+pub struct ReadSide {
+    pub app: TestApp,
+    pub broker: TestBroker,
+    pub search: TestSearch,
+    pub graphql: TestGraphql,
+    _relay: oneshot::Sender<()>,
+    _projectors: oneshot::Sender<()>,
+}
+
+impl ReadSide {
+    pub async fn start(name: &str) -> Self {
+        Self::start_with(name, |_| {}).await
+    }
+
+    /// With adjusted GraphQL limits.
+    pub async fn start_with(name: &str, configure: impl FnOnce(&mut QueryConfig)) -> Self {
+        let app = TestApp::spawn().await;
+        let broker = TestBroker::new();
+        let search = TestSearch::new(&broker.prefix).await;
+        let relay = start_relay(&app.db, &broker, name);
+        let projectors = start_projectors(&app.db, &broker, &search, name);
+        let mut config = QueryConfig::default();
+        configure(&mut config);
+        let graphql = TestGraphql::spawn(&app, &broker, &search, name, config).await;
+        Self {
+            app,
+            broker,
+            search,
+            graphql,
+            _relay: relay,
+            _projectors: projectors,
+        }
+    }
+}
+
+/// A GraphQL API served on an ephemeral port, with a client.
+pub struct TestGraphql {
+    pub base: String,
+    pub api: Arc<QueryApi>,
+    http: reqwest::Client,
+}
+
+impl TestGraphql {
+    pub async fn spawn(
+        app: &TestApp,
+        broker: &TestBroker,
+        search: &TestSearch,
+        relay_name: &str,
+        config: QueryConfig,
+    ) -> Self {
+        let status = StatusSource {
+            kafka: broker.kafka(),
+            relay_name: relay_name.to_owned(),
+        };
+        let api = QueryApi::new(app.db.pool.clone(), &search.config(), status, config)
+            .expect("the GraphQL API builds");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let base = format!("http://{}", listener.local_addr().expect("address"));
+        let router = api.router_with_health();
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        Self {
+            base,
+            api: Arc::new(api),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// The WebSocket URL for subscriptions.
+    #[must_use]
+    pub fn ws_url(&self) -> String {
+        format!("{}/graphql/ws", self.base.replacen("http", "ws", 1))
+    }
+
+    /// POSTs a query; returns the whole response (`data` and `errors`).
+    pub async fn query(&self, query: &str, variables: Value) -> Value {
+        self.send(query, variables, None).await
+    }
+
+    /// POSTs a query with `X-Consistency-Token`.
+    pub async fn query_after(&self, token: &str, query: &str, variables: Value) -> Value {
+        self.send(query, variables, Some(token)).await
+    }
+
+    async fn send(&self, query: &str, variables: Value, token: Option<&str>) -> Value {
+        let mut request = self
+            .http
+            .post(format!("{}/graphql", self.base))
+            .json(&json!({ "query": query, "variables": variables }));
+        if let Some(token) = token {
+            request = request.header("x-consistency-token", token);
+        }
+        let response = request.send().await.expect("the GraphQL API answers");
+        assert!(response.status().is_success(), "HTTP {}", response.status());
+        response.json().await.expect("a JSON response")
+    }
+
+    /// The SQL statements the API has run so far.
+    #[must_use]
+    pub fn statements(&self) -> u64 {
+        self.api.read_models.statements()
+    }
+}
+
+/// The `extensions.code` of every error of a response.
+#[must_use]
+pub fn error_codes(response: &Value) -> Vec<String> {
+    response["errors"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| {
+            e["extensions"]["code"]
+                .as_str()
+                .unwrap_or("<none>")
+                .to_owned()
+        })
+        .collect()
+}
