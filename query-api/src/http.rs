@@ -7,6 +7,7 @@
 
 use std::sync::Arc;
 
+use async_graphql::parser::types::ExecutableDocument;
 use async_graphql::{Response, ServerError};
 use async_graphql_axum::{GraphQLRequest, GraphQLResponse, GraphQLSubscription};
 use axum::extract::{FromRequest, Request, State};
@@ -26,6 +27,46 @@ use crate::schema::EshopSchema;
 struct QueryState {
     schema: EshopSchema,
     config: Arc<QueryConfig>,
+    parsed: Arc<ParsedQueries>,
+}
+
+/// Parsed documents by query text. Parsing was 14 % of a request's CPU
+/// (perf, docs/benchmarks.md), and clients send the same few query texts
+/// again and again with other variables. Bounded: when full it starts
+/// over, and long texts are not kept.
+#[derive(Default)]
+struct ParsedQueries(std::sync::Mutex<std::collections::HashMap<String, ExecutableDocument>>);
+
+impl ParsedQueries {
+    const MAX_ENTRIES: usize = 1_000;
+    const MAX_TEXT: usize = 16 * 1024;
+
+    /// Gives `request` its parsed document, from the cache or parsed now.
+    /// A query that does not parse is left to the schema, which reports
+    /// the error with its code.
+    fn prepare(&self, request: &mut async_graphql::Request) {
+        let cached = self
+            .0
+            .lock()
+            .ok()
+            .and_then(|cache| cache.get(&request.query).cloned());
+        if let Some(document) = cached {
+            request.set_parsed_query(document);
+            return;
+        }
+        let Ok(document) = async_graphql::parser::parse_query(&request.query) else {
+            return;
+        };
+        if request.query.len() <= Self::MAX_TEXT
+            && let Ok(mut cache) = self.0.lock()
+        {
+            if cache.len() >= Self::MAX_ENTRIES {
+                cache.clear();
+            }
+            cache.insert(request.query.clone(), document.clone());
+        }
+        request.set_parsed_query(document);
+    }
 }
 
 /// The GraphQL routes over `schema`.
@@ -33,6 +74,7 @@ pub fn router(schema: EshopSchema, config: QueryConfig) -> Router {
     let state = QueryState {
         schema: schema.clone(),
         config: Arc::new(config),
+        parsed: Arc::default(),
     };
     Router::new()
         .route("/graphql", get(graphql_get).post(graphql_post))
@@ -98,7 +140,8 @@ async fn execute(
     let token = headers
         .get(consistency::HEADER)
         .map(|value| value.to_str().unwrap_or("").to_owned());
-    let request = request.data(Consistency::new(token, state.config.consistency_timeout()));
+    let mut request = request.data(Consistency::new(token, state.config.consistency_timeout()));
+    state.parsed.prepare(&mut request);
     let timeout = state.config.timeout();
     let response = match tokio::time::timeout(timeout, state.schema.execute(request)).await {
         Ok(response) => response,
