@@ -3,11 +3,11 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use uuid::Uuid;
 
-use super::product::Product;
+use super::product::{Product, catalog_product};
 use super::scalars::Money;
 use super::{not_found, parse_id, read};
 use crate::consistency::ReadModel;
-use crate::error::{Coded, QueryError, QueryResult};
+use crate::error::{Coded, QueryResult};
 use crate::read_models::BasketRow;
 
 /// Whether a basket still takes items.
@@ -56,14 +56,7 @@ impl BasketLine {
     }
     /// The product as the catalog shows it now.
     async fn product(&self, ctx: &Context<'_>) -> QueryResult<Option<Product>> {
-        let services = read(ctx, &[ReadModel::ProductCatalog]).await?;
-        Ok(services
-            .products
-            .load_one(self.line.product_id)
-            .await
-            .map_err(|_| QueryError::Unavailable)
-            .coded()?
-            .map(Product))
+        catalog_product(ctx, self.line.product_id).await
     }
 }
 

@@ -5,7 +5,7 @@ use serde::Deserialize;
 use serde_json::json;
 use uuid::Uuid;
 
-use super::product::Product;
+use super::product::{Product, catalog_product};
 use super::scalars::Money;
 use super::{Services, count, not_found, parse_id, read};
 use crate::consistency::ReadModel;
@@ -93,14 +93,7 @@ impl OrderLine {
     /// The product as the catalog shows it now (null if it is not in the
     /// catalog view).
     async fn product(&self, ctx: &Context<'_>) -> QueryResult<Option<Product>> {
-        let services = read(ctx, &[ReadModel::ProductCatalog]).await?;
-        Ok(services
-            .products
-            .load_one(self.0.product_id)
-            .await
-            .map_err(|_| QueryError::Unavailable)
-            .coded()?
-            .map(Product))
+        catalog_product(ctx, self.0.product_id).await
     }
 }
 

@@ -123,6 +123,23 @@ impl Product {
     }
 }
 
+/// The product as `product_catalog` holds it (after the request's
+/// consistency wait), through the batch loader: the products of a page's
+/// lines come in one statement.
+pub(crate) async fn catalog_product(
+    ctx: &Context<'_>,
+    id: uuid::Uuid,
+) -> QueryResult<Option<Product>> {
+    let services = read(ctx, &[ReadModel::ProductCatalog]).await?;
+    Ok(services
+        .products
+        .load_one(id)
+        .await
+        .map_err(|_| QueryError::Unavailable)
+        .coded()?
+        .map(Product))
+}
+
 #[derive(Default)]
 pub struct ProductQueries;
 
@@ -132,17 +149,8 @@ impl ProductQueries {
     /// this id.
     async fn product(&self, ctx: &Context<'_>, id: ID) -> QueryResult<Option<Product>> {
         let id = parse_id(&id, "product")?;
-        let services = read(ctx, &[ReadModel::ProductCatalog]).await?;
-        let product = services
-            .products
-            .load_one(id)
-            .await
-            .map_err(|_| QueryError::Unavailable)
-            .coded()?;
-        product
-            .map(Product)
-            .map(Some)
-            .ok_or_else(|| not_found("product", id))
+        let product = catalog_product(ctx, id).await?;
+        product.map(Some).ok_or_else(|| not_found("product", id))
     }
 
     /// Products by name, with optional filters.

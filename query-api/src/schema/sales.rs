@@ -1,6 +1,6 @@
 use async_graphql::{Context, ID, Object};
 
-use super::product::Product;
+use super::product::{Product, catalog_product};
 use super::scalars::{Date, Money};
 use super::{parse_id, read};
 use crate::consistency::ReadModel;
@@ -37,14 +37,7 @@ impl SalesDay {
         self.0.orders
     }
     async fn product(&self, ctx: &Context<'_>) -> QueryResult<Option<Product>> {
-        let services = read(ctx, &[ReadModel::ProductCatalog]).await?;
-        Ok(services
-            .products
-            .load_one(self.0.product_id)
-            .await
-            .map_err(|_| QueryError::Unavailable)
-            .coded()?
-            .map(Product))
+        catalog_product(ctx, self.0.product_id).await
     }
 }
 
