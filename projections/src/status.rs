@@ -5,10 +5,10 @@
 //! Lag is measured against the event store, not just the broker: events
 //! the relay has not published yet count too, so a stopped relay shows up
 //! as growing lag in every projection. The Kafka part is, per partition,
-//! the high watermark minus the next offset the projection recorded (in
-//! the same transaction as its view change); its age is the time of the
-//! oldest message not yet taken (the relay stamps each record with its
-//! event's time).
+//! the partition's end (the offset after its last message) minus the next
+//! offset the projection recorded (in the same transaction as its view
+//! change); its age is the time of the oldest message not yet taken (the
+//! relay stamps each record with its event's time).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -32,7 +32,8 @@ pub struct PartitionStatus {
     pub partition: i32,
     /// The next offset the projection will take.
     pub next_offset: i64,
-    /// The partition's high watermark (the offset after the last message).
+    /// The partition's high watermark: the offset after its last message
+    /// (read from the partition where the broker's answer falls short).
     pub high_watermark: i64,
     pub lag: i64,
 }
@@ -108,27 +109,92 @@ async fn unpublished(
         .collect()
 }
 
-/// Per partition: its low and high watermarks.
+/// Per partition: its low watermark and its end (the offset after its last
+/// message).
 type Watermarks = HashMap<(String, i32), (i64, i64)>;
 /// Per partition: the time of the oldest message not yet taken.
 type PendingTimes = HashMap<(String, i32), DateTime<Utc>>;
+/// Per partition: the offsets and times of the messages read.
+type Read = HashMap<(String, i32), Vec<(i64, Option<DateTime<Utc>>)>>;
 
-/// The broker's view: for every partition of `topics`, its high watermark,
-/// and for the partitions listed in `peek`, the time of the message at the
-/// given offset. Blocking: run it off the async runtime.
+fn status_consumer(kafka: &KafkaConfig) -> anyhow::Result<BaseConsumer> {
+    ClientConfig::new()
+        .set("bootstrap.servers", &kafka.brokers)
+        .set("group.id", "eshop.status")
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .create()
+        .context("failed to create the status consumer")
+}
+
+/// Reads, from the given offsets, the messages the broker answers for each
+/// partition: waits for a first one from every partition, then takes what
+/// else arrives until a short quiet, or until `timeout`.
+fn read_from(
+    kafka: &KafkaConfig,
+    offsets: &HashMap<(String, i32), i64>,
+    timeout: Duration,
+) -> anyhow::Result<Read> {
+    let mut read = Read::new();
+    if offsets.is_empty() {
+        return Ok(read);
+    }
+    let consumer = status_consumer(kafka)?;
+    let mut wanted = TopicPartitionList::new();
+    for ((topic, partition), offset) in offsets {
+        wanted
+            .add_partition_offset(topic, *partition, Offset::Offset(*offset))
+            .context("invalid offset")?;
+    }
+    consumer.assign(&wanted).context("failed to assign")?;
+    let mut answered = std::collections::HashSet::new();
+    let deadline = std::time::Instant::now() + timeout;
+    while std::time::Instant::now() < deadline {
+        // Until every partition answered, wait for it; then take what the
+        // same fetches brought, until a short quiet.
+        let wait = if answered.len() < offsets.len() {
+            Duration::from_millis(200)
+        } else {
+            Duration::from_millis(50)
+        };
+        match consumer.poll(wait) {
+            Some(Ok(message)) => {
+                let key = (message.topic().to_owned(), message.partition());
+                let at = message
+                    .timestamp()
+                    .to_millis()
+                    .and_then(DateTime::from_timestamp_millis);
+                read.entry(key.clone())
+                    .or_default()
+                    .push((message.offset(), at));
+                answered.insert(key);
+            }
+            Some(Err(_)) => {}
+            None if answered.len() == offsets.len() => break,
+            None => {}
+        }
+    }
+    Ok(read)
+}
+
+/// The broker's view: for every partition of `topics`, its low watermark
+/// and its end, and for the partitions `peek` names (given the low
+/// watermark and the end), the time of the message at the offset it
+/// returns. Blocking: run it off the async runtime.
+///
+/// The end is the offset after the partition's last message. Apache Kafka
+/// and Redpanda answer it as the high watermark; tansu 0.6 answers the base
+/// offset of the last record batch plus one, which undercounts by all but
+/// one of that batch's messages. So the end is read: from the high
+/// watermark minus one, to whatever follows it (one message on Kafka, the
+/// whole last batch on tansu).
 fn broker_view(
     kafka: &KafkaConfig,
     topics: &[String],
     peek: &dyn Fn(&str, i32, i64, i64) -> Option<i64>,
 ) -> anyhow::Result<(Watermarks, PendingTimes)> {
     let timeout = Duration::from_secs(5);
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &kafka.brokers)
-        .set("group.id", "eshop.status")
-        .set("enable.auto.commit", "false")
-        .set("isolation.level", "read_committed")
-        .create()
-        .context("failed to create the status consumer")?;
+    let consumer = status_consumer(kafka)?;
     let mut watermarks = HashMap::new();
     for topic in topics {
         let metadata = consumer
@@ -141,27 +207,48 @@ fn broker_view(
             watermarks.insert((topic.clone(), partition.id()), (low, high));
         }
     }
-    // Peek at the oldest message each lagging partition still holds back.
-    let mut wanted = TopicPartitionList::new();
-    for ((topic, partition), (low, high)) in &watermarks {
-        if let Some(offset) = peek(topic, *partition, *low, *high) {
-            let _ = wanted.add_partition_offset(topic, *partition, Offset::Offset(offset));
+    drop(consumer);
+    let last: HashMap<_, _> = watermarks
+        .iter()
+        .filter(|(_, (low, high))| high > low)
+        .map(|(key, (_, high))| (key.clone(), high - 1))
+        .collect();
+    let tail = read_from(kafka, &last, timeout)?;
+    for (key, messages) in &tail {
+        if let Some(bounds) = watermarks.get_mut(key)
+            && let Some(newest) = messages.iter().map(|(offset, _)| offset + 1).max()
+        {
+            bounds.1 = bounds.1.max(newest);
         }
     }
+
+    // The oldest message each lagging partition still holds back: in the
+    // tail already read, or read now.
     let mut times = HashMap::new();
-    if wanted.count() > 0 {
-        consumer.assign(&wanted).context("failed to assign")?;
-        let deadline = std::time::Instant::now() + timeout;
-        while times.len() < wanted.count() && std::time::Instant::now() < deadline {
-            let Some(Ok(message)) = consumer.poll(Duration::from_millis(200)) else {
-                continue;
-            };
-            let key = (message.topic().to_owned(), message.partition());
-            if let Some(millis) = message.timestamp().to_millis()
-                && let Some(at) = DateTime::from_timestamp_millis(millis)
-            {
-                times.entry(key).or_insert(at);
+    let mut wanted = HashMap::new();
+    for (key, (low, end)) in &watermarks {
+        let Some(offset) = peek(&key.0, key.1, *low, *end) else {
+            continue;
+        };
+        let in_tail = tail
+            .get(key)
+            .and_then(|messages| messages.iter().find(|(o, _)| *o == offset));
+        match in_tail {
+            Some((_, at)) => {
+                if let Some(at) = at {
+                    times.insert(key.clone(), *at);
+                }
             }
+            None => {
+                wanted.insert(key.clone(), offset);
+            }
+        }
+    }
+    for (key, messages) in read_from(kafka, &wanted, timeout)? {
+        // The first answer: the message at the offset, or the first one
+        // after it that the broker still holds.
+        if let Some(at) = messages.first().and_then(|(_, at)| *at) {
+            times.insert(key, at);
         }
     }
     Ok((watermarks, times))

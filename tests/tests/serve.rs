@@ -203,19 +203,36 @@ async fn status_reports_lag_while_projectors_are_down_and_drains_after() {
     );
     assert_eq!(find(&statuses, "product_catalog")["events_behind"], 2);
     assert_eq!(find(&statuses, "basket_view")["events_behind"], 3);
+    let unpublished: Vec<(String, Value)> = statuses
+        .iter()
+        .map(|s| {
+            (
+                s["projection"].as_str().unwrap_or_default().to_owned(),
+                s["events_behind"].clone(),
+            )
+        })
+        .collect();
 
-    // Published but not projected: the lag moves to the broker.
+    // Published but not projected: the lag moves to the broker, every
+    // event of it, though the relay sent an aggregate's events in one
+    // record batch (whose last offset tansu 0.6 leaves out of its high
+    // watermark).
     let mut relay = env.spawn(&["relay"]);
     eventually(Duration::from_secs(30), "the relay to publish", || async {
         let statuses = status(&env);
-        let orders = find(&statuses, "order_view");
-        let on_broker: i64 = orders["partitions"]
-            .as_array()
-            .expect("partitions")
+        unpublished
             .iter()
-            .map(|p| p["lag"].as_i64().unwrap_or(0))
-            .sum();
-        (on_broker == 1 && orders["events_behind"] == 1).then_some(())
+            .all(|(name, behind)| {
+                let status = find(&statuses, name);
+                let on_broker: i64 = status["partitions"]
+                    .as_array()
+                    .expect("partitions")
+                    .iter()
+                    .map(|p| p["lag"].as_i64().unwrap_or(0))
+                    .sum();
+                Value::from(on_broker) == *behind && status["events_behind"] == *behind
+            })
+            .then_some(())
     })
     .await;
 
