@@ -143,7 +143,13 @@ pub async fn read_aggregate<'e>(
     rows.into_iter().map(|row| decode(&row)).collect()
 }
 
-fn decode(row: &sqlx::postgres::PgRow) -> Result<RecordedEvent, StoreError> {
+/// The columns [`decode`] reads, for a query of `events`.
+pub const COLUMNS: &str = "events.transaction_id::text AS transaction_id, events.global_position, \
+    events.aggregate_type, events.aggregate_id, events.sequence, events.event_type, events.event_version, \
+    events.payload, events.metadata, events.recorded_at";
+
+/// Decodes a row of `events` selected with [`COLUMNS`].
+pub fn decode(row: &sqlx::postgres::PgRow) -> Result<RecordedEvent, StoreError> {
     let transaction_id: String = row.try_get("transaction_id")?;
     Ok(RecordedEvent {
         global: GlobalPosition {

@@ -5,7 +5,6 @@ use domain::basket::BasketEvent;
 use domain::order::OrderEvent;
 use domain::product::ProductEvent;
 use event_schemas::Envelope;
-use serde_json::json;
 
 /// The decoded data of an envelope.
 #[derive(Debug, Clone, PartialEq)]
@@ -52,25 +51,43 @@ impl Event {
         Self::from_envelope(crate::relay::envelope_of(recorded, upcasters))
     }
 
+    /// [`Event::from_recorded`], taking the recorded event (no copy of its
+    /// payload).
+    pub fn from_recorded_owned(
+        recorded: event_store::feed::RecordedEvent,
+        upcasters: &[Box<dyn cqrs_es::persist::EventUpcaster>],
+    ) -> Result<Self, DecodeError> {
+        Self::from_envelope(crate::relay::envelope_from(recorded, upcasters))
+    }
+
     /// Decodes an envelope's data into the domain's event type.
-    pub fn from_envelope(envelope: Envelope) -> Result<Self, DecodeError> {
+    pub fn from_envelope(mut envelope: Envelope) -> Result<Self, DecodeError> {
         let event_type = envelope
             .event_type
             .rsplit('.')
             .next()
             .unwrap_or_default()
             .to_owned();
-        let tagged = json!({ event_type.as_str(): envelope.data });
+        // The domain's events are tagged with their type: lend the data to
+        // a tagged value, decode it from there, and give it back.
+        let mut tagged = serde_json::Map::new();
+        tagged.insert(event_type.clone(), std::mem::take(&mut envelope.data));
+        let tagged = serde_json::Value::Object(tagged);
         let data = |source| DecodeError::Data {
             event_type: envelope.event_type.clone(),
             source,
         };
+        use serde::Deserialize;
         let payload = match envelope.aggregatetype.as_str() {
-            "Product" => Payload::Product(serde_json::from_value(tagged).map_err(data)?),
-            "Basket" => Payload::Basket(serde_json::from_value(tagged).map_err(data)?),
-            "Order" => Payload::Order(serde_json::from_value(tagged).map_err(data)?),
+            "Product" => ProductEvent::deserialize(&tagged).map(Payload::Product),
+            "Basket" => BasketEvent::deserialize(&tagged).map(Payload::Basket),
+            "Order" => OrderEvent::deserialize(&tagged).map(Payload::Order),
             other => return Err(DecodeError::AggregateType(other.to_owned())),
         };
+        if let serde_json::Value::Object(mut map) = tagged {
+            envelope.data = map.remove(&event_type).unwrap_or_default();
+        }
+        let payload = payload.map_err(data)?;
         Ok(Self { envelope, payload })
     }
 

@@ -30,7 +30,7 @@ use sqlx::{Connection, PgConnection, PgPool};
 
 pub use checkpoint::{advance as advance_checkpoint, load as load_checkpoint};
 pub use config::{KafkaConfig, RelayConfig, RelayOptions, TopicMap};
-pub use publish::{Publisher, broker_reachable, create_topics, envelope_of};
+pub use publish::{Publisher, broker_reachable, create_topics, envelope_from, envelope_of};
 
 /// How often a leader checks that it still holds its lock.
 const LEADERSHIP_CHECK: Duration = Duration::from_secs(1);

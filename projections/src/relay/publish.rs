@@ -31,6 +31,19 @@ pub enum PublishError {
 /// consumer can dead-letter it rather than the relay stopping on it.
 #[must_use]
 pub fn envelope_of(event: &RecordedEvent, upcasters: &[Box<dyn EventUpcaster>]) -> Envelope {
+    envelope_from(event.clone(), upcasters)
+}
+
+/// [`envelope_of`], taking the event: its payload moves into the envelope
+/// instead of being copied (replays build millions of them).
+pub fn envelope_from(event: RecordedEvent, upcasters: &[Box<dyn EventUpcaster>]) -> Envelope {
+    let at = Position {
+        aggregate_type: &event.aggregate_type,
+        aggregate_id: &event.aggregate_id,
+        sequence: event.sequence,
+        global_position: event.global.position,
+    };
+    let metadata = EventMetadata::from_json(&event.metadata);
     let current = event_store::upcast(
         SerializedEvent::new(
             event.aggregate_id.clone(),
@@ -38,25 +51,25 @@ pub fn envelope_of(event: &RecordedEvent, upcasters: &[Box<dyn EventUpcaster>]) 
             event.aggregate_type.clone(),
             event.event_type.clone(),
             event.event_version.clone(),
-            event.payload.clone(),
-            event.metadata.clone(),
+            event.payload,
+            serde_json::Value::Null,
         ),
         upcasters,
     );
-    let data = event_schemas::split_payload(&current.payload)
-        .map_or_else(|| current.payload.clone(), |(_, data)| data.clone());
-    let at = Position {
-        aggregate_type: &event.aggregate_type,
-        aggregate_id: &event.aggregate_id,
-        sequence: event.sequence,
-        global_position: event.global.position,
+    // The payload is `{EventType: data}`; the envelope carries the data.
+    let data = match current.payload {
+        serde_json::Value::Object(map) if map.len() == 1 => map
+            .into_iter()
+            .next()
+            .map_or(serde_json::Value::Null, |(_, data)| data),
+        other => other,
     };
     Envelope::new(
         at,
         &current.event_type,
         &current.event_version,
         data,
-        &EventMetadata::from_json(&event.metadata),
+        &metadata,
     )
 }
 
