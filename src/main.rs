@@ -20,8 +20,9 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// eshop: an event-sourced CQRS order and basket service.
 ///
 /// Every backing service is named by a URL in the environment (or the flag
-/// beside it). Logs go to stdout as JSON; RUST_LOG filters them
-/// (default: info).
+/// beside it). Logs go to stdout as JSON (to stderr for the commands that
+/// print their results on stdout: `projections`); RUST_LOG
+/// filters them (default: info).
 #[derive(Debug, Parser)]
 #[command(name = "eshop", version, propagate_version = true)]
 struct Cli {
@@ -110,6 +111,68 @@ enum ProjectionsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Rebuild projections from the full event history in the event store,
+    /// without downtime: into shadow tables, then caught up with the live
+    /// stream and swapped in atomically (queries keep answering; the live
+    /// projector pauses only for the swap). With --as-of or --to-position,
+    /// build a named snapshot table for analysts instead, leaving the live
+    /// view alone.
+    Rebuild(Box<RebuildArgs>),
+    /// Audit the projections: rebuild each from the event store into
+    /// scratch tables, up to what the live view has applied, and compare
+    /// (row counts, a content hash per table, and every differing row by
+    /// key). Exits with status 1 when anything differs.
+    Verify {
+        #[command(flatten)]
+        database: event_store::DatabaseConfig,
+        /// Projections to verify (product_catalog, basket_view, order_view,
+        /// sales_daily, search).
+        names: Vec<String>,
+        /// Verify every projection.
+        #[arg(long)]
+        all: bool,
+        #[command(flatten)]
+        search: projections::search::SearchConfig,
+        /// Keep the scratch tables (schema eshop_verify_<name>) to look at.
+        #[arg(long)]
+        keep: bool,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("snapshot").args(["as_of", "to_position"])))]
+struct RebuildArgs {
+    #[command(flatten)]
+    database: event_store::DatabaseConfig,
+    /// Projections to rebuild (product_catalog, basket_view, order_view,
+    /// sales_daily, search: a new index, then an alias swap).
+    names: Vec<String>,
+    /// Rebuild every projection.
+    #[arg(long)]
+    all: bool,
+    #[command(flatten)]
+    search: projections::search::SearchConfig,
+    /// Keep the replaced tables, in a schema the output names.
+    #[arg(long)]
+    keep: bool,
+    /// Only report how many events each projection would read.
+    #[arg(long)]
+    dry_run: bool,
+    /// Build a snapshot of the view as it stood at this time (RFC 3339;
+    /// events that occurred at or before it), into a new table.
+    #[arg(long, conflicts_with = "to_position")]
+    as_of: Option<chrono::DateTime<chrono::Utc>>,
+    /// Build a snapshot of the view up to this global position (inclusive),
+    /// into a new table.
+    #[arg(long)]
+    to_position: Option<i64>,
+    /// The snapshot table's name (default: <table>_asof_<time> or
+    /// <table>_pos_<position>).
+    #[arg(long, requires = "snapshot")]
+    snapshot_name: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -152,11 +215,23 @@ struct QueryApiArgs {
     listen: SocketAddr,
 }
 
-fn init_logging(format: LogFormat) {
+/// Whether the command's logs go to stderr: one-shot commands print their
+/// results on stdout.
+fn logs_to_stderr(command: &Command) -> bool {
+    matches!(command, Command::Projections { .. })
+}
+
+fn init_logging(format: LogFormat, stderr: bool) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let writer = tracing_subscriber::fmt::writer::BoxMakeWriter::new(std::io::stdout);
+    let writer = if stderr {
+        tracing_subscriber::fmt::writer::BoxMakeWriter::new(std::io::stderr)
+    } else {
+        writer
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stdout);
+        .with_writer(writer);
     match format {
         LogFormat::Json => builder
             .json()
@@ -318,7 +393,7 @@ async fn query_api(args: QueryApiArgs) -> anyhow::Result<()> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    init_logging(cli.log_format, logs_to_stderr(&cli.command));
     match cli.command {
         Command::Serve(args) => serve(*args).await,
         Command::Relay {
@@ -372,6 +447,49 @@ async fn main() -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string_pretty(&statuses)?);
             } else {
                 print!("{}", projections::status::table(&statuses));
+            }
+            Ok(())
+        }
+        Command::Projections {
+            command: ProjectionsCommand::Rebuild(args),
+        } => {
+            event_store::migrate(&args.database)
+                .await
+                .context("failed to migrate the database")?;
+            let chosen = projections::replay::select(&args.names, args.all)?;
+            let snapshot = match (args.as_of, args.to_position) {
+                (Some(at), _) => Some(projections::replay::Cut::AsOf(at)),
+                (None, Some(position)) => Some(projections::replay::Cut::ToPosition(position)),
+                (None, None) => None,
+            };
+            let options = projections::replay::RebuildOptions {
+                keep: args.keep,
+                dry_run: args.dry_run,
+                snapshot,
+                snapshot_name: args.snapshot_name,
+            };
+            projections::replay::rebuild(&args.database, &chosen, &args.search, &options).await
+        }
+        Command::Projections {
+            command:
+                ProjectionsCommand::Verify {
+                    database,
+                    names,
+                    all,
+                    search,
+                    keep,
+                    json,
+                },
+        } => {
+            let chosen = projections::replay::select(&names, all)?;
+            let report = projections::replay::verify(&database, &chosen, &search, keep).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", projections::replay::report_table(&report));
+            }
+            if !report.clean() {
+                std::process::exit(1);
             }
             Ok(())
         }

@@ -5,6 +5,7 @@ pub mod event;
 pub mod position;
 pub mod projector;
 pub mod relay;
+pub mod replay;
 pub mod search;
 pub mod status;
 pub mod views;

@@ -43,6 +43,12 @@ pub trait Projection: Send + Sync + 'static {
 
     /// Applies one event.
     async fn apply(&self, db: &mut PgConnection, event: &Event) -> Result<(), sqlx::Error>;
+
+    /// The tables it owns, the main one first; a rebuild replaces them all.
+    fn tables(&self) -> &'static [crate::replay::Table];
+
+    /// Computes its rows from whole histories, for rebuilds.
+    fn fold(&self) -> Box<dyn crate::replay::Fold>;
 }
 
 /// The projectors' own options (the broker and topics come from
@@ -351,10 +357,29 @@ pub async fn apply_message(
     event: &Event,
 ) -> Result<bool, Failure> {
     let mut tx = pool.begin().await?;
+    // A rebuild swapping the projection's tables waits for this
+    // transaction, and holds the next one back until it is done.
+    sqlx::query("SELECT pg_advisory_xact_lock_shared(hashtext($1))")
+        .bind(crate::replay::swap_lock(projection.name()))
+        .execute(&mut *tx)
+        .await?;
     record_offset(&mut tx, projection.name(), source, Some(event)).await?;
+    let applied = take(&mut tx, projection, event).await?;
+    tx.commit().await?;
+    Ok(applied)
+}
+
+/// Claims `event` for the projection and applies it, after the events of
+/// its aggregate that should have come before it and did not. Returns
+/// false when it had been applied already.
+pub(crate) async fn take(
+    db: &mut PgConnection,
+    projection: &dyn Projection,
+    event: &Event,
+) -> Result<bool, Failure> {
     let envelope = &event.envelope;
     let claim = claim(
-        &mut tx,
+        &mut *db,
         projection.name(),
         &envelope.aggregateid,
         envelope.aggregatesequence,
@@ -362,14 +387,13 @@ pub async fn apply_message(
     .await?;
     if let Claim::Gap { held } = claim {
         let upcasters = event_schemas::upcasters();
-        for missing in missing_events(&mut tx, projection.name(), event, held, &upcasters).await? {
-            projection.apply(&mut tx, &missing).await?;
+        for missing in missing_events(&mut *db, projection.name(), event, held, &upcasters).await? {
+            projection.apply(&mut *db, &missing).await?;
         }
     }
     if claim != Claim::Taken {
-        projection.apply(&mut tx, event).await?;
+        projection.apply(&mut *db, event).await?;
     }
-    tx.commit().await?;
     Ok(claim != Claim::Taken)
 }
 
@@ -600,7 +624,9 @@ pub fn pool(database: &event_store::DatabaseConfig) -> Result<PgPool, sqlx::Erro
     event_store::connect_with(
         database,
         event_store::READ_MODEL_WRITER,
-        &[("synchronous_commit", "off")],
+        // The views spell times in JSON in the session's time zone: UTC,
+        // whatever the server's default, as rebuilds do.
+        &[("synchronous_commit", "off"), ("TimeZone", "UTC")],
     )
 }
 

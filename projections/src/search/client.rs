@@ -177,6 +177,76 @@ impl SearchClient {
         )))
     }
 
+    /// Creates `index` with `mappings` and no alias (a rebuild's new
+    /// index, swapped in later with [`Self::update_aliases`]).
+    pub async fn create_index(&self, index: &str, mappings: &Value) -> Result<(), SearchError> {
+        let (status, body) = self
+            .send(
+                self.request(reqwest::Method::PUT, &format!("/{index}"))
+                    .json(&json!({ "mappings": mappings })),
+            )
+            .await?;
+        if status.is_success() {
+            Ok(())
+        } else {
+            Err(SearchError::Refused(format!(
+                "creating {index}: {status}: {body}"
+            )))
+        }
+    }
+
+    /// The concrete indices `alias` points at (none when it does not exist).
+    pub async fn alias_indices(&self, alias: &str) -> Result<Vec<String>, SearchError> {
+        let (status, body) = self
+            .send(self.request(reqwest::Method::GET, &format!("/_alias/{alias}")))
+            .await?;
+        if status == StatusCode::NOT_FOUND {
+            return Ok(Vec::new());
+        }
+        if !status.is_success() {
+            return Err(SearchError::Refused(format!(
+                "reading the alias {alias}: {status}: {body}"
+            )));
+        }
+        let mut indices: Vec<String> = body
+            .as_object()
+            .map(|indices| indices.keys().cloned().collect())
+            .unwrap_or_default();
+        indices.sort();
+        Ok(indices)
+    }
+
+    /// Applies alias `actions` (`add`, `remove`) in one atomic request.
+    pub async fn update_aliases(&self, actions: &[Value]) -> Result<(), SearchError> {
+        let (status, body) = self
+            .send(
+                self.request(reqwest::Method::POST, "/_aliases")
+                    .json(&json!({ "actions": actions })),
+            )
+            .await?;
+        if status.is_success() {
+            Ok(())
+        } else {
+            Err(SearchError::Refused(format!(
+                "updating aliases: {status}: {body}"
+            )))
+        }
+    }
+
+    /// Deletes `index`; one that does not exist is already gone.
+    pub async fn delete_index(&self, index: &str) -> Result<(), SearchError> {
+        let (status, body) = self
+            .send(self.request(reqwest::Method::DELETE, &format!("/{index}")))
+            .await?;
+        if status.is_success() || status == StatusCode::NOT_FOUND {
+            Ok(())
+        } else {
+            Err(SearchError::Refused(format!(
+                "deleting {index}: {status}: {body}"
+            )))
+        }
+    }
+
     /// The current version and `_source` of each found document.
     pub async fn mget(
         &self,

@@ -5,6 +5,26 @@ use sqlx::{PgConnection, Row};
 
 use crate::event::{Event, Payload};
 use crate::projector::Projection;
+use crate::replay::{Fold, Rows, Table};
+
+const TABLES: &[Table] = &[Table {
+    name: "basket_view",
+    columns: &[
+        "basket_id",
+        "customer_id",
+        "status",
+        "currency",
+        "lines",
+        "total_minor",
+        "item_count",
+        "order_id",
+        "opened_at",
+        "updated_at",
+        "version",
+    ],
+    key: &["basket_id"],
+    in_snapshot: true,
+}];
 
 /// `basket_view`: one row per basket with its lines, line totals and total.
 pub struct BasketView;
@@ -35,6 +55,14 @@ impl Projection for BasketView {
 
     fn aggregate_types(&self) -> &'static [&'static str] {
         &["Basket"]
+    }
+
+    fn tables(&self) -> &'static [Table] {
+        TABLES
+    }
+
+    fn fold(&self) -> Box<dyn Fold> {
+        Box::<BasketFold>::default()
     }
 
     async fn apply(&self, db: &mut PgConnection, event: &Event) -> Result<(), sqlx::Error> {
@@ -69,54 +97,8 @@ impl Projection for BasketView {
         let mut lines: Vec<Line> =
             serde_json::from_value(row.try_get("lines")?).unwrap_or_default();
         let mut currency: Option<String> = row.try_get("currency")?;
-        let mut status = "open";
-        let mut order_id = None;
-        match change {
-            BasketEvent::BasketOpened { .. } => {}
-            BasketEvent::ItemAdded {
-                product_id,
-                sku,
-                name,
-                unit_price,
-                quantity,
-            } => {
-                let mut line = Line {
-                    product_id: *product_id.as_uuid(),
-                    sku: sku.to_string(),
-                    name: name.to_string(),
-                    unit_price_minor: unit_price.minor,
-                    quantity: 0,
-                    line_total_minor: 0,
-                };
-                line.set_quantity(i64::from(*quantity));
-                lines.push(line);
-                currency.get_or_insert_with(|| unit_price.currency.to_string());
-            }
-            BasketEvent::ItemQuantityChanged {
-                product_id,
-                quantity,
-            } => {
-                if let Some(line) = lines
-                    .iter_mut()
-                    .find(|l| l.product_id == *product_id.as_uuid())
-                {
-                    line.set_quantity(i64::from(*quantity));
-                }
-            }
-            BasketEvent::ItemRemoved { product_id } => {
-                lines.retain(|l| l.product_id != *product_id.as_uuid())
-            }
-            BasketEvent::BasketCleared {} => lines.clear(),
-            BasketEvent::BasketCheckedOut { order_id: placed } => {
-                status = "checked_out";
-                order_id = Some(*placed.as_uuid());
-            }
-        }
-        if lines.is_empty() && status == "open" {
-            currency = None;
-        }
-        let total: i64 = lines.iter().map(|l| l.line_total_minor).sum();
-        let items: i64 = lines.iter().map(|l| l.quantity).sum();
+        let (status, order_id) = edit(&mut lines, &mut currency, change);
+        let (total, items) = totals(&lines);
         sqlx::query(
             "UPDATE basket_view SET lines = $2, currency = $3, total_minor = $4, item_count = $5, status = $6, \
                order_id = coalesce($7, order_id), version = $8, updated_at = $9 WHERE basket_id = $1",
@@ -133,5 +115,143 @@ impl Projection for BasketView {
         .execute(db)
         .await?;
         Ok(())
+    }
+}
+
+/// What a change other than opening does to the lines and currency; the
+/// basket's status and order after it.
+fn edit(
+    lines: &mut Vec<Line>,
+    currency: &mut Option<String>,
+    change: &BasketEvent,
+) -> (&'static str, Option<uuid::Uuid>) {
+    let mut status = "open";
+    let mut order_id = None;
+    match change {
+        BasketEvent::BasketOpened { .. } => {}
+        BasketEvent::ItemAdded {
+            product_id,
+            sku,
+            name,
+            unit_price,
+            quantity,
+        } => {
+            let mut line = Line {
+                product_id: *product_id.as_uuid(),
+                sku: sku.to_string(),
+                name: name.to_string(),
+                unit_price_minor: unit_price.minor,
+                quantity: 0,
+                line_total_minor: 0,
+            };
+            line.set_quantity(i64::from(*quantity));
+            lines.push(line);
+            currency.get_or_insert_with(|| unit_price.currency.to_string());
+        }
+        BasketEvent::ItemQuantityChanged {
+            product_id,
+            quantity,
+        } => {
+            if let Some(line) = lines
+                .iter_mut()
+                .find(|l| l.product_id == *product_id.as_uuid())
+            {
+                line.set_quantity(i64::from(*quantity));
+            }
+        }
+        BasketEvent::ItemRemoved { product_id } => {
+            lines.retain(|l| l.product_id != *product_id.as_uuid())
+        }
+        BasketEvent::BasketCleared {} => lines.clear(),
+        BasketEvent::BasketCheckedOut { order_id: placed } => {
+            status = "checked_out";
+            order_id = Some(*placed.as_uuid());
+        }
+    }
+    if lines.is_empty() && status == "open" {
+        *currency = None;
+    }
+    (status, order_id)
+}
+
+/// The total and item count of the lines.
+fn totals(lines: &[Line]) -> (i64, i64) {
+    (
+        lines.iter().map(|l| l.line_total_minor).sum(),
+        lines.iter().map(|l| l.quantity).sum(),
+    )
+}
+
+/// A `basket_view` row.
+struct BasketRow {
+    basket_id: uuid::Uuid,
+    customer_id: uuid::Uuid,
+    status: &'static str,
+    currency: Option<String>,
+    lines: Vec<Line>,
+    order_id: Option<uuid::Uuid>,
+    opened_at: chrono::DateTime<chrono::Utc>,
+    updated_at: chrono::DateTime<chrono::Utc>,
+    version: i64,
+}
+
+#[derive(Default)]
+struct BasketFold {
+    basket: Option<BasketRow>,
+}
+
+impl Fold for BasketFold {
+    fn apply(&mut self, event: &Event) {
+        let Payload::Basket(change) = &event.payload else {
+            return;
+        };
+        let (version, at) = (event.envelope.aggregatesequence, event.envelope.time);
+        if let BasketEvent::BasketOpened { customer_id } = change {
+            if self.basket.is_none() {
+                self.basket = Some(BasketRow {
+                    basket_id: event.aggregate_uuid(),
+                    customer_id: *customer_id.as_uuid(),
+                    status: "open",
+                    currency: None,
+                    lines: Vec::new(),
+                    order_id: None,
+                    opened_at: at,
+                    updated_at: at,
+                    version,
+                });
+            }
+            return;
+        }
+        let Some(basket) = &mut self.basket else {
+            return;
+        };
+        let (status, order_id) = edit(&mut basket.lines, &mut basket.currency, change);
+        basket.status = status;
+        basket.order_id = order_id.or(basket.order_id);
+        basket.version = version;
+        basket.updated_at = at;
+    }
+
+    fn end_aggregate(&mut self, out: &mut Rows) {
+        if let Some(b) = self.basket.take() {
+            let (total, items) = totals(&b.lines);
+            let lines = serde_json::to_value(&b.lines).unwrap_or_default();
+            out.row(
+                0,
+                &[
+                    &b.basket_id,
+                    &b.customer_id,
+                    &b.status,
+                    &b.currency,
+                    &lines,
+                    &total,
+                    &items,
+                    &b.order_id,
+                    &b.opened_at,
+                    &b.updated_at,
+                    &b.version,
+                ],
+            );
+        }
     }
 }

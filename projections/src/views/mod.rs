@@ -9,7 +9,7 @@ mod sales_daily;
 use std::sync::Arc;
 
 pub use basket_view::BasketView;
-pub use order_view::OrderView;
+pub use order_view::{OrderRecord, OrderView};
 pub use product_catalog::ProductCatalog;
 pub use sales_daily::SalesDaily;
 

@@ -1,9 +1,37 @@
+use std::collections::BTreeMap;
+
 use async_trait::async_trait;
+use chrono::NaiveDate;
 use domain::order::{OrderEvent, OrderLine};
 use sqlx::{PgConnection, Row};
+use uuid::Uuid;
 
 use crate::event::{Event, Payload};
 use crate::projector::Projection;
+use crate::replay::{Fold, Rows, Table};
+
+const TABLES: &[Table] = &[
+    Table {
+        name: "sales_daily",
+        columns: &[
+            "day",
+            "product_id",
+            "currency",
+            "sku",
+            "units",
+            "revenue_minor",
+            "orders",
+        ],
+        key: &["day", "product_id", "currency"],
+        in_snapshot: true,
+    },
+    Table {
+        name: "sales_daily_orders",
+        columns: &["order_id", "day", "lines"],
+        key: &["order_id"],
+        in_snapshot: false,
+    },
+];
 
 /// `sales_daily`: units sold and revenue per UTC day and product, net of
 /// cancellations, for analysts. A cancelled order is taken off the day it
@@ -50,6 +78,14 @@ impl Projection for SalesDaily {
         &["Order"]
     }
 
+    fn tables(&self) -> &'static [Table] {
+        TABLES
+    }
+
+    fn fold(&self) -> Box<dyn Fold> {
+        Box::<SalesFold>::default()
+    }
+
     async fn apply(&self, db: &mut PgConnection, event: &Event) -> Result<(), sqlx::Error> {
         let Payload::Order(change) = &event.payload else {
             return Ok(());
@@ -84,6 +120,92 @@ impl Projection for SalesDaily {
             OrderEvent::OrderPaid { .. }
             | OrderEvent::OrderShipped { .. }
             | OrderEvent::OrderDelivered {} => Ok(()),
+        }
+    }
+}
+
+/// One `sales_daily` row's figures.
+#[derive(Debug, Default)]
+struct Totals {
+    sku: String,
+    units: i64,
+    revenue_minor: i64,
+    orders: i64,
+}
+
+/// Holds the totals per day, product and currency (as many as the view
+/// has rows, however many events there are) and the current order.
+#[derive(Default)]
+struct SalesFold {
+    totals: BTreeMap<(NaiveDate, Uuid, String), Totals>,
+    /// The current order's id, day and lines, once placed.
+    placed: Option<(Uuid, NaiveDate, Vec<OrderLine>)>,
+}
+
+impl SalesFold {
+    fn book(&mut self, day: NaiveDate, lines: &[OrderLine], sign: i64) {
+        for line in lines {
+            let units = sign * i64::from(line.quantity);
+            let totals = self
+                .totals
+                .entry((
+                    day,
+                    *line.product_id.as_uuid(),
+                    line.unit_price.currency.as_str().to_owned(),
+                ))
+                .or_default();
+            totals.units += units;
+            totals.revenue_minor += units.saturating_mul(line.unit_price.minor);
+            totals.orders += sign;
+            line.sku.as_str().clone_into(&mut totals.sku);
+        }
+    }
+}
+
+impl Fold for SalesFold {
+    fn apply(&mut self, event: &Event) {
+        let Payload::Order(change) = &event.payload else {
+            return;
+        };
+        match change {
+            OrderEvent::OrderPlaced { lines, .. } if self.placed.is_none() => {
+                let day = event.envelope.time.date_naive();
+                self.book(day, lines, 1);
+                self.placed = Some((event.aggregate_uuid(), day, lines.clone()));
+            }
+            // Each cancellation takes the order off again, as the
+            // incremental statements do.
+            OrderEvent::OrderCancelled { .. } => {
+                if let Some((id, day, lines)) = self.placed.take() {
+                    self.book(day, &lines, -1);
+                    self.placed = Some((id, day, lines));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn end_aggregate(&mut self, out: &mut Rows) {
+        if let Some((order_id, day, lines)) = self.placed.take() {
+            let lines = serde_json::to_value(lines).unwrap_or_default();
+            out.row(1, &[&order_id, &day, &lines]);
+        }
+    }
+
+    fn end(&mut self, out: &mut Rows) {
+        for ((day, product_id, currency), totals) in std::mem::take(&mut self.totals) {
+            out.row(
+                0,
+                &[
+                    &day,
+                    &product_id,
+                    &currency,
+                    &totals.sku,
+                    &totals.units,
+                    &totals.revenue_minor,
+                    &totals.orders,
+                ],
+            );
         }
     }
 }
