@@ -2,6 +2,7 @@
 //! projectors that turn events into read models.
 
 pub mod event;
+pub mod export;
 pub mod position;
 pub mod projector;
 pub mod relay;
