@@ -7,6 +7,10 @@
 //! by `CONSISTENCY_TIMEOUT_MS` from the start of the request; past it the
 //! field fails with `CONSISTENCY_TIMEOUT`, naming the projection.
 //!
+//! A field that reads the event store itself (`orderAsOf`) declares no
+//! projection and never waits: the command's transaction committed its
+//! events before the command answered with the token.
+//!
 //! A token covers its own command. A client that made several commands
 //! (placed three orders, then lists them) sends all their tokens,
 //! comma-separated, up to [`MAX_TOKENS`].

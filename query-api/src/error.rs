@@ -56,6 +56,22 @@ impl From<sqlx::Error> for QueryError {
     }
 }
 
+impl From<event_store::StoreError> for QueryError {
+    fn from(error: event_store::StoreError) -> Self {
+        tracing::error!(error = %error, "event store query failed");
+        Self::Unavailable
+    }
+}
+
+/// A stored event that does not decode into the current schema: the store's
+/// fault, not the client's; logged with the cause.
+impl From<projections::event::DecodeError> for QueryError {
+    fn from(error: projections::event::DecodeError) -> Self {
+        tracing::error!(error = %error, "stored event could not be decoded");
+        Self::Unavailable
+    }
+}
+
 impl From<projections::search::SearchError> for QueryError {
     fn from(error: projections::search::SearchError) -> Self {
         tracing::error!(error = %error, "search query failed");

@@ -1,12 +1,16 @@
-//! Every SQL statement the GraphQL API runs, over the projections' tables.
-//! Resolvers call these and never write SQL themselves. Each statement is
-//! counted (`eshop_graphql_sql_statements_total`, and [`ReadModels::statements`]
+//! Every SQL statement the GraphQL API runs, over the projections' tables
+//! (and, for `orderAsOf`, over the event store's `events`). Resolvers call
+//! these and never write SQL themselves. Each statement is counted
+//! (`eshop_graphql_sql_statements_total`, and [`ReadModels::statements`]
 //! for tests that check a nested query stays a fixed number of them).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use chrono::{DateTime, NaiveDate, Utc};
+use event_store::StoreError;
+use event_store::feed::RecordedEvent;
+use projections::views::OrderRecord;
 use serde_json::Value;
 use sqlx::{FromRow, PgPool};
 use uuid::Uuid;
@@ -59,6 +63,30 @@ pub struct OrderRow {
     pub placed_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub version: i64,
+}
+
+/// The row `order_view` would hold for these events, as
+/// [`OrderRecord::from_events`] folds them.
+impl From<OrderRecord> for OrderRow {
+    fn from(order: OrderRecord) -> Self {
+        Self {
+            order_id: order.order_id,
+            customer_id: order.customer_id,
+            basket_id: order.basket_id,
+            status: order.status.to_owned(),
+            total_minor: order.total_minor,
+            currency: order.currency,
+            lines: order.lines,
+            shipping_address: order.shipping_address,
+            payment_reference: order.payment_reference,
+            tracking_number: order.tracking_number,
+            cancellation_reason: order.cancellation_reason,
+            status_history: Value::Array(order.status_history),
+            placed_at: order.placed_at,
+            updated_at: order.updated_at,
+            version: order.version,
+        }
+    }
 }
 
 #[derive(Debug, Clone, FromRow)]
@@ -196,6 +224,15 @@ impl ReadModels {
         .bind(id)
         .fetch_optional(&self.pool)
         .await
+    }
+
+    /// Every event of one order, in sequence order, from the event store
+    /// itself rather than a projection: what `orderAsOf` folds. A command's
+    /// events are committed before it answers, so they are all here as soon
+    /// as its response is (no projection to wait for).
+    pub async fn order_events(&self, id: Uuid) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.count();
+        event_store::feed::read_aggregate(&self.pool, "Order", &id.to_string(), 0, i64::MAX).await
     }
 
     /// A page of a customer's orders, newest first, after the `(placed_at,

@@ -724,10 +724,9 @@ async fn with_its_token_a_query_sees_the_command_every_time() {
     eprintln!("without the token, {stale_without} of {repetitions} reads were stale");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_lagging_projection_times_out_with_its_name_and_bad_tokens_are_refused() {
-    // The command side and the GraphQL API, but no relay or projectors:
-    // nothing will ever reach the views.
+/// The command side and the GraphQL API (consistency timeout 300 ms), but
+/// no relay or projectors: nothing ever reaches the views.
+async fn without_projectors(name: &str) -> (TestApp, eshop_tests::graphql::TestGraphql) {
     let app = TestApp::spawn().await;
     let broker = eshop_tests::TestBroker::new();
     let search = eshop_tests::TestSearch::new(&broker.prefix).await;
@@ -735,13 +734,21 @@ async fn a_lagging_projection_times_out_with_its_name_and_bad_tokens_are_refused
         &app,
         &broker,
         &search,
-        "gql-timeout",
+        name,
         query_api::QueryConfig {
             consistency_timeout_ms: 300,
             ..query_api::QueryConfig::default()
         },
     )
     .await;
+    (app, gql)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_lagging_projection_times_out_with_its_name_and_bad_tokens_are_refused() {
+    // The command side and the GraphQL API, but no relay or projectors:
+    // nothing will ever reach the views.
+    let (app, gql) = without_projectors("gql-timeout").await;
     let (id, registered) = product(&app, "LATE-1", "Late", "x", 100).await;
     let started = Instant::now();
     let response = gql
@@ -1010,4 +1017,240 @@ async fn an_independent_python_client_queries_and_subscribes() {
     assert_eq!(pushed["customerOrders"]["total"]["amount"], 1100);
     let status = child.wait().await.expect("exits");
     assert!(status.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn order_as_of_rebuilds_the_order_as_it_stood_at_each_moment() {
+    let side = ReadSide::start("gql-as-of").await;
+    let (app, gql) = (&side.app, &side.graphql);
+    let (mug, registered) = product(app, "ASOF-1", "Time mug", "x", 800).await;
+    let customer = Uuid::now_v7();
+    let basket = basket_of(app, customer).await;
+    accepted(app.add_item(basket, mug, 2).await);
+
+    // Each moment is taken between two commands: after the one before has
+    // answered, before the next is sent.
+    let before_placing = chrono::Utc::now();
+    let checkout = accepted(app.checkout(basket).await);
+    let order = checkout.id();
+    let placed = chrono::Utc::now();
+    let pay = accepted(
+        app.post(
+            &format!("/orders/{order}/pay"),
+            json!({"payment_reference": "PAY-T", "amount": {"amount_minor": 1600, "currency": "EUR"}}),
+        )
+        .await,
+    );
+    let paid = chrono::Utc::now();
+    let ship = accepted(
+        app.post(
+            &format!("/orders/{order}/ship"),
+            json!({"tracking_number": "TRACK-T"}),
+        )
+        .await,
+    );
+    let shipped = chrono::Utc::now();
+
+    let as_of = |at: Value| async move {
+        gql.query(
+            &format!(
+                "query($id: ID!, $at: DateTime!) {{ orderAsOf(id: $id, at: $at) {{ {ORDER_FIELDS} }} }}"
+            ),
+            json!({"id": order, "at": at}),
+        )
+        .await
+    };
+    let statuses = |order: &Value| -> Vec<String> {
+        order["statusHistory"]
+            .as_array()
+            .expect("statusHistory")
+            .iter()
+            .map(|change| change["status"].as_str().expect("status").to_owned())
+            .collect()
+    };
+    let expected = [
+        (placed, "PLACED", 1, None, None),
+        (paid, "PAID", 2, Some("PAY-T"), None),
+        (shipped, "SHIPPED", 3, Some("PAY-T"), Some("TRACK-T")),
+    ];
+    for (at, status, version, payment, tracking) in expected {
+        let then = data(as_of(json!(at)).await)["orderAsOf"].clone();
+        assert_eq!(then["id"], order.to_string());
+        assert_eq!(then["status"], status, "at {at}: {then}");
+        assert_eq!(then["version"], version, "at {at}");
+        let history = statuses(&then);
+        assert_eq!(history.len(), version, "at {at}: {history:?}");
+        assert_eq!(history.last().map(String::as_str), Some(status));
+        assert_eq!(then["paymentReference"], json!(payment), "at {at}");
+        assert_eq!(then["trackingNumber"], json!(tracking), "at {at}");
+        assert_eq!(
+            then["total"],
+            json!({"amount": 1600, "currency": "EUR", "formatted": "16.00 EUR"})
+        );
+        assert_eq!(then["lines"][0]["sku"], "ASOF-1");
+        assert_eq!(then["lines"][0]["quantity"], 2);
+        assert_eq!(then["shippingAddress"]["city"], "London");
+        assert_eq!(then["customerId"], customer.to_string());
+    }
+
+    // An event counts from the moment it occurred, to the microsecond: at
+    // the payment's own time the order is paid, a microsecond before it is
+    // not.
+    let history = data(as_of(json!(shipped)).await)["orderAsOf"]["statusHistory"].clone();
+    let paid_at: chrono::DateTime<chrono::Utc> =
+        serde_json::from_value(history[1]["at"].clone()).expect("a time");
+    let at_payment = data(as_of(json!(paid_at)).await)["orderAsOf"].clone();
+    assert_eq!(
+        (&at_payment["status"], &at_payment["version"]),
+        (&json!("PAID"), &json!(2))
+    );
+    let just_before =
+        data(as_of(json!(paid_at - chrono::TimeDelta::microseconds(1))).await)["orderAsOf"].clone();
+    assert_eq!(
+        (&just_before["status"], &just_before["version"]),
+        (&json!("PLACED"), &json!(1))
+    );
+
+    // Before it was placed, and an order that never was: NOT_FOUND, null.
+    for (id, at) in [
+        (order.to_string(), before_placing),
+        (Uuid::now_v7().to_string(), shipped),
+    ] {
+        let response = gql
+            .query(
+                "query($id: ID!, $at: DateTime!) { orderAsOf(id: $id, at: $at) { id } }",
+                json!({"id": id, "at": at}),
+            )
+            .await;
+        assert_eq!(
+            error_codes(&response),
+            ["NOT_FOUND"],
+            "{id} at {at}: {response}"
+        );
+        assert_eq!(response["data"]["orderAsOf"], Value::Null);
+    }
+    // A malformed id or time: BAD_USER_INPUT.
+    for (id, at) in [
+        (json!("not-a-uuid"), json!(shipped)),
+        (json!(order), json!("yesterday")),
+        (json!(order), json!("2026-13-01T00:00:00Z")),
+    ] {
+        let response = gql
+            .query(
+                "query($id: ID!, $at: DateTime!) { orderAsOf(id: $id, at: $at) { id } }",
+                json!({"id": id, "at": at}),
+            )
+            .await;
+        assert_eq!(
+            error_codes(&response),
+            ["BAD_USER_INPUT"],
+            "{id} at {at}: {response}"
+        );
+    }
+    let inline = gql
+        .query(
+            &format!("{{ orderAsOf(id: \"{order}\", at: \"last tuesday\") {{ id }} }}"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(error_codes(&inline), ["BAD_USER_INPUT"], "{inline}");
+
+    // One statement per call, whatever the order's length; the nested
+    // products one more, in one batch.
+    let before = gql.statements();
+    data(
+        gql.query(
+            "query($id: ID!, $at: DateTime!) { orderAsOf(id: $id, at: $at) {
+               status statusHistory { at } lines { sku } } }",
+            json!({"id": order, "at": shipped}),
+        )
+        .await,
+    );
+    assert_eq!(gql.statements() - before, 1);
+    let before = gql.statements();
+    data(as_of(json!(shipped)).await);
+    assert_eq!(gql.statements() - before, 2);
+
+    // Now, it is the order the view holds, field by field (with the
+    // commands' tokens, once the view and the catalog caught up).
+    let now = chrono::Utc::now();
+    let both = data(
+        gql.query_after(
+            &[&registered, &token(&checkout), &token(&pay), &token(&ship)]
+                .map(String::as_str)
+                .join(","),
+            &format!(
+                "query($id: ID!, $at: DateTime!) {{
+                   asOf: orderAsOf(id: $id, at: $at) {{ {ORDER_FIELDS} }}
+                   view: order(id: $id) {{ {ORDER_FIELDS} }} }}"
+            ),
+            json!({"id": order, "at": now}),
+        )
+        .await,
+    );
+    assert_eq!(both["view"]["status"], "SHIPPED");
+    assert_eq!(both["view"]["lines"][0]["product"]["name"], "Time mug");
+    let (as_of_now, view) = (
+        both["asOf"].as_object().expect("orderAsOf"),
+        both["view"].as_object().expect("order"),
+    );
+    assert_eq!(
+        as_of_now.keys().collect::<Vec<_>>(),
+        view.keys().collect::<Vec<_>>()
+    );
+    for (field, value) in view {
+        assert_eq!(&as_of_now[field], value, "{field}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn order_as_of_reads_the_event_store_so_a_token_never_waits_for_a_projection() {
+    // The command side and the GraphQL API, but no relay or projectors:
+    // `order_view` never gets the order, the event store has it at once.
+    let (app, gql) = without_projectors("gql-as-of-ryw").await;
+    let (mug, _) = product(&app, "ASOF-2", "Mug", "x", 450).await;
+    let (order, placed) = order_of(&app, Uuid::now_v7(), mug, 3).await;
+    let paid = accepted(
+        app.post(
+            &format!("/orders/{order}/pay"),
+            json!({"payment_reference": "PAY-R", "amount": {"amount_minor": 1350, "currency": "EUR"}}),
+        )
+        .await,
+    );
+
+    let started = Instant::now();
+    let response = gql
+        .query_after(
+            &format!("{placed},{}", token(&paid)),
+            "query($id: ID!, $at: DateTime!) { orderAsOf(id: $id, at: $at) {
+               status version paymentReference total { amount } } }",
+            json!({"id": order, "at": chrono::Utc::now()}),
+        )
+        .await;
+    assert_eq!(
+        data(response)["orderAsOf"],
+        json!({"status": "PAID", "version": 2, "paymentReference": "PAY-R", "total": {"amount": 1350}})
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(300),
+        "waited {:?}",
+        started.elapsed()
+    );
+    // The same token makes `order` wait for its view, in vain.
+    let response = gql
+        .query_after(
+            &token(&paid),
+            "query($id: ID!) { order(id: $id) { status } }",
+            json!({"id": order}),
+        )
+        .await;
+    assert_eq!(
+        error_codes(&response),
+        ["CONSISTENCY_TIMEOUT"],
+        "{response}"
+    );
+    assert_eq!(
+        response["errors"][0]["extensions"]["projection"],
+        "order_view"
+    );
 }

@@ -13,6 +13,7 @@ mod search;
 
 use async_graphql::dataloader::DataLoader;
 use async_graphql::{Context, EmptyMutation, ID, MergedObject, Schema};
+use chrono::{DateTime, SecondsFormat, Utc};
 use uuid::Uuid;
 
 use crate::config::QueryConfig;
@@ -117,6 +118,17 @@ pub(crate) fn parse_id(id: &ID, what: &str) -> QueryResult<Uuid> {
 pub(crate) fn not_found(what: &str, id: Uuid) -> async_graphql::Error {
     use async_graphql::ErrorExtensions;
     QueryError::NotFound(format!("no {what} with id {id}")).extend()
+}
+
+/// The error of a lookup by id at a moment when there was nothing with
+/// this id (yet).
+pub(crate) fn not_found_at(what: &str, id: Uuid, at: DateTime<Utc>) -> async_graphql::Error {
+    use async_graphql::ErrorExtensions;
+    QueryError::NotFound(format!(
+        "no {what} with id {id} existed at {}",
+        at.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+    ))
+    .extend()
 }
 
 /// A connection's page size for the complexity estimate: what `first`

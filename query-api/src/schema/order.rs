@@ -1,13 +1,16 @@
 use async_graphql::connection::{Connection, Edge};
 use async_graphql::{Context, Enum, ID, Object, SimpleObject};
 use chrono::{DateTime, Utc};
+use event_store::feed::RecordedEvent;
+use projections::event::Event;
+use projections::views::OrderRecord;
 use serde::Deserialize;
 use serde_json::json;
 use uuid::Uuid;
 
 use super::product::{Product, catalog_product};
 use super::scalars::Money;
-use super::{Services, count, not_found, parse_id, read};
+use super::{Services, count, not_found, not_found_at, parse_id, read};
 use crate::consistency::ReadModel;
 use crate::cursor::{Cursor, Listing, page_size};
 use crate::error::{Coded, QueryError, QueryResult};
@@ -201,6 +204,33 @@ impl OrderQueries {
             .ok_or_else(|| not_found("order", id))
     }
 
+    /// The order as it stood at `at`, rebuilt from its own events in the
+    /// event store rather than read from `order_view`: its events in
+    /// sequence order up to the first that occurred after `at` (an event
+    /// occurs when its command is handled), folded exactly as the
+    /// `order_view` projection folds them. Every field reads as `order`
+    /// would have then, except `lines.product`, which is the catalog's
+    /// product now. An `at` in the future gives the order as it stands now.
+    /// Null with a `NOT_FOUND` error when there is no order with this id or
+    /// it had not been placed by `at`. It reads no projection, so
+    /// `X-Consistency-Token` never makes it wait: a command's events are in
+    /// the store by the time the command answers.
+    async fn order_as_of(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        at: DateTime<Utc>,
+    ) -> QueryResult<Option<Order>> {
+        let id = parse_id(&id, "order")?;
+        // The event store is no projection: nothing to wait for.
+        let services = read(ctx, &[]).await?;
+        let events = services.read_models.order_events(id).await.coded()?;
+        let order = order_as_of(&events, at).coded()?;
+        order
+            .map(|row| Some(Order(row)))
+            .ok_or_else(|| not_found_at("order", id, at))
+    }
+
     /// A customer's orders, newest first; optionally of one status and
     /// placed in `[placedAfter, placedBefore)`.
     #[graphql(complexity = "count(first) * child_complexity")]
@@ -271,4 +301,128 @@ pub(crate) async fn orders_in_order(services: &Services, ids: &[Uuid]) -> QueryR
         }
     }
     Ok(ordered)
+}
+
+/// The `order_view` row that an order's events up to `at` make: those in
+/// sequence order until the first that occurred after `at`. A prefix, never
+/// a selection: should two command processes' clocks disagree, a later
+/// event may carry an earlier time, and skipping the one between would fold
+/// a state the order never had (shipped, but not paid). None before the
+/// order was placed.
+fn order_as_of(
+    recorded: &[RecordedEvent],
+    at: DateTime<Utc>,
+) -> Result<Option<OrderRow>, QueryError> {
+    let upcasters = event_schemas::upcasters();
+    let mut events = Vec::with_capacity(recorded.len());
+    for recorded in recorded {
+        let event = Event::from_recorded(recorded, &upcasters)?;
+        if event.envelope.time > at {
+            break;
+        }
+        events.push(event);
+    }
+    Ok(OrderRecord::from_events(&events).map(OrderRow::from))
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::{DateTime, Utc};
+    use event_store::feed::{GlobalPosition, RecordedEvent};
+    use serde_json::{Value, json};
+
+    use super::order_as_of;
+
+    const ORDER: &str = "0193a0b0-0000-7000-8000-0000000000aa";
+
+    fn at(text: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(text)
+            .expect("RFC 3339")
+            .with_timezone(&Utc)
+    }
+
+    fn recorded(sequence: i64, occurred_at: &str, event_type: &str, data: Value) -> RecordedEvent {
+        RecordedEvent {
+            global: GlobalPosition {
+                transaction_id: 1,
+                position: sequence,
+            },
+            aggregate_type: "Order".into(),
+            aggregate_id: ORDER.into(),
+            sequence,
+            event_type: event_type.into(),
+            event_version: "1.0".into(),
+            payload: json!({ event_type: data }),
+            metadata: json!({ "occurred_at": occurred_at }),
+            recorded_at: at(occurred_at),
+        }
+    }
+
+    /// Placed at :01, paid at :03, shipped at :02: the shipment's process
+    /// ran on a clock behind the payment's.
+    fn skewed() -> Vec<RecordedEvent> {
+        vec![
+            recorded(
+                1,
+                "2026-03-01T10:00:01Z",
+                "OrderPlaced",
+                json!({
+                    "customer_id": "0193a0b0-0000-7000-8000-000000000001",
+                    "basket_id": "0193a0b0-0000-7000-8000-000000000002",
+                    "lines": [{"product_id": "0193a0b0-0000-7000-8000-000000000003", "sku": "MUG-1",
+                               "name": "Mug", "unit_price": {"amount_minor": 500, "currency": "EUR"},
+                               "quantity": 2}],
+                    "total": {"amount_minor": 1000, "currency": "EUR"},
+                    "shipping_address": {"recipient": "Ada", "line1": "1 Road", "city": "London",
+                                         "postal_code": "N1", "country": "GB"}
+                }),
+            ),
+            recorded(
+                2,
+                "2026-03-01T10:00:03Z",
+                "OrderPaid",
+                json!({"payment_reference": "PAY-1", "amount": {"amount_minor": 1000, "currency": "EUR"}}),
+            ),
+            recorded(
+                3,
+                "2026-03-01T10:00:02Z",
+                "OrderShipped",
+                json!({"tracking_number": "T-1"}),
+            ),
+        ]
+    }
+
+    #[test]
+    fn before_it_was_placed_there_is_no_order() {
+        let order = order_as_of(&skewed(), at("2026-03-01T10:00:00.999999Z")).expect("decodes");
+        assert!(order.is_none());
+    }
+
+    #[test]
+    fn an_event_counts_from_the_moment_it_occurred() {
+        let placed = order_as_of(&skewed(), at("2026-03-01T10:00:01Z"))
+            .expect("decodes")
+            .expect("placed");
+        assert_eq!((placed.status.as_str(), placed.version), ("placed", 1));
+        assert_eq!(placed.total_minor, 1000);
+        assert_eq!(placed.placed_at, at("2026-03-01T10:00:01Z"));
+    }
+
+    #[test]
+    fn a_later_event_with_an_earlier_time_never_skips_the_one_between() {
+        // At :02 the shipment had occurred by its own clock, but the payment
+        // before it had not: the order stands as placed, not shipped unpaid.
+        let order = order_as_of(&skewed(), at("2026-03-01T10:00:02.5Z"))
+            .expect("decodes")
+            .expect("placed");
+        assert_eq!((order.status.as_str(), order.version), ("placed", 1));
+        assert_eq!(order.tracking_number, None);
+        let shipped = order_as_of(&skewed(), at("2026-03-01T10:00:03Z"))
+            .expect("decodes")
+            .expect("placed");
+        assert_eq!((shipped.status.as_str(), shipped.version), ("shipped", 3));
+        assert_eq!(shipped.payment_reference.as_deref(), Some("PAY-1"));
+        assert_eq!(shipped.tracking_number.as_deref(), Some("T-1"));
+        assert_eq!(shipped.status_history.as_array().map(Vec::len), Some(3));
+    }
 }
