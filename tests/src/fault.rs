@@ -231,11 +231,29 @@ pub async fn scratch_build(db: &TestDb) -> Projected {
     let env = EshopEnv::new(&scratch, &broker, &search, "scratch");
     let mut relay = env.spawn(&["relay"]);
     let mut projector = env.spawn(&["project"]);
+    eprintln!(
+        "from-scratch build: relay log {}, projector log {}",
+        relay.log.display(),
+        projector.log.display()
+    );
     caught_up(&env, Duration::from_secs(300)).await;
     assert!(
         relay.running() && projector.running(),
         "a scratch process exited"
     );
+    // Events the live system took cannot be poison to a fresh one: a dead
+    // letter here is a bug, not data.
+    let statuses: Value =
+        serde_json::from_str(&env.run(&["projections", "status", "--json"])).expect("status json");
+    for status in statuses.as_array().expect("statuses") {
+        assert_eq!(
+            status["dead_letters"],
+            0,
+            "the from-scratch build dead-lettered events of {}; see {}",
+            status["projection"],
+            projector.log.display()
+        );
+    }
     let built = Projected::read(&scratch, &search).await;
     relay.kill();
     projector.kill();

@@ -17,6 +17,7 @@ mod broker;
 mod db;
 pub mod fault;
 pub mod graphql;
+pub mod history;
 pub mod pgbench;
 mod process;
 mod search;

@@ -69,6 +69,23 @@ impl EshopEnv {
         }
     }
 
+    /// The environment of a command that needs the database only (no
+    /// broker, no search server), such as `eshop events export`.
+    pub fn for_database(db: &TestDb, name: &str) -> Self {
+        let vars = [
+            ("DATABASE_URL", db.url.clone()),
+            ("LOG_FORMAT", "json".to_owned()),
+            ("RUST_LOG", "warn,eshop_projections=info".to_owned()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        Self {
+            vars,
+            name: name.to_owned(),
+        }
+    }
+
     /// Sets (or overrides) one variable.
     #[must_use]
     pub fn with(mut self, key: &str, value: &str) -> Self {
@@ -77,7 +94,9 @@ impl EshopEnv {
         self
     }
 
-    fn command(&self, args: &[&str]) -> Command {
+    /// `eshop <args>` with this environment (and only `PATH` and `HOME`
+    /// besides), for a test that wires its standard streams itself.
+    pub fn command(&self, args: &[&str]) -> Command {
         let mut command = Command::new(eshop_bin());
         command.args(args).env_clear();
         for key in ["PATH", "HOME"] {
@@ -115,10 +134,15 @@ impl EshopEnv {
             .unwrap_or_else(|error| panic!("eshop {args:?} failed: {error}"))
     }
 
+    /// Runs `eshop <args>` to completion: its exit status and output.
+    pub fn output(&self, args: &[&str]) -> std::process::Output {
+        self.command(args).output().expect("eshop runs")
+    }
+
     /// Runs `eshop <args>` to completion: its stdout, or its stderr when it
     /// fails.
     pub fn try_run(&self, args: &[&str]) -> Result<String, String> {
-        let output = self.command(args).output().expect("eshop runs");
+        let output = self.output(args);
         if output.status.success() {
             Ok(String::from_utf8_lossy(&output.stdout).into_owned())
         } else {

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use eshop_tests::fault::{Projected, caught_up, chaos, scratch_build, shop_load};
-use eshop_tests::{ProcessStack, TestBroker, TestDb, TestSearch, eventually, free_port};
+use eshop_tests::{EshopEnv, ProcessStack, TestBroker, TestDb, TestSearch, eventually, free_port};
 
 async fn count(db: &TestDb, sql: &str) -> i64 {
     sqlx::query_scalar(sql)
@@ -20,9 +20,22 @@ async fn count(db: &TestDb, sql: &str) -> i64 {
         .expect("count")
 }
 
-/// No event lost and none applied twice: one order row per OrderPlaced, and
-/// the views equal a from-scratch build.
-async fn assert_complete(db: &TestDb, search: &TestSearch) {
+/// No event lost and none applied twice: one order row per OrderPlaced, the
+/// views equal a from-scratch build by fresh processes, and `eshop
+/// projections verify` (the audit operators schedule) finds nothing.
+async fn assert_complete(db: &TestDb, search: &TestSearch, env: &EshopEnv) {
+    let verify = {
+        let env = env.clone();
+        tokio::task::spawn_blocking(move || env.output(&["projections", "verify", "--all"]))
+            .await
+            .expect("verify ran")
+    };
+    let report = String::from_utf8_lossy(&verify.stdout);
+    assert!(
+        verify.status.success() && report.contains("every view equals its history"),
+        "verify found differences:\n{report}\n{}",
+        String::from_utf8_lossy(&verify.stderr)
+    );
     let placed = count(
         db,
         "SELECT count(*) FROM events WHERE event_type = 'OrderPlaced'",
@@ -95,7 +108,7 @@ async fn kill_9_of_relay_and_projector_under_load_loses_nothing() {
     for (process, _) in &mut processes {
         assert!(process.running(), "see {}", process.log.display());
     }
-    assert_complete(&db, &search).await;
+    assert_complete(&db, &search, &env).await;
 }
 
 /// A tansu broker of this test's own, so that stopping it troubles no other
@@ -212,7 +225,7 @@ async fn a_broker_stopped_for_20_seconds_fails_no_command_and_the_lag_drains() {
 
     caught_up(&env, Duration::from_secs(180)).await;
     assert!(serve.running(), "see {}", serve.log.display());
-    assert_complete(&db, &search).await;
+    assert_complete(&db, &search, &env).await;
 }
 
 /// The partitions of `topic` a projection process was last assigned.
@@ -279,5 +292,5 @@ async fn two_projector_processes_share_the_partitions() {
             "{projection}: {a:?} and {b:?} overlap"
         );
     }
-    assert_complete(&db, &search).await;
+    assert_complete(&db, &search, &env).await;
 }
