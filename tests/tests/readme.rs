@@ -3,7 +3,7 @@
 
 use std::process::Command;
 
-use eshop_tests::ProcessStack;
+use eshop_tests::{ProcessStack, eshop_bin};
 
 fn readme_example() -> String {
     let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
@@ -25,7 +25,13 @@ fn readme_example() -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_readme_examples_work_as_written() {
-    let ProcessStack { db, port, env, .. } = ProcessStack::new("readme").await;
+    let ProcessStack {
+        db,
+        port,
+        env,
+        search,
+        ..
+    } = ProcessStack::new("readme").await;
     let mut serve = env.spawn(&["serve"]);
     let address = serve.wait_live(port).await;
     let script = readme_example();
@@ -34,9 +40,24 @@ async fn the_readme_examples_work_as_written() {
         "the example names the default address"
     );
     let script = script.replace("API=http://127.0.0.1:8080", &format!("API={address}"));
+    // The example's `target/release/eshop` (what scripts/serve builds) is
+    // the binary under test here, on the test's database.
+    assert!(
+        script.contains("target/release/eshop "),
+        "the example runs the release binary"
+    );
+    let script = script.replace(
+        "target/release/eshop ",
+        &format!("{} ", eshop_bin().display()),
+    );
+    let database_url = db.url.clone();
+    let (search_url, search_prefix) = (search.url.clone(), search.prefix.clone());
     let output = tokio::task::spawn_blocking(move || {
         Command::new("bash")
             .args(["-euo", "pipefail", "-c", &script])
+            .env("DATABASE_URL", database_url)
+            .env("SEARCH_URL", search_url)
+            .env("SEARCH_INDEX_PREFIX", search_prefix)
             .output()
     })
     .await
@@ -54,6 +75,9 @@ async fn the_readme_examples_work_as_written() {
         "\"code\":\"invalid-transition\"",
         "cannot cancel an order that is delivered",
         "\"code\":\"stale-version\"",
+        "[1,\"eshop.Order.OrderPlaced\"]\n[2,\"eshop.Order.OrderPaid\"]\n[3,\"eshop.Order.OrderShipped\"]\n[4,\"eshop.Order.OrderDelivered\"]",
+        "every view equals its history",
+        "order_view: rebuilt from 4 events",
         "{\"data\":{\"order\":{\"status\":\"DELIVERED\",\"total\":{\"formatted\":\"25.98 EUR\"},\"statusHistory\":[{\"status\":\"PLACED\"},{\"status\":\"PAID\"},{\"status\":\"SHIPPED\"},{\"status\":\"DELIVERED\"}]}}}",
     ] {
         assert!(
