@@ -15,6 +15,7 @@ pub fn start_relay(db: &TestDb, broker: &TestBroker, name: &str) -> oneshot::Sen
     let config = RelayConfig {
         kafka: broker.kafka(),
         batch_size: 100,
+        max_in_flight: 4,
         poll_ms: 10,
         name: name.to_owned(),
     };

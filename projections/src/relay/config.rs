@@ -86,6 +86,17 @@ pub struct RelayOptions {
     )]
     pub batch_size: i64,
 
+    /// Batches sent to the broker and not yet acknowledged, at most. The
+    /// relay reads and sends the next batch while earlier ones are in
+    /// flight; its checkpoint only moves over acknowledged batches.
+    #[arg(
+        long = "relay-max-in-flight",
+        env = "RELAY_MAX_IN_FLIGHT",
+        default_value_t = 4,
+        value_parser = clap::value_parser!(u16).range(1..=64)
+    )]
+    pub max_in_flight: u16,
+
     /// How long an idle relay waits before looking for new events, in ms.
     #[arg(long = "relay-poll-ms", env = "RELAY_POLL_MS", default_value_t = 25)]
     pub poll_ms: u64,
@@ -101,6 +112,7 @@ pub struct RelayOptions {
 pub struct RelayConfig {
     pub kafka: KafkaConfig,
     pub batch_size: i64,
+    pub max_in_flight: usize,
     pub poll_ms: u64,
     pub name: String,
 }
@@ -111,6 +123,7 @@ impl RelayConfig {
         Self {
             kafka,
             batch_size: options.batch_size,
+            max_in_flight: usize::from(options.max_in_flight),
             poll_ms: options.poll_ms,
             name: options.name,
         }

@@ -172,12 +172,15 @@ impl Publisher {
         .await
     }
 
-    /// Publishes a batch and waits until the broker acknowledged every event.
-    pub async fn publish(
+    /// Hands a batch to the producer, in order, and returns at once with
+    /// its acknowledgement: a future that resolves when the broker has
+    /// acknowledged every event of it, or with the first refusal. Batches
+    /// sent one after another keep their order within each partition.
+    pub fn send(
         &self,
         config: &RelayConfig,
         batch: &[RecordedEvent],
-    ) -> Result<(), PublishError> {
+    ) -> Result<Acknowledgement, PublishError> {
         let mut deliveries = Vec::with_capacity(batch.len());
         for event in batch {
             let topic = config
@@ -223,17 +226,24 @@ impl Publisher {
                 Err((error, _)) => return Err(error.into()),
             }
         }
-        for delivery in join_all(deliveries).await {
-            match delivery {
-                Ok(Ok(_)) => {}
-                Ok(Err((error, _))) => return Err(error.into()),
-                Err(_) => return Err(KafkaError::Canceled.into()),
+        let events = batch.len() as u64;
+        Ok(Box::pin(async move {
+            for delivery in join_all(deliveries).await {
+                match delivery {
+                    Ok(Ok(_)) => {}
+                    Ok(Err((error, _))) => return Err(error.into()),
+                    Err(_) => return Err(KafkaError::Canceled.into()),
+                }
             }
-        }
-        metrics::counter!("eshop_relay_events_published_total").increment(batch.len() as u64);
-        Ok(())
+            metrics::counter!("eshop_relay_events_published_total").increment(events);
+            Ok(())
+        }))
     }
 }
+
+/// A sent batch's acknowledgement by the broker (see [`Publisher::send`]).
+pub type Acknowledgement =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), PublishError>> + Send>>;
 
 /// Whether the broker answers a metadata request: the readiness check.
 pub async fn broker_reachable(kafka: &super::KafkaConfig) -> Result<(), String> {
