@@ -1321,8 +1321,9 @@ fn print_report(args: &Args, report: &Report) {
     for (topic, events, committed, uncommitted) in watermarks {
         if committed != events || uncommitted != events {
             println!(
-                "  note: {topic} holds {events} events, but its partitions' high watermarks add up to {committed} \
-                 (read_committed, as eshop projections status reads them) and {uncommitted} (read_uncommitted)"
+                "  note: {topic} holds {events} events, but the broker's high watermarks of its partitions add up to \
+                 {committed} (read_committed) and {uncommitted} (read_uncommitted); eshop projections status reads \
+                 the partitions' ends instead"
             );
         }
     }
