@@ -7,8 +7,7 @@
 
 use std::sync::Arc;
 
-use async_graphql::parser::types::ExecutableDocument;
-use async_graphql::{Response, ServerError};
+use async_graphql::{Executor, Response, ServerError};
 use async_graphql_axum::{GraphQLRequest, GraphQLResponse, GraphQLSubscription};
 use axum::extract::{FromRequest, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -20,66 +19,32 @@ use serde_json::json;
 use crate::config::QueryConfig;
 use crate::consistency::{self, Consistency};
 use crate::graphiql;
-use crate::limits::with_code;
+use crate::limits::{CodedSchema, Limits, with_code};
 use crate::schema::EshopSchema;
 
 #[derive(Clone)]
 struct QueryState {
-    schema: EshopSchema,
+    executor: CodedSchema,
     config: Arc<QueryConfig>,
-    parsed: Arc<ParsedQueries>,
-}
-
-/// Parsed documents by query text. Parsing was 14 % of a request's CPU
-/// (perf, docs/benchmarks.md), and clients send the same few query texts
-/// again and again with other variables. Bounded: when full it starts
-/// over, and long texts are not kept.
-#[derive(Default)]
-struct ParsedQueries(std::sync::Mutex<std::collections::HashMap<String, ExecutableDocument>>);
-
-impl ParsedQueries {
-    const MAX_ENTRIES: usize = 1_000;
-    const MAX_TEXT: usize = 16 * 1024;
-
-    /// Gives `request` its parsed document, from the cache or parsed now.
-    /// A query that does not parse is left to the schema, which reports
-    /// the error with its code.
-    fn prepare(&self, request: &mut async_graphql::Request) {
-        let cached = self
-            .0
-            .lock()
-            .ok()
-            .and_then(|cache| cache.get(&request.query).cloned());
-        if let Some(document) = cached {
-            request.set_parsed_query(document);
-            return;
-        }
-        let Ok(document) = async_graphql::parser::parse_query(&request.query) else {
-            return;
-        };
-        if request.query.len() <= Self::MAX_TEXT
-            && let Ok(mut cache) = self.0.lock()
-        {
-            if cache.len() >= Self::MAX_ENTRIES {
-                cache.clear();
-            }
-            cache.insert(request.query.clone(), document.clone());
-        }
-        request.set_parsed_query(document);
-    }
 }
 
 /// The GraphQL routes over `schema`.
 pub fn router(schema: EshopSchema, config: QueryConfig) -> Router {
+    let executor = CodedSchema::new(
+        schema,
+        Limits {
+            max_depth: config.max_depth,
+            max_complexity: config.max_complexity,
+        },
+    );
     let state = QueryState {
-        schema: schema.clone(),
+        executor: executor.clone(),
         config: Arc::new(config),
-        parsed: Arc::default(),
     };
     Router::new()
         .route("/graphql", get(graphql_get).post(graphql_post))
         .with_state(state)
-        .route_service("/graphql/ws", GraphQLSubscription::new(schema))
+        .route_service("/graphql/ws", GraphQLSubscription::new(executor))
         .merge(graphiql::assets())
 }
 
@@ -140,10 +105,9 @@ async fn execute(
     let token = headers
         .get(consistency::HEADER)
         .map(|value| value.to_str().unwrap_or("").to_owned());
-    let mut request = request.data(Consistency::new(token, state.config.consistency_timeout()));
-    state.parsed.prepare(&mut request);
+    let request = request.data(Consistency::new(token, state.config.consistency_timeout()));
     let timeout = state.config.timeout();
-    let response = match tokio::time::timeout(timeout, state.schema.execute(request)).await {
+    let response = match tokio::time::timeout(timeout, state.executor.execute(request)).await {
         Ok(response) => response,
         Err(_) => {
             metrics::counter!("eshop_graphql_timeouts_total").increment(1);

@@ -330,9 +330,9 @@ mod tests {
     fn flight(position: i64) -> (Flight, oneshot::Sender<Result<(), PublishError>>) {
         let (settle, settled) = oneshot::channel();
         let acknowledgement: Acknowledgement = Box::pin(async move {
-            settled
-                .await
-                .unwrap_or(Err(PublishError::Kafka(rdkafka::error::KafkaError::Canceled)))
+            settled.await.unwrap_or(Err(PublishError::Kafka(
+                rdkafka::error::KafkaError::Canceled,
+            )))
         });
         let flight = Flight {
             last: at(position),
@@ -361,7 +361,12 @@ mod tests {
 
         // The second batch is acknowledged before the first: nothing moves.
         settle_second.send(Ok(())).expect("open");
-        assert!(pipeline.retire_acknowledged().expect("no refusal").is_none());
+        assert!(
+            pipeline
+                .retire_acknowledged()
+                .expect("no refusal")
+                .is_none()
+        );
         assert_eq!(pipeline.len(), 3);
 
         // The first one too: both are retired, the third stays in flight.

@@ -19,7 +19,6 @@ use uuid::Uuid;
 use crate::config::QueryConfig;
 use crate::consistency::{Consistency, ReadModel};
 use crate::error::{Coded, QueryError, QueryResult};
-use crate::limits::Limits;
 use crate::live::LiveUpdates;
 use crate::loaders::ProductLoader;
 use crate::read_models::ReadModels;
@@ -61,10 +60,7 @@ pub fn build_schema(
     config: QueryConfig,
 ) -> EshopSchema {
     let products = DataLoader::new(ProductLoader(read_models.clone()), tokio::spawn);
-    let limits = Limits {
-        max_depth: config.max_depth,
-        max_complexity: config.max_complexity,
-    };
+    let (max_depth, max_complexity) = (config.max_depth, config.max_complexity);
     Schema::build(Query::default(), EmptyMutation, Subscription)
         .data(Services {
             read_models,
@@ -74,7 +70,10 @@ pub fn build_schema(
             status,
             products,
         })
-        .extension(limits)
+        // Errors get their codes from `crate::limits::CodedSchema`, not
+        // from an extension (see there why).
+        .limit_depth(max_depth)
+        .limit_complexity(max_complexity)
         .finish()
 }
 
