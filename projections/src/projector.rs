@@ -21,7 +21,7 @@ use anyhow::Context;
 use async_trait::async_trait;
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
-use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use sqlx::{PgConnection, PgPool};
 use tracing::Instrument;
@@ -369,6 +369,60 @@ pub async fn apply_message(
     Ok(applied)
 }
 
+/// Applies several admitted messages in one transaction, with the same
+/// claims as [`apply_message`], and records each partition's offset once,
+/// for its last message. Returns how many events were applied rather than
+/// skipped as already applied. Any failure rolls the whole batch back.
+pub async fn apply_batch(
+    pool: &PgPool,
+    projection: &dyn Projection,
+    messages: &[(Source<'_>, Event)],
+) -> Result<usize, Failure> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock_shared(hashtext($1))")
+        .bind(crate::replay::swap_lock(projection.name()))
+        .execute(&mut *tx)
+        .await?;
+    let mut applied = 0;
+    for (_, event) in messages {
+        if take(&mut tx, projection, event)
+            .instrument(event_span(projection, event))
+            .await?
+        {
+            applied += 1;
+        }
+    }
+    // Each partition's furthest message.
+    let mut furthest: std::collections::HashMap<(&str, i32), (Source<'_>, &Event)> =
+        std::collections::HashMap::new();
+    for (source, event) in messages {
+        let entry = furthest
+            .entry((source.topic, source.partition))
+            .or_insert((*source, event));
+        if source.offset > entry.0.offset {
+            *entry = (*source, event);
+        }
+    }
+    for (source, event) in furthest.into_values() {
+        record_offset(&mut tx, projection.name(), source, Some(event)).await?;
+    }
+    tx.commit().await?;
+    Ok(applied)
+}
+
+/// The span of one event's projection: it joins the command's trace
+/// through the envelope's W3C `traceparent`.
+fn event_span(projection: &dyn Projection, event: &Event) -> tracing::Span {
+    tracing::info_span!(
+        "project",
+        projection = projection.name(),
+        event.id = %event.envelope.id,
+        event.r#type = %event.envelope.event_type,
+        aggregate.id = %event.envelope.aggregateid,
+        traceparent = event.envelope.traceparent.as_deref(),
+    )
+}
+
 /// Claims `event` for the projection and applies it, after the events of
 /// its aggregate that should have come before it and did not. Returns
 /// false when it had been applied already.
@@ -489,7 +543,7 @@ impl From<sqlx::Error> for Failure {
 async fn handle(
     pool: &PgPool,
     projection: &dyn Projection,
-    message: &BorrowedMessage<'_>,
+    message: &impl Message,
 ) -> Result<(), Failure> {
     let Some(value) = message.payload() else {
         return Ok(());
@@ -497,14 +551,7 @@ async fn handle(
     let event = Event::decode(value).map_err(|error| Failure::Poison(error.to_string()))?;
     // The command's W3C trace context travels in the envelope (and the
     // record's `traceparent` header): the projection's work joins its trace.
-    let span = tracing::info_span!(
-        "project",
-        projection = projection.name(),
-        event.id = %event.envelope.id,
-        event.r#type = %event.envelope.event_type,
-        aggregate.id = %event.envelope.aggregateid,
-        traceparent = event.envelope.traceparent.as_deref(),
-    );
+    let span = event_span(projection, &event);
     let applied = apply_message(pool, projection, Source::of(message), &event)
         .instrument(span)
         .await?;
@@ -727,7 +774,16 @@ pub(crate) async fn connect(
     Ok((producer, consumer))
 }
 
+/// Most messages applied in one transaction.
+const MAX_BATCH: usize = 250;
+
 /// Runs one projection until `shutdown` completes.
+///
+/// Messages that have already arrived are taken together, up to
+/// [`MAX_BATCH`], and applied in one transaction ([`apply_batch`]): one
+/// commit for a burst instead of one per event. A batch that fails with a
+/// poison message is applied again one message at a time, so that only
+/// that message goes to the dead-letter topic.
 pub async fn run(
     pool: PgPool,
     config: &ProjectorConfig,
@@ -744,24 +800,82 @@ pub async fn run(
             () = &mut shutdown => return Ok(()),
             message = consumer.recv() => message,
         };
-        let message = match message {
-            Ok(message) => message,
+        let mut gathered = match message {
+            Ok(message) => vec![message.detach()],
             Err(error) => {
                 tracing::warn!(projection = projection.name(), %error, "consuming failed");
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 continue;
             }
         };
-        match positions.admit(&pool, &consumer, &message).await {
-            Ok(Admission::Take) => {}
-            Ok(Admission::Taken) => {
-                metrics::counter!("eshop_projection_events_total", "projection" => projection.name(), "outcome" => "skipped")
-                    .increment(1);
-                continue;
+        // Whatever else has already arrived joins the batch.
+        while gathered.len() < MAX_BATCH {
+            match tokio::time::timeout(Duration::from_millis(1), consumer.recv()).await {
+                Ok(Ok(message)) => gathered.push(message.detach()),
+                _ => break,
             }
-            Ok(Admission::Rewound { .. }) => continue,
+        }
+        let batch = admit_all(
+            &pool,
+            &consumer,
+            &mut positions,
+            projection.name(),
+            gathered,
+        )
+        .await;
+        if batch.is_empty() {
+            continue;
+        }
+        take_batch(&pool, &producer, config, projection.as_ref(), &batch).await;
+        // Kafka's committed offsets trail the recorded ones (which are the
+        // authority): commit each partition's furthest message.
+        let mut offsets = rdkafka::TopicPartitionList::new();
+        for message in &batch {
+            let _ = offsets.add_partition_offset(
+                message.topic(),
+                message.partition(),
+                rdkafka::Offset::Offset(message.offset() + 1),
+            );
+        }
+        if let Err(error) = consumer.commit(&offsets, CommitMode::Async) {
+            tracing::warn!(projection = projection.name(), %error, "offset commit failed; the events may be redelivered and skipped");
+        }
+    }
+}
+
+/// Admits the gathered messages in order (see [`Positions::admit`]) and
+/// returns those to take. After a partition is sought back, the rest of
+/// what was gathered from it is stale and dropped: it comes again.
+async fn admit_all(
+    pool: &PgPool,
+    consumer: &ProjectionConsumer,
+    positions: &mut Positions,
+    name: &'static str,
+    gathered: Vec<rdkafka::message::OwnedMessage>,
+) -> Vec<rdkafka::message::OwnedMessage> {
+    let mut batch = Vec::with_capacity(gathered.len());
+    let mut sought = std::collections::HashSet::new();
+    for message in gathered {
+        let key = (message.topic().to_owned(), message.partition());
+        if sought.contains(&key) {
+            continue;
+        }
+        match positions.admit(pool, consumer, &message).await {
+            Ok(Admission::Take) => {
+                // Taken from here on: the batch is applied, or each of its
+                // messages applied or dead-lettered, before the next.
+                positions.advance(&message);
+                batch.push(message);
+            }
+            Ok(Admission::Taken) => {
+                metrics::counter!("eshop_projection_events_total", "projection" => name, "outcome" => "skipped")
+                    .increment(1);
+            }
+            Ok(Admission::Rewound { .. }) => {
+                sought.insert(key);
+            }
             Err(error) => {
-                tracing::warn!(projection = projection.name(), %error, "reading the recorded offset failed; retrying");
+                tracing::warn!(projection = name, %error, "reading the recorded offset failed; retrying");
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 let _ = consumer.seek(
                     message.topic(),
@@ -769,44 +883,82 @@ pub async fn run(
                     rdkafka::Offset::Offset(message.offset()),
                     Duration::from_secs(5),
                 );
-                continue;
+                sought.insert(key);
             }
         }
-        // A transient failure leaves the offset where it was: retry the
-        // same message until it applies. A poison message goes to the
-        // dead-letter topic and the projection moves on.
+    }
+    batch
+}
+
+/// Applies an admitted batch in one transaction, retrying while the
+/// failure is transient; on a poison message, applies the batch again one
+/// message at a time.
+async fn take_batch(
+    pool: &PgPool,
+    producer: &FutureProducer,
+    config: &ProjectorConfig,
+    projection: &dyn Projection,
+    batch: &[rdkafka::message::OwnedMessage],
+) {
+    let decoded: Option<Vec<(Source<'_>, Event)>> = batch
+        .iter()
+        .map(|message| {
+            let event = Event::decode(message.payload()?).ok()?;
+            Some((Source::of(message), event))
+        })
+        .collect();
+    if let Some(events) = decoded {
         loop {
-            let failure = match handle(&pool, projection.as_ref(), &message).await {
-                Ok(()) => break,
-                Err(Failure::Poison(error)) => {
-                    tracing::error!(projection = projection.name(), topic = message.topic(), offset = message.offset(), %error, "event dead-lettered");
-                    match dead_letter(
-                        &pool,
-                        &producer,
-                        config,
-                        projection.name(),
-                        &message,
-                        &error,
-                    )
-                    .await
-                    {
-                        Ok(()) => match pass_over(&pool, projection.name(), &message).await {
-                            Ok(()) => break,
-                            Err(error) => Failure::Transient(error),
-                        },
-                        Err(failure) => failure,
-                    }
+            match apply_batch(pool, projection, &events).await {
+                Ok(applied) => {
+                    let name = projection.name();
+                    metrics::counter!("eshop_projection_events_total", "projection" => name, "outcome" => "applied")
+                        .increment(applied as u64);
+                    metrics::counter!("eshop_projection_events_total", "projection" => name, "outcome" => "skipped")
+                        .increment((events.len() - applied) as u64);
+                    return;
                 }
-                Err(failure) => failure,
-            };
-            if let Failure::Transient(error) = failure {
-                tracing::warn!(projection = projection.name(), %error, "applying failed; retrying");
+                Err(Failure::Poison(_)) => break,
+                Err(Failure::Transient(error)) => {
+                    tracing::warn!(projection = projection.name(), %error, "applying failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
             }
-            tokio::time::sleep(Duration::from_millis(500)).await;
         }
-        positions.advance(&message);
-        if let Err(error) = consumer.commit_message(&message, CommitMode::Async) {
-            tracing::warn!(projection = projection.name(), %error, "offset commit failed; the event may be redelivered and skipped");
+    }
+    for message in batch {
+        take_one(pool, producer, config, projection, message).await;
+    }
+}
+
+/// Applies one message, retrying while the failure is transient; a poison
+/// message goes to the dead-letter topic and the projection moves on.
+async fn take_one(
+    pool: &PgPool,
+    producer: &FutureProducer,
+    config: &ProjectorConfig,
+    projection: &dyn Projection,
+    message: &rdkafka::message::OwnedMessage,
+) {
+    loop {
+        let failure = match handle(pool, projection, message).await {
+            Ok(()) => return,
+            Err(Failure::Poison(error)) => {
+                tracing::error!(projection = projection.name(), topic = message.topic(), offset = message.offset(), %error, "event dead-lettered");
+                match dead_letter(pool, producer, config, projection.name(), message, &error).await
+                {
+                    Ok(()) => match pass_over(pool, projection.name(), message).await {
+                        Ok(()) => return,
+                        Err(error) => Failure::Transient(error),
+                    },
+                    Err(failure) => failure,
+                }
+            }
+            Err(failure) => failure,
+        };
+        if let Failure::Transient(error) = failure {
+            tracing::warn!(projection = projection.name(), %error, "applying failed; retrying");
         }
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }

@@ -7,7 +7,7 @@ use eshop_tests::{
     Consumed, TestApp, TestBroker, TestSearch, eventually, start_projectors, start_relay,
 };
 use projections::event::Event;
-use projections::projector::{Source, apply_message};
+use projections::projector::{Source, apply_batch, apply_message};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -316,6 +316,81 @@ async fn events_delivered_out_of_order_build_the_same_views() {
         (Some(0), Some(0)),
         "booked and taken off again"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_batch_of_events_out_of_order_and_twice_applies_each_once() {
+    let app = TestApp::spawn().await;
+    let broker = TestBroker::new();
+    let _relay = start_relay(&app.db, &broker, "projections-test");
+    let (order, _) = app.placed_order("MUG", 700, 3).await;
+    app.post(
+        &format!("/orders/{order}/cancel"),
+        json!({"reason": "test"}),
+    )
+    .await;
+    let published = every_published_event(&app, &broker).await;
+
+    // Every message twice, newest first both times, in one transaction per
+    // view, as a projector takes a burst after a seek: each event is applied
+    // once (the newest of each aggregate first, with the ones before it
+    // from the event store), and each partition's offset is recorded at its
+    // furthest message, though the batch ends with its nearest.
+    let delivered: Vec<&Consumed> = published
+        .iter()
+        .rev()
+        .chain(published.iter().rev())
+        .collect();
+    let decoded: Vec<(Source<'_>, Event)> = delivered
+        .iter()
+        .map(|message| {
+            let event = Event::decode(&serde_json::to_vec(&message.envelope).expect("json"))
+                .expect("decodes");
+            let source = Source {
+                topic: &message.topic,
+                partition: message.partition,
+                offset: message.offset,
+            };
+            (source, event)
+        })
+        .collect();
+    let mut applied = 0;
+    for projection in projections::views::all() {
+        let mine: Vec<(Source<'_>, Event)> = decoded
+            .iter()
+            .filter(|(_, event)| {
+                projection
+                    .aggregate_types()
+                    .contains(&event.envelope.aggregatetype.as_str())
+            })
+            .map(|(source, event)| (*source, event.clone()))
+            .collect();
+        applied += apply_batch(&app.db.pool, projection.as_ref(), &mine)
+            .await
+            .expect("apply");
+    }
+    assert_eq!(applied, 4, "one per view and aggregate, the rest skipped");
+    let (catalog, orders, baskets_and_sales) = views(&app).await;
+    assert_eq!(catalog[0]["version"], 3);
+    assert_eq!(orders.len(), 1);
+    assert_eq!(orders[0]["status"], "cancelled");
+    assert_eq!(baskets_and_sales[0]["status"], "checked_out");
+    let recorded: Vec<(String, String, i32, i64)> = sqlx::query_as(
+        "SELECT projection, topic, partition, next_offset FROM projection_offsets ORDER BY 1, 2, 3",
+    )
+    .fetch_all(&app.db.pool)
+    .await
+    .expect("offsets");
+    for (projection, topic, partition, next) in &recorded {
+        let furthest = published
+            .iter()
+            .filter(|m| &m.topic == topic && m.partition == *partition)
+            .map(|m| m.offset)
+            .max()
+            .expect("a message of the partition");
+        assert_eq!(*next, furthest + 1, "{projection} on {topic}/{partition}");
+    }
+    assert!(!recorded.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
