@@ -16,6 +16,7 @@ pub fn start_relay(db: &TestDb, broker: &TestBroker, name: &str) -> oneshot::Sen
         kafka: broker.kafka(),
         batch_size: 100,
         max_in_flight: 4,
+        linger_ms: 2,
         poll_ms: 10,
         name: name.to_owned(),
     };

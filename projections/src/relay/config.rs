@@ -97,6 +97,11 @@ pub struct RelayOptions {
     )]
     pub max_in_flight: u16,
 
+    /// How long the producer waits to fill a request to the broker, in ms
+    /// (librdkafka's `linger.ms`).
+    #[arg(long = "relay-linger-ms", env = "RELAY_LINGER_MS", default_value_t = 2)]
+    pub linger_ms: u64,
+
     /// How long an idle relay waits before looking for new events, in ms.
     #[arg(long = "relay-poll-ms", env = "RELAY_POLL_MS", default_value_t = 25)]
     pub poll_ms: u64,
@@ -113,6 +118,7 @@ pub struct RelayConfig {
     pub kafka: KafkaConfig,
     pub batch_size: i64,
     pub max_in_flight: usize,
+    pub linger_ms: u64,
     pub poll_ms: u64,
     pub name: String,
 }
@@ -124,6 +130,7 @@ impl RelayConfig {
             kafka,
             batch_size: options.batch_size,
             max_in_flight: usize::from(options.max_in_flight),
+            linger_ms: options.linger_ms,
             poll_ms: options.poll_ms,
             name: options.name,
         }

@@ -110,7 +110,7 @@ fn producer_config(config: &RelayConfig) -> ClientConfig {
         .set("bootstrap.servers", &config.kafka.brokers)
         .set("enable.idempotence", "true")
         .set("acks", "all")
-        .set("linger.ms", "2")
+        .set("linger.ms", config.linger_ms.to_string())
         .set("message.timeout.ms", "10000");
     client
 }
