@@ -469,3 +469,86 @@ async fn a_search_rebuild_on_a_fresh_system_makes_the_aliases_the_projector_then
     assert_clean(&verify(&stack).await, &stack);
     assert!(serve.running(), "serve exited; see {}", serve.log.display());
 }
+
+/// Every index under `{alias}-…`, with the aliases that point at it.
+async fn indices_of(stack: &ProcessStack, suffix: &str) -> BTreeMap<String, Vec<String>> {
+    let pattern = format!("{}-*", stack.search.alias(suffix));
+    let body: Value = reqwest::Client::new()
+        .get(format!("{}/{pattern}/_alias", stack.search.url))
+        .send()
+        .await
+        .expect("alias listing")
+        .json()
+        .await
+        .expect("alias listing json");
+    body.as_object()
+        .map(|indices| {
+            indices
+                .iter()
+                .map(|(index, entry)| {
+                    let aliases = entry["aliases"]
+                        .as_object()
+                        .map(|a| a.keys().cloned().collect())
+                        .unwrap_or_default();
+                    (index.clone(), aliases)
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_indices_of_a_killed_search_rebuild_are_removed_by_the_next_one() {
+    let Served {
+        stack, mut serve, ..
+    } = served_history("search-rebuild-kill", 6, 3, 12).await;
+
+    // The rebuild is held after it created its indices, at its first read
+    // of the event store (the test locks the table), and killed there.
+    let mut lock = stack.db.pool.begin().await.expect("transaction");
+    sqlx::query("LOCK TABLE events IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *lock)
+        .await
+        .expect("lock");
+    let mut killed = stack.env.spawn(&["projections", "rebuild", "search"]);
+    let unfinished = eventually(
+        Duration::from_secs(60),
+        "the rebuild's new indices",
+        || async {
+            let mut new = Vec::new();
+            for suffix in ["products", "orders"] {
+                for (index, aliases) in indices_of(&stack, suffix).await {
+                    if index.contains("-v1-r") && aliases.is_empty() {
+                        new.push(index);
+                    }
+                }
+            }
+            (new.len() == 2).then_some(new)
+        },
+    )
+    .await;
+    killed.kill();
+    lock.rollback().await.expect("unlock");
+
+    stack.env.run(&["projections", "rebuild", "search"]);
+    for index in &unfinished {
+        assert!(
+            !index_exists(&stack, index).await,
+            "{index}, left by the killed rebuild, is still there"
+        );
+    }
+    for suffix in ["products", "orders"] {
+        let indices = indices_of(&stack, suffix).await;
+        assert_eq!(indices.len(), 1, "one index per alias: {indices:?}");
+        assert!(
+            indices.values().all(|aliases| !aliases.is_empty()),
+            "{indices:?}"
+        );
+    }
+    assert_eq!(
+        count(&stack.db, "SELECT count(*) FROM search_rebuild_indices").await,
+        0
+    );
+    assert_clean(&verify(&stack).await, &stack);
+    assert!(serve.running(), "serve exited; see {}", serve.log.display());
+}

@@ -400,10 +400,19 @@ pub async fn rebuild_search(
     // On a fresh system, the aliases and their first indices, as the live
     // projector makes them: the swap below then works the same.
     ensure_indices(&client, config).await?;
+    remove_unfinished(&pool, &client).await?;
     let stamp = Utc::now().format("%Y%m%d%H%M%S%3f");
     let mut indices = HashMap::new();
     for kind in IndexKind::ALL {
         let index = format!("{}-r{stamp}", config.index(kind));
+        // Listed before it exists: a rebuild killed from here on leaves a
+        // row for the next one to clean up.
+        sqlx::query("INSERT INTO search_rebuild_indices (index_name, alias) VALUES ($1, $2)")
+            .bind(&index)
+            .bind(config.alias(kind))
+            .execute(&pool)
+            .await
+            .context("failed to list the new index")?;
         client
             .create_index(&index, &kind.mappings())
             .await
@@ -411,32 +420,41 @@ pub async fn rebuild_search(
         indices.insert(kind, index);
     }
     let result = fill_and_swap(&pool, &client, config, &indices, keep).await;
-    if result.is_err() {
-        drop_unaliased(&client, config, &indices).await;
+    // Swapped in: forget them. Failed: delete those no alias points at.
+    let cleaned = remove_unfinished(&pool, &client).await;
+    match (result, cleaned) {
+        (Err(error), Err(cleanup)) => {
+            tracing::warn!(error = format!("{cleanup:#}"), "the unfinished indices are left for the next rebuild");
+            Err(error)
+        }
+        (Err(error), Ok(())) | (Ok(()), Err(error)) => Err(error),
+        (Ok(()), Ok(())) => Ok(()),
     }
-    result
 }
 
-/// After a failed rebuild, deletes the new indices that no alias points
-/// at (a failure after the swap leaves them: they are the live ones now).
-async fn drop_unaliased(
-    client: &SearchClient,
-    config: &SearchConfig,
-    indices: &HashMap<IndexKind, String>,
-) {
-    for (kind, index) in indices {
-        match client.alias_indices(&config.alias(*kind)).await {
-            Ok(aliased) if aliased.contains(index) => {}
-            Ok(_) => {
-                if let Err(error) = client.delete_index(index).await {
-                    tracing::warn!(index = %index, %error, "could not delete the unfinished index");
-                }
-            }
-            Err(error) => {
-                tracing::warn!(index = %index, %error, "the unfinished index is left: the alias could not be read");
-            }
+/// Deletes the indices that rebuilds created and never put behind their
+/// alias (a rebuild that failed, or was killed), and forgets every index
+/// listed. An index an alias points at is the live one now: it stays.
+async fn remove_unfinished(pool: &PgPool, client: &SearchClient) -> anyhow::Result<()> {
+    let listed: Vec<(String, String)> =
+        sqlx::query_as("SELECT index_name, alias FROM search_rebuild_indices ORDER BY index_name")
+            .fetch_all(pool)
+            .await
+            .context("failed to read search_rebuild_indices")?;
+    for (index, alias) in listed {
+        if !client.alias_indices(&alias).await?.contains(&index) {
+            client
+                .delete_index(&index)
+                .await
+                .with_context(|| format!("failed to delete the unfinished index {index}"))?;
+            tracing::info!(projection = search::NAME, index = %index, "deleted an index a rebuild did not finish");
         }
+        sqlx::query("DELETE FROM search_rebuild_indices WHERE index_name = $1")
+            .bind(&index)
+            .execute(pool)
+            .await?;
     }
+    Ok(())
 }
 
 async fn fill_and_swap(
