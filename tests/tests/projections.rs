@@ -42,9 +42,23 @@ async fn every_published_event(app: &TestApp, broker: &TestBroker) -> Vec<Consum
         .await
 }
 
-/// Hands a consumed message to every view that reads its aggregate type,
-/// as its projector would; returns, per view, whether it applied it.
-async fn deliver(app: &TestApp, message: &Consumed) -> Vec<(&'static str, bool)> {
+/// An order of 3 × 7.00 placed and cancelled; every event of it, as the
+/// relay published it.
+async fn cancelled_order_published(app: &TestApp) -> Vec<Consumed> {
+    let broker = TestBroker::new();
+    let _relay = start_relay(&app.db, &broker, "projections-test");
+    let (order, _) = app.placed_order("MUG", 700, 3).await;
+    app.post(
+        &format!("/orders/{order}/cancel"),
+        json!({"reason": "test"}),
+    )
+    .await;
+    every_published_event(app, &broker).await
+}
+
+/// A consumed message as a projector sees it: where it came from, and its
+/// event.
+fn decoded(message: &Consumed) -> (Source<'_>, Event) {
     let event =
         Event::decode(&serde_json::to_vec(&message.envelope).expect("json")).expect("decodes");
     let source = Source {
@@ -52,6 +66,13 @@ async fn deliver(app: &TestApp, message: &Consumed) -> Vec<(&'static str, bool)>
         partition: message.partition,
         offset: message.offset,
     };
+    (source, event)
+}
+
+/// Hands a consumed message to every view that reads its aggregate type,
+/// as its projector would; returns, per view, whether it applied it.
+async fn deliver(app: &TestApp, message: &Consumed) -> Vec<(&'static str, bool)> {
+    let (source, event) = decoded(message);
     let mut outcomes = Vec::new();
     for projection in projections::views::all() {
         if projection
@@ -262,15 +283,7 @@ async fn events_delivered_again_change_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_delivered_out_of_order_build_the_same_views() {
     let app = TestApp::spawn().await;
-    let broker = TestBroker::new();
-    let _relay = start_relay(&app.db, &broker, "projections-test");
-    let (order, _) = app.placed_order("MUG", 700, 3).await;
-    app.post(
-        &format!("/orders/{order}/cancel"),
-        json!({"reason": "test"}),
-    )
-    .await;
-    let published = every_published_event(&app, &broker).await;
+    let published = cancelled_order_published(&app).await;
 
     // Newest first, as a broker that reordered retried batches, or a stray
     // request of a crashed producer, might deliver them: each aggregate's
@@ -321,15 +334,7 @@ async fn events_delivered_out_of_order_build_the_same_views() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_batch_of_events_out_of_order_and_twice_applies_each_once() {
     let app = TestApp::spawn().await;
-    let broker = TestBroker::new();
-    let _relay = start_relay(&app.db, &broker, "projections-test");
-    let (order, _) = app.placed_order("MUG", 700, 3).await;
-    app.post(
-        &format!("/orders/{order}/cancel"),
-        json!({"reason": "test"}),
-    )
-    .await;
-    let published = every_published_event(&app, &broker).await;
+    let published = cancelled_order_published(&app).await;
 
     // Every message twice, newest first both times, in one transaction per
     // view, as a projector takes a burst after a seek: each event is applied
@@ -341,19 +346,7 @@ async fn one_batch_of_events_out_of_order_and_twice_applies_each_once() {
         .rev()
         .chain(published.iter().rev())
         .collect();
-    let decoded: Vec<(Source<'_>, Event)> = delivered
-        .iter()
-        .map(|message| {
-            let event = Event::decode(&serde_json::to_vec(&message.envelope).expect("json"))
-                .expect("decodes");
-            let source = Source {
-                topic: &message.topic,
-                partition: message.partition,
-                offset: message.offset,
-            };
-            (source, event)
-        })
-        .collect();
+    let decoded: Vec<(Source<'_>, Event)> = delivered.iter().map(|m| decoded(m)).collect();
     let mut applied = 0;
     for projection in projections::views::all() {
         let mine: Vec<(Source<'_>, Event)> = decoded

@@ -308,17 +308,21 @@ async fn kill_9_during_a_rebuild_leaves_the_live_view_serving_and_a_rerun_finish
     let mut rebuild = stack.env.spawn(&["projections", "rebuild", "order_view"]);
     // The swap's exclusive request, in this test's database: pg_locks
     // shows every database's locks, and other tests' projectors wait too.
-    eventually(Duration::from_secs(120), "the rebuild to wait at the swap", || async {
-        let waiting: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid) \
+    eventually(
+        Duration::from_secs(120),
+        "the rebuild to wait at the swap",
+        || async {
+            let waiting: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid) \
              WHERE l.locktype = 'advisory' AND NOT l.granted AND l.mode = 'ExclusiveLock' \
                AND a.application_name = 'eshop-projector' AND a.datname = current_database()",
-        )
-        .fetch_one(&stack.db.pool)
-        .await
-        .ok()?;
-        (waiting > 0).then_some(())
-    })
+            )
+            .fetch_one(&stack.db.pool)
+            .await
+            .ok()?;
+            (waiting > 0).then_some(())
+        },
+    )
     .await;
     rebuild.kill();
     sqlx::query("SELECT pg_advisory_unlock_all()")

@@ -424,7 +424,10 @@ pub async fn rebuild_search(
     let cleaned = remove_unfinished(&pool, &client).await;
     match (result, cleaned) {
         (Err(error), Err(cleanup)) => {
-            tracing::warn!(error = format!("{cleanup:#}"), "the unfinished indices are left for the next rebuild");
+            tracing::warn!(
+                error = format!("{cleanup:#}"),
+                "the unfinished indices are left for the next rebuild"
+            );
             Err(error)
         }
         (Err(error), Ok(())) | (Ok(()), Err(error)) => Err(error),
