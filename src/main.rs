@@ -353,7 +353,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let database = args.api.database.clone();
         let stopped = stopping();
         streaming.spawn(async move { projections::relay::run(&database, relay, stopped).await });
-        let projector = ProjectorConfig::new(args.kafka.clone(), args.projector);
+        let mut projector = ProjectorConfig::new(args.kafka.clone(), args.projector);
+        if projector.instance_id.is_none() && args.api.listen.port() != 0 {
+            // Stable across restarts with the same configuration, and unique
+            // on this host: no two processes listen on one port.
+            let host = gethostname::gethostname().to_string_lossy().into_owned();
+            projector.instance_id = Some(format!("{host}:{}", args.api.listen.port()));
+        }
         let (views, stopped) = (projections::views::all(), stopping());
         let projector_pool = pool.clone();
         streaming.spawn(async move {

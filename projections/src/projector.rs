@@ -21,6 +21,7 @@ use anyhow::Context;
 use async_trait::async_trait;
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use sqlx::{PgConnection, PgPool};
@@ -83,12 +84,24 @@ pub struct ProjectorOptions {
     )]
     pub only: Vec<String>,
 
+    /// A stable name for this projector process, unique among the running
+    /// ones. With it, each of the process's consumers joins its group as a
+    /// static member (`group.instance.id`): after a restart under the same
+    /// name it gets its partitions back at once, instead of waiting until
+    /// the group gives up on the member that died. Two running processes
+    /// with the same name fence each other: the older one stops with an
+    /// error. `eshop serve` defaults it to `{host}:{port}` of its listener.
+    #[arg(long = "instance-id", env = "PROJECTOR_INSTANCE_ID")]
+    pub instance_id: Option<String>,
+
     /// How long the group waits for a silent consumer before giving its
-    /// partitions to the others, in ms (Kafka's default: 45000).
+    /// partitions to the others, in ms: how long the partitions of a
+    /// projector that died stay unread, unless it comes back under the same
+    /// `--instance-id` first (Kafka's default: 45000).
     #[arg(
         long = "consumer-session-timeout-ms",
         env = "KAFKA_SESSION_TIMEOUT_MS",
-        default_value_t = 45_000
+        default_value_t = 10_000
     )]
     pub session_timeout_ms: u32,
 
@@ -102,18 +115,6 @@ pub struct ProjectorOptions {
     )]
     pub max_poll_interval_ms: u32,
 
-    /// The longest a fetch waits at the broker for new messages, in ms. An
-    /// upper bound on the projectors' latency with brokers that hold a
-    /// fetch for its whole wait even when messages arrive (tansu 0.6);
-    /// Apache Kafka answers as soon as there is data, so a short wait only
-    /// costs idle requests (Kafka's default: 500).
-    #[arg(
-        long = "consumer-fetch-wait-max-ms",
-        env = "KAFKA_FETCH_WAIT_MAX_MS",
-        default_value_t = 20
-    )]
-    pub fetch_wait_max_ms: u32,
-
     #[command(flatten)]
     pub search: crate::search::SearchConfig,
 }
@@ -125,9 +126,9 @@ pub struct ProjectorConfig {
     pub group_prefix: String,
     pub dead_letter_topic: String,
     pub only: Vec<String>,
+    pub instance_id: Option<String>,
     pub session_timeout_ms: u32,
     pub max_poll_interval_ms: u32,
-    pub fetch_wait_max_ms: u32,
     pub search: crate::search::SearchConfig,
 }
 
@@ -139,9 +140,9 @@ impl ProjectorConfig {
             group_prefix: options.group_prefix,
             dead_letter_topic: options.dead_letter_topic,
             only: options.only,
+            instance_id: options.instance_id,
             session_timeout_ms: options.session_timeout_ms,
             max_poll_interval_ms: options.max_poll_interval_ms,
-            fetch_wait_max_ms: options.fetch_wait_max_ms,
             search: options.search,
         }
     }
@@ -486,7 +487,11 @@ pub(crate) fn consumer(
     aggregate_types: &[&str],
 ) -> anyhow::Result<ProjectionConsumer> {
     let kafka = &config.kafka;
-    let consumer: ProjectionConsumer = ClientConfig::new()
+    let mut client = ClientConfig::new();
+    if let Some(instance) = &config.instance_id {
+        client.set("group.instance.id", instance);
+    }
+    let consumer: ProjectionConsumer = client
         .set("bootstrap.servers", &kafka.brokers)
         .set("group.id", format!("{}.{name}", config.group_prefix))
         .set("enable.auto.commit", "false")
@@ -498,7 +503,6 @@ pub(crate) fn consumer(
             "max.poll.interval.ms",
             config.max_poll_interval_ms.to_string(),
         )
-        .set("fetch.wait.max.ms", config.fetch_wait_max_ms.to_string())
         .create_with_context(Rebalances {
             projection: name.to_owned(),
         })
@@ -802,6 +806,9 @@ pub async fn run(
         };
         let mut gathered = match message {
             Ok(message) => vec![message.detach()],
+            Err(error @ KafkaError::MessageConsumptionFatal(_)) => {
+                return Err(fatal(config, projection.name(), error));
+            }
             Err(error) => {
                 tracing::warn!(projection = projection.name(), %error, "consuming failed");
                 tokio::time::sleep(Duration::from_millis(500)).await;
@@ -840,6 +847,21 @@ pub async fn run(
         if let Err(error) = consumer.commit(&offsets, CommitMode::Async) {
             tracing::warn!(projection = projection.name(), %error, "offset commit failed; the events may be redelivered and skipped");
         }
+    }
+}
+
+/// Why a consumer stopped for good: most likely another running process
+/// joined the group under the same `--instance-id`.
+pub(crate) fn fatal(
+    config: &ProjectorConfig,
+    projection: &str,
+    error: KafkaError,
+) -> anyhow::Error {
+    let error = anyhow::Error::new(error);
+    match (&config.instance_id, error.downcast_ref()) {
+        (Some(instance), Some(KafkaError::MessageConsumptionFatal(RDKafkaErrorCode::FencedInstanceId))) => error
+            .context(format!("projection {projection}: another running projector joined its group as instance {instance}; give each process its own --instance-id")),
+        _ => error.context(format!("projection {projection}: its consumer failed for good")),
     }
 }
 

@@ -317,6 +317,9 @@ pub async fn run(
         let mut batch = Vec::new();
         match first {
             Ok(message) => admit(&pool, &consumer, &mut positions, &mut batch, &message).await,
+            Err(error @ rdkafka::error::KafkaError::MessageConsumptionFatal(_)) => {
+                return Err(projector::fatal(config, NAME, error));
+            }
             Err(error) => {
                 tracing::warn!(projection = NAME, %error, "consuming failed");
                 tokio::time::sleep(Duration::from_millis(500)).await;
