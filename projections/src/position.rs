@@ -9,13 +9,12 @@
 //! offset below it has been taken: applied, skipped as a duplicate, or
 //! dead-lettered.
 //!
-//! The consumer's position can still jump past that record. Seen with
-//! tansu 0.6: a fetch at an offset inside a record batch answers from the
-//! NEXT batch, silently skipping the rest of the batch, so a consumer that
-//! resumes at a committed offset (after a restart or a rebalance) loses
-//! messages; Apache Kafka answers with the batch that holds the offset. A
-//! commit by a member that lost its partitions could do the same anywhere.
-//! The guard notices (the message's offset is past the record) and seeks
+//! The consumer's position can still jump past that record: the group's
+//! committed offset runs ahead of it when a member that lost its partitions
+//! commits late (its commit lands after the new owner started), or when a
+//! commit outlives a view transaction that was rolled back; and a broker
+//! that answers a fetch inside a record batch from the next batch (tansu
+//! 0.6 did) would skip the rest of that batch. The guard notices (the message's offset is past the record) and seeks
 //! the partition back: first to the record, then, while the broker still
 //! answers past it, twice as far back each time (down to the start of the
 //! partition), so that the batch holding the record is read whole.

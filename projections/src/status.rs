@@ -178,16 +178,10 @@ fn read_from(
 }
 
 /// The broker's view: for every partition of `topics`, its low watermark
-/// and its end, and for the partitions `peek` names (given the low
-/// watermark and the end), the time of the message at the offset it
-/// returns. Blocking: run it off the async runtime.
-///
-/// The end is the offset after the partition's last message. Apache Kafka
-/// and Redpanda answer it as the high watermark; tansu 0.6 answers the base
-/// offset of the last record batch plus one, which undercounts by all but
-/// one of that batch's messages. So the end is read: from the high
-/// watermark minus one, to whatever follows it (one message on Kafka, the
-/// whole last batch on tansu).
+/// and its end (the high watermark: the offset after its last message), and
+/// for the partitions `peek` names (given the low watermark and the end),
+/// the time of the message at the offset it returns. Blocking: run it off
+/// the async runtime.
 fn broker_view(
     kafka: &KafkaConfig,
     topics: &[String],
@@ -208,42 +202,13 @@ fn broker_view(
         }
     }
     drop(consumer);
-    let last: HashMap<_, _> = watermarks
-        .iter()
-        .filter(|(_, (low, high))| high > low)
-        .map(|(key, (_, high))| (key.clone(), high - 1))
-        .collect();
-    let tail = read_from(kafka, &last, timeout)?;
-    for (key, messages) in &tail {
-        if let Some(bounds) = watermarks.get_mut(key)
-            && let Some(newest) = messages.iter().map(|(offset, _)| offset + 1).max()
-        {
-            bounds.1 = bounds.1.max(newest);
-        }
-    }
 
-    // The oldest message each lagging partition still holds back: in the
-    // tail already read, or read now.
+    // The oldest message each lagging partition still holds back.
+    let wanted: HashMap<_, _> = watermarks
+        .iter()
+        .filter_map(|(key, (low, end))| Some((key.clone(), peek(&key.0, key.1, *low, *end)?)))
+        .collect();
     let mut times = HashMap::new();
-    let mut wanted = HashMap::new();
-    for (key, (low, end)) in &watermarks {
-        let Some(offset) = peek(&key.0, key.1, *low, *end) else {
-            continue;
-        };
-        let in_tail = tail
-            .get(key)
-            .and_then(|messages| messages.iter().find(|(o, _)| *o == offset));
-        match in_tail {
-            Some((_, at)) => {
-                if let Some(at) = at {
-                    times.insert(key.clone(), *at);
-                }
-            }
-            None => {
-                wanted.insert(key.clone(), offset);
-            }
-        }
-    }
     for (key, messages) in read_from(kafka, &wanted, timeout)? {
         // The first answer: the message at the offset, or the first one
         // after it that the broker still holds.

@@ -257,10 +257,7 @@ impl Pipeline {
     /// without waiting: the acknowledged prefix, if any, or the refusal.
     fn retire_acknowledged(&mut self) -> Result<Option<Acknowledged>, PublishError> {
         let mut done: Option<Acknowledged> = None;
-        loop {
-            let Some(front) = self.flights.front_mut() else {
-                break;
-            };
+        while let Some(front) = self.flights.front_mut() {
             let result = match self.front_done.take() {
                 Some(result) => result,
                 None => match (&mut front.acknowledgement).now_or_never() {

@@ -128,8 +128,8 @@ impl Publisher {
     /// Replaces the producer when `error` says that its idempotence state is
     /// lost: a fatal error, or the broker refusing its producer id, epoch or
     /// sequence numbers. That happens after an outage: messages time out in
-    /// flight, the producer bumps its epoch, and a broker may then fence it
-    /// for good (tansu 0.6 answers ProducerFenced to every later request).
+    /// flight, the producer bumps its epoch, and the broker may then refuse
+    /// its sequence numbers or fence it for good.
     /// The new producer has a new producer id, and the batch is published
     /// again from the checkpoint; consumers skip what arrives twice. Returns
     /// whether it did.
