@@ -136,10 +136,12 @@ fn checked_text(query: &str) -> Result<&str, QueryError> {
     Ok(query)
 }
 
-/// `from` and `size` of the page after `after`.
+/// `from` of the page after `after`. The request asks for `first + 1`
+/// hits (the one more says whether a next page exists), and the engine
+/// refuses any `from + size` past its result window.
 fn window(listing: &Listing, after: Option<&str>, first: usize) -> Result<usize, QueryError> {
     let from = listing.decode::<usize>(after)?.map_or(0, |last| last + 1);
-    if from + first > MAX_WINDOW {
+    if from + first + 1 > MAX_WINDOW {
         return Err(QueryError::bad_input(format!(
             "search pages reach at most {MAX_WINDOW} results deep; narrow the search"
         )));
@@ -420,5 +422,21 @@ impl SearchQueries {
             ));
         }
         Ok(connection)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_page_whose_one_more_hit_would_pass_the_result_window_is_refused() {
+        let listing = Listing::new("searchProducts", &serde_json::json!({}));
+        let last = |index: usize| listing.cursor(&index).0;
+        // Hits from 9,950 to 9,998 and the one more: 9,999 = the window's last.
+        assert_eq!(window(&listing, Some(&last(9_949)), 49).ok(), Some(9_950));
+        // 9,950 to 9,999, and the one more would be the 10,001st hit.
+        let error = window(&listing, Some(&last(9_949)), 50).expect_err("past the window");
+        assert!(error.to_string().contains("narrow the search"), "{error}");
     }
 }
