@@ -6,7 +6,7 @@ use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 use uuid::Uuid;
 
-/// The Kafka-protocol broker the tests use, and topic names of their own.
+/// The Kafka cluster the tests use, and topic names of their own.
 pub struct TestBroker {
     pub brokers: String,
     /// A prefix no other test uses.
@@ -27,8 +27,13 @@ pub struct Consumed {
 impl TestBroker {
     /// The broker at `TEST_KAFKA_BROKERS`; fails the test when none answers.
     pub fn new() -> Self {
-        let brokers =
-            std::env::var("TEST_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into());
+        Self::on(&std::env::var("TEST_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into()))
+    }
+
+    /// The brokers at `brokers` (`host:port,…`); fails the test when none
+    /// answers.
+    pub fn on(brokers: &str) -> Self {
+        let brokers = brokers.to_owned();
         let reachable = brokers.split(',').any(|b| {
             std::net::TcpStream::connect_timeout(
                 &b.parse()
@@ -39,7 +44,7 @@ impl TestBroker {
         });
         assert!(
             reachable,
-            "streaming tests need a Kafka-protocol broker at {brokers}; run scripts/setup (it starts tansu)"
+            "streaming tests need Apache Kafka at {brokers}; run scripts/setup (it starts it)"
         );
         Self {
             brokers,

@@ -83,6 +83,8 @@ pub async fn shop_load(
         .collect()
         .await;
     let catalogue = Arc::new(catalogue);
+    // No product registered (every registration failed): no order to place.
+    let orders = if catalogue.is_empty() { 0 } else { orders };
     futures::stream::iter(0..orders)
         .map(|i| {
             let catalogue = catalogue.clone();

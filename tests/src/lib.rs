@@ -1,12 +1,13 @@
 //! The end-to-end test harness: a database per test, cloned from a
 //! migrated template, and the application served on an ephemeral port.
 //!
-//! Streaming tests also need a Kafka-protocol broker (`TEST_KAFKA_BROKERS`,
-//! default `127.0.0.1:9092`; `scripts/setup` starts tansu there).
+//! Streaming tests also need Apache Kafka (`TEST_KAFKA_BROKERS`, default
+//! `127.0.0.1:9092`; `scripts/setup` starts a single node there), and the
+//! fault tests start clusters of their own from the same installation.
 //!
-//! Search tests also need an Elasticsearch/OpenSearch-compatible server
-//! (`TEST_SEARCH_URL`, default `http://127.0.0.1:9200`; `scripts/setup`
-//! starts osmem-server there).
+//! Search tests also need Elasticsearch or OpenSearch (`TEST_SEARCH_URL`,
+//! default `http://127.0.0.1:9200`; `scripts/setup` starts OpenSearch
+//! there).
 //!
 //! Tests need a running PostgreSQL (`TEST_DATABASE_URL`, default
 //! `postgres://postgres@127.0.0.1:5432/postgres`); without one they fail
@@ -18,6 +19,7 @@ mod db;
 pub mod fault;
 pub mod graphql;
 pub mod history;
+mod kafka;
 pub mod pgbench;
 mod process;
 mod search;
@@ -27,6 +29,7 @@ mod wait;
 pub use app::{TestApp, TestResponse};
 pub use broker::{Consumed, TestBroker};
 pub use db::TestDb;
+pub use kafka::KafkaCluster;
 pub use process::{EshopEnv, EshopProcess, ProcessStack, eshop_bin, free_port};
 pub use search::TestSearch;
 pub use streaming::{start_projectors, start_relay};

@@ -55,9 +55,8 @@ impl EshopEnv {
             ("RELAY_POLL_MS", "10".to_owned()),
             ("LOG_FORMAT", "json".to_owned()),
             ("RUST_LOG", "warn,eshop_projections=info".to_owned()),
-            ("KAFKA_SESSION_TIMEOUT_MS", "6000".to_owned()),
             // Several processes per test, and tests in parallel, share one
-            // PostgreSQL (max_connections 100).
+            // PostgreSQL (max_connections 300).
             ("DATABASE_MAX_CONNECTIONS", "8".to_owned()),
         ]
         .into_iter()

@@ -3,8 +3,8 @@
 use projections::search::SearchConfig;
 use serde_json::{Value, json};
 
-/// The search server at `TEST_SEARCH_URL` (default `http://127.0.0.1:9200`,
-/// where `scripts/setup` starts osmem-server), and an index prefix no other
+/// The search engine at `TEST_SEARCH_URL` (default `http://127.0.0.1:9200`,
+/// where `scripts/setup` starts OpenSearch), and an index prefix no other
 /// test uses.
 pub struct TestSearch {
     pub url: String,
@@ -21,8 +21,8 @@ impl TestSearch {
         let answer = http.get(&url).send().await;
         assert!(
             answer.is_ok_and(|r| r.status().is_success()),
-            "search tests need an Elasticsearch/OpenSearch-compatible server at {url}; \
-             run scripts/setup (it starts osmem-server)"
+            "search tests need Elasticsearch or OpenSearch at {url}; \
+             run scripts/setup (it starts OpenSearch)"
         );
         Self {
             url,
@@ -43,8 +43,10 @@ impl TestSearch {
         format!("{}-{suffix}", self.prefix)
     }
 
-    /// Runs a search body against `{prefix}-{suffix}`.
+    /// Runs a search body against `{prefix}-{suffix}`, over every document
+    /// indexed so far.
     pub async fn search(&self, suffix: &str, body: Value) -> Value {
+        self.refresh(suffix).await;
         let response = self
             .http
             .post(format!("{}/{}/_search", self.url, self.alias(suffix)))
@@ -56,6 +58,23 @@ impl TestSearch {
         let body: Value = response.json().await.expect("search answer");
         assert!(status.is_success(), "search failed: {status} {body}");
         body
+    }
+
+    /// Makes every document indexed so far visible to searches (the engine
+    /// otherwise does so at its next periodic refresh).
+    pub async fn refresh(&self, suffix: &str) {
+        let response = self
+            .http
+            .post(format!("{}/{}/_refresh", self.url, self.alias(suffix)))
+            .send()
+            .await
+            .expect("refresh request");
+        assert!(
+            response.status().is_success(),
+            "refresh of {} failed: {}",
+            self.alias(suffix),
+            response.status()
+        );
     }
 
     /// Every document of `{prefix}-{suffix}` by id: `(version, source)`.

@@ -49,7 +49,7 @@ pub fn start_projectors(
         only: Vec::new(),
         session_timeout_ms: 6000,
         max_poll_interval_ms: 300_000,
-        fetch_wait_max_ms: 20,
+        instance_id: None,
         search: search.config(),
     };
     tokio::spawn(async move {

@@ -1,17 +1,19 @@
 //! Fault tests with real processes: `kill -9` of the relay and the
-//! projector under load, a broker that stops answering for 20 seconds, and
-//! two projector processes sharing one consumer group. Each ends by
+//! projector under load, `kill -9` of the leader of a busy partition in a
+//! three-broker Kafka cluster, a broker that stops answering for 20
+//! seconds, a killed `eshop serve` that resumes projecting at once, and two
+//! projector processes sharing one consumer group. Each ends by
 //! comparing the views and the index with a from-scratch build of the same
 //! events by fresh single processes.
 
-use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use eshop_tests::fault::{Projected, caught_up, chaos, scratch_build, shop_load};
-use eshop_tests::{EshopEnv, ProcessStack, TestBroker, TestDb, TestSearch, eventually, free_port};
+use eshop_tests::{
+    EshopEnv, KafkaCluster, ProcessStack, TestBroker, TestDb, TestSearch, eventually,
+};
 
 async fn count(db: &TestDb, sql: &str) -> i64 {
     sqlx::query_scalar(sql)
@@ -52,10 +54,10 @@ async fn assert_complete(db: &TestDb, search: &TestSearch, env: &EshopEnv) {
 async fn kill_9_of_relay_and_projector_under_load_loses_nothing() {
     let ProcessStack {
         db,
-        broker,
         search,
         port,
         env,
+        ..
     } = ProcessStack::new("kill9").await;
     let mut api = env.spawn(&["serve", "--api-only"]);
     let base = api.wait_live(port).await;
@@ -85,25 +87,6 @@ async fn kill_9_of_relay_and_projector_under_load_loses_nothing() {
     assert!(kills >= 3, "only {kills} kills");
     eprintln!("{} commands, {kills} kills", report.ok);
 
-    // tansu 0.6 can keep a member killed in the middle of a rebalance as
-    // its group's leader for good (Apache Kafka evicts it when its session
-    // times out), and such a group never hands out its partitions again:
-    // seen here as basket_view assigned nothing for four minutes. The last
-    // projector therefore joins groups of a new name, as an operator would
-    // against tansu (docs/streaming.md). It resumes from the positions the
-    // projections recorded in PostgreSQL, not from the groups' offsets, and
-    // the comparison below shows that nothing is lost or applied twice.
-    let (project, _) = processes
-        .iter_mut()
-        .find(|(_, args)| args == &["project"])
-        .expect("the projector");
-    project.kill();
-    let prefix = format!("{}.kill9.after", broker.prefix);
-    *project = env
-        .clone()
-        .with("PROJECTOR_GROUP_PREFIX", &prefix)
-        .spawn(&["project"]);
-
     caught_up(&env, Duration::from_secs(240)).await;
     for (process, _) in &mut processes {
         assert!(process.running(), "see {}", process.log.display());
@@ -111,62 +94,12 @@ async fn kill_9_of_relay_and_projector_under_load_loses_nothing() {
     assert_complete(&db, &search, &env).await;
 }
 
-/// A tansu broker of this test's own, so that stopping it troubles no other
-/// test.
-struct OwnBroker {
-    child: Child,
-    port: u16,
-}
-
-impl OwnBroker {
-    fn start() -> Self {
-        let port = free_port();
-        let url = format!("tcp://127.0.0.1:{port}");
-        let child = Command::new("tansu")
-            .args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &url,
-            ])
-            .args(["--storage-engine", "memory://tansu/"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("tansu is installed (scripts/setup builds it)");
-        let started = std::time::Instant::now();
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "tansu did not start"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Self { child, port }
-    }
-
-    fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .args([signal, &self.child.id().to_string()])
-            .status()
-            .expect("kill");
-        assert!(status.success());
-    }
-}
-
-impl Drop for OwnBroker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_broker_stopped_for_20_seconds_fails_no_command_and_the_lag_drains() {
-    let own = OwnBroker::start();
-    let mut broker = TestBroker::new();
-    broker.brokers = format!("127.0.0.1:{}", own.port);
+    // A broker of this test's own, so that stopping it troubles no other
+    // test.
+    let own = KafkaCluster::start(1);
+    let broker = TestBroker::on(&own.bootstrap());
     let ProcessStack {
         db,
         search,
@@ -174,11 +107,6 @@ async fn a_broker_stopped_for_20_seconds_fails_no_command_and_the_lag_drains() {
         env,
         ..
     } = ProcessStack::on(broker, "outage").await;
-    // Sessions outlive the outage, as with the default of 45 s: a consumer
-    // whose own session timer ran out during it rejoins under a new member
-    // id, and tansu 0.6 then keeps the old id as the group's leader for
-    // good (Apache Kafka evicts it), so its group never forms again.
-    let env = env.with("KAFKA_SESSION_TIMEOUT_MS", "45000");
     let mut serve = env.spawn(&["serve"]);
     let base = serve.wait_live(port).await;
 
@@ -205,13 +133,13 @@ async fn a_broker_stopped_for_20_seconds_fails_no_command_and_the_lag_drains() {
             )
             .await;
             // The outage: the broker process is stopped (SIGSTOP) and
-            // resumed (SIGCONT) 20 s later. tansu keeps its topics in
-            // memory here, so a stop must not lose its process.
-            own.signal("-STOP");
+            // resumed (SIGCONT) 20 s later: it answers nothing meanwhile,
+            // and every session it holds has run out when it comes back.
+            own.signal(1, "-STOP");
             let before = sent.load(Ordering::Relaxed);
             tokio::time::sleep(Duration::from_secs(20)).await;
             during = sent.load(Ordering::Relaxed) - before;
-            own.signal("-CONT");
+            own.signal(1, "-CONT");
             done.store(true, Ordering::Relaxed);
         }
     );
@@ -292,5 +220,159 @@ async fn two_projector_processes_share_the_partitions() {
             "{projection}: {a:?} and {b:?} overlap"
         );
     }
+    assert_complete(&db, &search, &env).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_9_of_the_leader_of_a_busy_partition_fails_no_command_and_loses_nothing() {
+    // Three brokers, every topic replicated three times with
+    // min.insync.replicas=2: one broker can go without a write failing.
+    let mut cluster = KafkaCluster::start(3);
+    let broker = TestBroker::on(&cluster.bootstrap());
+    let orders = format!("{}.orders", broker.prefix);
+    let ProcessStack {
+        db,
+        search,
+        port,
+        env,
+        ..
+    } = ProcessStack::on(broker, "leaderkill").await;
+    let env = env.with("KAFKA_TOPIC_REPLICATION", "3");
+    let mut serve = env.spawn(&["serve"]);
+    let base = serve.wait_live(port).await;
+
+    let done = AtomicBool::new(false);
+    let sent = Arc::new(AtomicU64::new(0));
+    let (report, killed) = tokio::join!(
+        async {
+            // 30 products and 550 orders: over 2,000 commands.
+            let report = shop_load(&base, "L", 30, 550, 8, sent.clone()).await;
+            done.store(true, Ordering::Relaxed);
+            report
+        },
+        async {
+            // Busy: orders are flowing through the partition's leader.
+            eventually(Duration::from_secs(60), "orders projected", || async {
+                (count(&db, "SELECT count(*) FROM order_view").await >= 100).then_some(())
+            })
+            .await;
+            let leader = cluster
+                .leader(&orders, 0)
+                .expect("partition 0 of the orders topic has a leader");
+            let at = sent.load(Ordering::Relaxed);
+            cluster.kill(leader);
+            eprintln!("killed broker {leader}, the leader of {orders}/0, after {at} commands");
+            assert!(
+                !done.load(Ordering::Relaxed),
+                "the load ended before the leader was killed"
+            );
+            let new_leader = eventually(Duration::from_secs(30), "a new leader", || async {
+                cluster.leader(&orders, 0).filter(|l| *l != leader)
+            })
+            .await;
+            eprintln!("broker {new_leader} leads {orders}/0 now");
+            leader
+        }
+    );
+    assert!(
+        report.failures.is_empty(),
+        "{:?}",
+        &report.failures[..report.failures.len().min(5)]
+    );
+    assert!(report.ok >= 2000, "only {} commands", report.ok);
+    eprintln!("{} commands; broker {killed} killed under load", report.ok);
+
+    caught_up(&env, Duration::from_secs(180)).await;
+    assert!(serve.running(), "see {}", serve.log.display());
+    assert_complete(&db, &search, &env).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_killed_serve_restarted_under_load_projects_again_within_10_seconds() {
+    let ProcessStack {
+        db,
+        search,
+        port,
+        env,
+        ..
+    } = ProcessStack::new("restart").await;
+    let mut serve = env.spawn(&["serve"]);
+    let base = serve.wait_live(port).await;
+
+    let done = AtomicBool::new(false);
+    let sent = Arc::new(AtomicU64::new(0));
+    tokio::join!(
+        async {
+            // Load before, during and after the restart; commands sent
+            // while no API listens fail, which is not what this test is
+            // about.
+            let mut round = 0;
+            while !done.load(Ordering::Relaxed) {
+                shop_load(&base, &format!("R{round}"), 3, 20, 4, sent.clone()).await;
+                round += 1;
+            }
+        },
+        async {
+            eventually(Duration::from_secs(60), "orders projected", || async {
+                (count(&db, "SELECT count(*) FROM order_view").await >= 50).then_some(())
+            })
+            .await;
+            // Every projection has joined its group and is taking events.
+            eventually(
+                Duration::from_secs(60),
+                "every projection at work",
+                || async {
+                    let working: i64 = sqlx::query_scalar(
+                        "SELECT count(DISTINCT projection) FROM projection_offsets",
+                    )
+                    .fetch_one(&db.pool)
+                    .await
+                    .ok()?;
+                    (working as usize == projections::projector::names().len()).then_some(())
+                },
+            )
+            .await;
+            serve.kill();
+            let restarted = std::time::Instant::now();
+            serve = env.spawn(&["serve"]);
+            serve.wait_live(port).await;
+            // An order placed after the restart, in every view it touches
+            // and in the search index.
+            let placed = shop_load(&base, "after", 1, 1, 1, Arc::new(AtomicU64::new(0))).await;
+            assert!(placed.failures.is_empty(), "{:?}", placed.failures);
+            let order: String = sqlx::query_scalar(
+                "SELECT aggregate_id FROM events WHERE event_type = 'OrderPlaced' \
+                 ORDER BY global_position DESC LIMIT 1",
+            )
+            .fetch_one(&db.pool)
+            .await
+            .expect("the new order");
+            let id = uuid::Uuid::parse_str(&order).expect("order id");
+            eventually(
+                Duration::from_secs(30),
+                "the new order projected everywhere",
+                || async {
+                    let row: i64 =
+                        sqlx::query_scalar("SELECT count(*) FROM order_view WHERE order_id = $1")
+                            .bind(id)
+                            .fetch_one(&db.pool)
+                            .await
+                            .ok()?;
+                    let indexed = search.documents("orders").await.contains_key(&order);
+                    (row == 1 && indexed).then_some(())
+                },
+            )
+            .await;
+            let resumed = restarted.elapsed();
+            eprintln!("projected again {resumed:?} after the restart");
+            done.store(true, Ordering::Relaxed);
+            assert!(
+                resumed < Duration::from_secs(10),
+                "the restarted serve took {resumed:?} to project a new order; see {}",
+                serve.log.display()
+            );
+        }
+    );
+    caught_up(&env, Duration::from_secs(120)).await;
     assert_complete(&db, &search, &env).await;
 }

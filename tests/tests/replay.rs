@@ -15,17 +15,6 @@ use eshop_tests::{EshopEnv, ProcessStack, TestDb, eventually};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-/// A stack whose projectors keep Kafka's default session timeout: these
-/// tests kill no projector, and a loaded two-core machine can hold the
-/// broker's heartbeat answers past the harness's short timeout (tansu 0.6
-/// then may never assign the rejoining member its partitions again; see
-/// docs/streaming.md).
-async fn stack(name: &str) -> ProcessStack {
-    let mut stack = ProcessStack::new(name).await;
-    stack.env = stack.env.clone().with("KAFKA_SESSION_TIMEOUT_MS", "45000");
-    stack
-}
-
 /// The PostgreSQL views' tables, and each one's key.
 const TABLES: &[(&str, &str)] = &[
     ("product_catalog", "product_id"),
@@ -128,7 +117,7 @@ async fn run(env: &EshopEnv, args: &[&str]) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_rebuild_from_scratch_equals_the_incremental_projection_on_a_random_history() {
-    let stack = stack("rebuild-equal").await;
+    let stack = ProcessStack::new("rebuild-equal").await;
     let mut serve = stack.env.spawn(&["serve"]);
     let base = serve.wait_live(stack.port).await;
     // A product registered before the schema changed: stored as version
@@ -224,7 +213,7 @@ async fn a_rebuild_from_scratch_equals_the_incremental_projection_on_a_random_hi
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_rebuild_while_commands_flow_loses_nothing_and_queries_keep_answering() {
-    let stack = stack("rebuild-live").await;
+    let stack = ProcessStack::new("rebuild-live").await;
     let mut serve = stack.env.spawn(&["serve"]);
     let base = serve.wait_live(stack.port).await;
     let seed: u64 = rand::random();
@@ -289,7 +278,7 @@ async fn a_rebuild_while_commands_flow_loses_nothing_and_queries_keep_answering(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kill_9_during_a_rebuild_leaves_the_live_view_serving_and_a_rerun_finishes() {
-    let stack = stack("rebuild-kill").await;
+    let stack = ProcessStack::new("rebuild-kill").await;
     let mut serve = stack.env.spawn(&["serve"]);
     let base = serve.wait_live(stack.port).await;
     let seed: u64 = rand::random();
@@ -414,7 +403,7 @@ async fn totals(db: &TestDb, table: &str) -> (i64, i64, i64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn point_in_time_snapshots_match_a_hand_computed_expectation() {
-    let stack = stack("rebuild-asof").await;
+    let stack = ProcessStack::new("rebuild-asof").await;
     let mut serve = stack.env.spawn(&["serve"]);
     let base = serve.wait_live(stack.port).await;
     let http = reqwest::Client::new();
@@ -591,7 +580,7 @@ async fn point_in_time_snapshots_match_a_hand_computed_expectation() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn verify_names_exactly_the_rows_corrupted_behind_its_back() {
-    let stack = stack("verify").await;
+    let stack = ProcessStack::new("verify").await;
     let mut serve = stack.env.spawn(&["serve"]);
     let base = serve.wait_live(stack.port).await;
     let seed: u64 = rand::random();
@@ -697,7 +686,7 @@ async fn verify_names_exactly_the_rows_corrupted_behind_its_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replay_commands_refuse_bad_input_clearly() {
-    let stack = stack("replay-input").await;
+    let stack = ProcessStack::new("replay-input").await;
     for (args, message) in [
         (vec!["projections", "rebuild"], "name the projections"),
         (

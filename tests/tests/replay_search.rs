@@ -18,17 +18,6 @@ use serde_json::{Value, json};
 
 type Documents = BTreeMap<String, (i64, Value)>;
 
-/// A stack whose projectors keep Kafka's default session timeout: these
-/// tests kill no projector, and a loaded two-core machine can hold the
-/// broker's heartbeat answers past the harness's short timeout (tansu 0.6
-/// then may never assign the rejoining member its partitions again; see
-/// docs/streaming.md).
-async fn stack(name: &str) -> ProcessStack {
-    let mut stack = ProcessStack::new(name).await;
-    stack.env = stack.env.clone().with("KAFKA_SESSION_TIMEOUT_MS", "45000");
-    stack
-}
-
 fn database(db: &TestDb) -> DatabaseConfig {
     DatabaseConfig {
         url: db.url.clone(),
@@ -112,7 +101,7 @@ fn assert_clean(reports: &[TableReport], stack: &ProcessStack) {
 /// Makes a random history through `eshop serve` and waits until every
 /// projection, the search index among them, has taken it.
 async fn served_history(name: &str, products: usize, shoppers: usize, baskets: usize) -> Served {
-    let stack = stack(name).await;
+    let stack = ProcessStack::new(name).await;
     let mut serve = stack.env.spawn(&["serve"]);
     let base = serve.wait_live(stack.port).await;
     let seed: u64 = rand::random();
@@ -431,7 +420,7 @@ async fn a_search_rebuild_while_commands_flow_loses_nothing_and_searches_keep_an
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_search_rebuild_on_a_fresh_system_makes_the_aliases_the_projector_then_uses() {
-    let stack = stack("search-rebuild-fresh").await;
+    let stack = ProcessStack::new("search-rebuild-fresh").await;
     rebuild(&stack, false).await;
     for suffix in ["products", "orders"] {
         let alias = stack.search.alias(suffix);

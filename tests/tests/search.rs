@@ -1,5 +1,5 @@
 //! The search projection end to end: REST commands → event store → relay →
-//! broker → projector → the search server (osmem-server in CI; any
+//! Kafka → projector → the search engine (OpenSearch 2.19 in CI; any
 //! Elasticsearch 8/9 or OpenSearch 2/3 by URL).
 
 use std::time::Duration;
