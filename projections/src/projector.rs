@@ -794,8 +794,9 @@ pub async fn run(
     projection: Arc<dyn Projection>,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let (producer, consumer) =
+    let (producer, mut consumer) =
         connect(config, projection.name(), projection.aggregate_types()).await?;
+    let mut fences = Fences::new();
     tracing::info!(projection = projection.name(), group = %group_id(config, projection.as_ref()), "projection started");
     let mut positions = Positions::new(projection.name());
     tokio::pin!(shutdown);
@@ -807,7 +808,11 @@ pub async fn run(
         let mut gathered = match message {
             Ok(message) => vec![message.detach()],
             Err(error @ KafkaError::MessageConsumptionFatal(_)) => {
-                return Err(fatal(config, projection.name(), error));
+                fences.rejoin(config.instance_id.as_deref(), projection.name(), error)?;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                consumer = self::consumer(config, projection.name(), projection.aggregate_types())?;
+                positions = Positions::new(projection.name());
+                continue;
             }
             Err(error) => {
                 tracing::warn!(projection = projection.name(), %error, "consuming failed");
@@ -850,18 +855,62 @@ pub async fn run(
     }
 }
 
-/// Why a consumer stopped for good: most likely another running process
-/// joined the group under the same `--instance-id`.
-pub(crate) fn fatal(
-    config: &ProjectorConfig,
-    projection: &str,
-    error: KafkaError,
-) -> anyhow::Error {
-    let error = anyhow::Error::new(error);
-    match (&config.instance_id, error.downcast_ref()) {
-        (Some(instance), Some(KafkaError::MessageConsumptionFatal(RDKafkaErrorCode::FencedInstanceId))) => error
-            .context(format!("projection {projection}: another running projector joined its group as instance {instance}; give each process its own --instance-id")),
-        _ => error.context(format!("projection {projection}: its consumer failed for good")),
+/// What a projection runner does when its consumer fails for good.
+///
+/// A static member (`--instance-id`) can fence itself: when its session
+/// runs out on the client's side (the coordinator did not answer for the
+/// whole session timeout, as in a broker outage), librdkafka rejoins under
+/// the same instance id, the coordinator gives that id a new member id, and
+/// the old member's next request is answered `FENCED_INSTANCE_ID`, a fatal
+/// error (librdkafka issue 3437). The runner then makes a new consumer,
+/// which rejoins with the same id. A fence that keeps coming back means
+/// another running process has this instance id: then the runner stops
+/// with an error that says so.
+pub(crate) struct Fences {
+    recent: std::collections::VecDeque<std::time::Instant>,
+}
+
+/// This many fences within [`FENCE_WINDOW`] mean another process.
+const FENCES_TOLERATED: usize = 3;
+const FENCE_WINDOW: Duration = Duration::from_secs(120);
+
+impl Fences {
+    pub(crate) fn new() -> Self {
+        Self {
+            recent: std::collections::VecDeque::new(),
+        }
+    }
+
+    /// Whether to make a new consumer after `error` (the consumer's fatal
+    /// error), or the error to stop with.
+    pub(crate) fn rejoin(
+        &mut self,
+        instance_id: Option<&str>,
+        projection: &str,
+        error: KafkaError,
+    ) -> Result<(), anyhow::Error> {
+        let fenced = matches!(
+            error,
+            KafkaError::MessageConsumptionFatal(RDKafkaErrorCode::FencedInstanceId)
+        );
+        let now = std::time::Instant::now();
+        self.recent
+            .retain(|at| now.duration_since(*at) < FENCE_WINDOW);
+        self.recent.push_back(now);
+        match instance_id {
+            Some(instance) if fenced && self.recent.len() >= FENCES_TOLERATED => {
+                Err(anyhow::Error::new(error).context(format!(
+                    "projection {projection}: fenced {FENCES_TOLERATED} times in {FENCE_WINDOW:?}: \
+                     another running projector has instance id {instance}; give each process its own --instance-id"
+                )))
+            }
+            Some(instance) if fenced => {
+                tracing::warn!(projection, instance = %instance, "consumer fenced under its own instance id; rejoining with a new consumer");
+                Ok(())
+            }
+            _ => Err(anyhow::Error::new(error)
+                .context(format!("projection {projection}: its consumer failed for good"))),
+        }
     }
 }
 
@@ -982,5 +1031,48 @@ async fn take_one(
             tracing::warn!(projection = projection.name(), %error, "applying failed; retrying");
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fenced() -> KafkaError {
+        KafkaError::MessageConsumptionFatal(RDKafkaErrorCode::FencedInstanceId)
+    }
+
+    #[test]
+    fn a_static_member_fenced_under_its_own_id_rejoins_until_the_fences_keep_coming() {
+        let mut fences = Fences::new();
+        assert!(
+            fences
+                .rejoin(Some("host:8080"), "order_view", fenced())
+                .is_ok()
+        );
+        assert!(
+            fences
+                .rejoin(Some("host:8080"), "order_view", fenced())
+                .is_ok()
+        );
+        let error = fences
+            .rejoin(Some("host:8080"), "order_view", fenced())
+            .expect_err("a third fence within the window");
+        assert!(
+            format!("{error:#}").contains("instance id host:8080"),
+            "{error:#}"
+        );
+    }
+
+    #[test]
+    fn any_other_fatal_consumer_error_stops_the_projection() {
+        let mut fences = Fences::new();
+        let other = KafkaError::MessageConsumptionFatal(RDKafkaErrorCode::Fatal);
+        assert!(
+            fences
+                .rejoin(Some("host:8080"), "order_view", other)
+                .is_err()
+        );
+        assert!(fences.rejoin(None, "order_view", fenced()).is_err());
     }
 }

@@ -305,7 +305,8 @@ pub async fn run(
             Err(error) => return Err(error),
         }
     }
-    let (producer, consumer) = projector::connect(config, NAME, AGGREGATE_TYPES).await?;
+    let (producer, mut consumer) = projector::connect(config, NAME, AGGREGATE_TYPES).await?;
+    let mut fences = projector::Fences::new();
     tracing::info!(projection = NAME, url = %search.url, "projection started");
     let mut positions = Positions::new(NAME);
     tokio::pin!(shutdown);
@@ -318,7 +319,11 @@ pub async fn run(
         match first {
             Ok(message) => admit(&pool, &consumer, &mut positions, &mut batch, &message).await,
             Err(error @ rdkafka::error::KafkaError::MessageConsumptionFatal(_)) => {
-                return Err(projector::fatal(config, NAME, error));
+                fences.rejoin(config.instance_id.as_deref(), NAME, error)?;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                consumer = projector::consumer(config, NAME, AGGREGATE_TYPES)?;
+                positions = Positions::new(NAME);
+                continue;
             }
             Err(error) => {
                 tracing::warn!(projection = NAME, %error, "consuming failed");
