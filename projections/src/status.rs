@@ -18,6 +18,7 @@ use chrono::{DateTime, Utc};
 use event_store::feed::GlobalPosition;
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use serde::Serialize;
@@ -177,6 +178,30 @@ fn read_from(
     Ok(read)
 }
 
+/// A partition's low and high watermarks. A partition can be without a
+/// leader for a moment (just created, or its leader moved to another
+/// broker): asked again until `timeout`.
+fn watermarks_of(
+    consumer: &BaseConsumer,
+    topic: &str,
+    partition: i32,
+    timeout: Duration,
+) -> KafkaResult<(i64, i64)> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        match consumer.fetch_watermarks(topic, partition, timeout) {
+            Err(KafkaError::MetadataFetch(
+                RDKafkaErrorCode::NotLeaderForPartition
+                | RDKafkaErrorCode::LeaderNotAvailable
+                | RDKafkaErrorCode::UnknownTopicOrPartition,
+            )) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            answer => return answer,
+        }
+    }
+}
+
 /// The broker's view: for every partition of `topics`, its low watermark
 /// and its end (the high watermark: the offset after its last message), and
 /// for the partitions `peek` names (given the low watermark and the end),
@@ -195,8 +220,7 @@ fn broker_view(
             .fetch_metadata(Some(topic), timeout)
             .with_context(|| format!("failed to read the metadata of {topic}"))?;
         for partition in metadata.topics().iter().flat_map(|t| t.partitions()) {
-            let (low, high) = consumer
-                .fetch_watermarks(topic, partition.id(), timeout)
+            let (low, high) = watermarks_of(&consumer, topic, partition.id(), timeout)
                 .with_context(|| format!("failed to read the watermarks of {topic}"))?;
             watermarks.insert((topic.clone(), partition.id()), (low, high));
         }
