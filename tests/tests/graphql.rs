@@ -446,6 +446,47 @@ async fn pages_have_opaque_cursors_and_refuse_foreign_ones() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn search_highlights_escape_the_documents_html_and_mark_only_the_matches() {
+    let side = ReadSide::start("gql-highlight").await;
+    let (app, gql) = (&side.app, &side.graphql);
+    let (_, written) = product(
+        app,
+        "XSS-1",
+        "<img src=x onerror=alert(document.domain)> zebramug",
+        "Tom & \"Jerry's\" zebramug",
+        1000,
+    )
+    .await;
+    let found = data(
+        gql.query_after(
+            &written,
+            "{ searchProducts(query: \"zebramug\") { edges { highlights { field fragments } } } }",
+            json!({}),
+        )
+        .await,
+    )["searchProducts"]["edges"][0]["highlights"]
+        .clone();
+    let fragment = |field: &str| -> String {
+        found
+            .as_array()
+            .expect("highlights")
+            .iter()
+            .find(|h| h["field"] == field)
+            .and_then(|h| h["fragments"][0].as_str())
+            .unwrap_or_else(|| panic!("no {field} highlight in {found}"))
+            .to_owned()
+    };
+    assert_eq!(
+        fragment("name"),
+        "&lt;img src=x onerror=alert(document.domain)&gt; <em>zebramug</em>"
+    );
+    assert_eq!(
+        fragment("description"),
+        "Tom &amp; &quot;Jerry&#x27;s&quot; <em>zebramug</em>"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn search_ranks_products_by_relevance_with_facets_and_highlights() {
     let side = ReadSide::start("gql-search").await;
     let (app, gql) = (&side.app, &side.graphql);

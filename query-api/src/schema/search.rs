@@ -26,7 +26,9 @@ const MAX_WINDOW: usize = 10_000;
 /// 100 and over.
 const DEFAULT_BUCKETS: [i64; 3] = [1_000, 5_000, 10_000];
 
-/// Matched fragments of one field, with `<em>` around the matches.
+/// Matched fragments of one field, as HTML: everything the document holds
+/// is escaped (`&lt;`, `&gt;`, `&amp;`, `&quot;`, `&#x27;`, `&#x2F;`), and
+/// the only markup is `<em>` around the matches.
 #[derive(Debug, Clone, SimpleObject)]
 pub struct Highlight {
     pub field: String,
@@ -303,7 +305,7 @@ impl SearchQueries {
             "version": true,
             "track_total_hits": true,
             "query": { "bool": { "must": [must], "filter": filters } },
-            "highlight": { "fields": { "name": {}, "description": {} } },
+            "highlight": { "encoder": "html", "fields": { "name": {}, "description": {} } },
             "aggs": {
                 "status": { "terms": { "field": "status" } },
                 "price": { "range": { "field": "price_minor", "ranges": price_ranges(&bounds) } }
@@ -386,7 +388,7 @@ impl SearchQueries {
                 ],
                 "minimum_should_match": 1
             } },
-            "highlight": { "fields": { "product_names": {}, "recipient": {}, "city": {} } },
+            "highlight": { "encoder": "html", "fields": { "product_names": {}, "recipient": {}, "city": {} } },
             "sort": [{ "_score": "desc" }, { "placed_at": "desc" }, { "order_id": "asc" }]
         });
         let reply = services
