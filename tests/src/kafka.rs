@@ -167,14 +167,16 @@ impl KafkaCluster {
             .filter(|leader| *leader >= 0)
     }
 
-    /// `kill -9` of node `id`: no shutdown, no flush.
-    pub fn kill(&mut self, id: i32) {
-        let node = self
-            .nodes
+    fn node(&mut self, id: i32) -> &mut Node {
+        self.nodes
             .iter_mut()
             .find(|n| n.id == id)
-            .expect("a node of this cluster");
-        if let Some(mut child) = node.child.take() {
+            .expect("a node of this cluster")
+    }
+
+    /// `kill -9` of node `id`: no shutdown, no flush.
+    pub fn kill(&mut self, id: i32) {
+        if let Some(mut child) = self.node(id).child.take() {
             let _ = child.kill();
             let _ = child.wait();
         }
@@ -182,7 +184,11 @@ impl KafkaCluster {
 
     /// Sends a signal (`-STOP`, `-CONT`, …) to node `id`'s process.
     pub fn signal(&self, id: i32, signal: &str) {
-        let node = self.nodes.iter().find(|n| n.id == id).expect("a node");
+        let node = self
+            .nodes
+            .iter()
+            .find(|n| n.id == id)
+            .expect("a node of this cluster");
         let pid = node.child.as_ref().expect("a running node").id();
         let status = Command::new("kill")
             .args([signal, &pid.to_string()])
@@ -190,27 +196,13 @@ impl KafkaCluster {
             .expect("kill");
         assert!(status.success(), "kill {signal} {pid}");
     }
-
-    /// Starts node `id` again on its data and ports.
-    pub fn restart(&mut self, id: i32) {
-        let index = self
-            .nodes
-            .iter()
-            .position(|n| n.id == id)
-            .expect("a node of this cluster");
-        self.kill(id);
-        self.spawn(index);
-        self.wait_until_serving(Duration::from_secs(120));
-    }
 }
 
 impl Drop for KafkaCluster {
     fn drop(&mut self) {
-        for node in &mut self.nodes {
-            if let Some(mut child) = node.child.take() {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
+        let ids: Vec<i32> = self.nodes.iter().map(|n| n.id).collect();
+        for id in ids {
+            self.kill(id);
         }
         if !std::thread::panicking() {
             let _ = std::fs::remove_dir_all(&self.root);

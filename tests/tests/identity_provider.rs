@@ -41,10 +41,10 @@ fn unreachable(url: &str, error: impl std::fmt::Display) -> ! {
     )
 }
 
-/// GETs `url` and returns its JSON body, failing loudly on anything but 200.
-async fn get_json(url: &str) -> Value {
-    let response = client()
-        .get(url)
+/// Sends `request` (described as `what`, e.g. `GET <url>`, to `url`) and
+/// returns its JSON body, failing loudly on anything but a 2xx.
+async fn json_answer(what: &str, url: &str, request: reqwest::RequestBuilder) -> Value {
+    let response = request
         .send()
         .await
         .unwrap_or_else(|error| unreachable(url, error));
@@ -55,10 +55,14 @@ async fn get_json(url: &str) -> Value {
         .unwrap_or_else(|error| unreachable(url, error));
     assert!(
         status.is_success(),
-        "GET {url} answered {status}: {body}\n(is the eshop realm imported? run scripts/setup)"
+        "{what} answered {status}: {body}\n(is the eshop realm imported? run scripts/setup)"
     );
-    serde_json::from_str(&body)
-        .unwrap_or_else(|error| panic!("GET {url}: not JSON ({error}): {body}"))
+    serde_json::from_str(&body).unwrap_or_else(|error| panic!("{what}: not JSON ({error}): {body}"))
+}
+
+/// GETs `url` and returns its JSON body.
+async fn get_json(url: &str) -> Value {
+    json_answer(&format!("GET {url}"), url, client().get(url)).await
 }
 
 struct Discovery {
@@ -86,23 +90,12 @@ async fn discovery() -> Discovery {
 
 /// POSTs a token request and returns the access token.
 async fn token(endpoint: &str, form: &[(&str, &str)]) -> String {
-    let response = client()
-        .post(endpoint)
-        .form(form)
-        .send()
-        .await
-        .unwrap_or_else(|error| unreachable(endpoint, error));
-    let status = response.status();
-    let body = response
-        .text()
-        .await
-        .unwrap_or_else(|error| unreachable(endpoint, error));
-    assert!(
-        status.is_success(),
-        "POST {endpoint} answered {status}: {body}"
-    );
-    let body: Value = serde_json::from_str(&body)
-        .unwrap_or_else(|error| panic!("POST {endpoint}: not JSON ({error}): {body}"));
+    let body = json_answer(
+        &format!("POST {endpoint}"),
+        endpoint,
+        client().post(endpoint).form(form),
+    )
+    .await;
     assert_eq!(body["token_type"].as_str(), Some("Bearer"), "{body}");
     body["access_token"]
         .as_str()
