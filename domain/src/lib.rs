@@ -15,4 +15,4 @@ pub mod text;
 
 pub use error::ErrorKind;
 pub use ids::{BasketId, CustomerId, OrderId, ProductId};
-pub use money::{Currency, Money, MoneyError};
+pub use money::{Currency, MAX_UNIT_PRICE_MINOR, Money, MoneyError};

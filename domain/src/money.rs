@@ -101,6 +101,21 @@ impl JsonSchema for Currency {
     }
 }
 
+/// The most a unit price may be: 10^12 minor units, ten billion euros.
+///
+/// Currencies with the smallest units still get a price a shop may ask
+/// (10^12 minor units are some 600,000 US dollars in Indonesian rupiah,
+/// 110,000 in Lebanese pounds). Together with
+/// [`MAX_QUANTITY`](crate::basket::MAX_QUANTITY) and
+/// [`MAX_LINES`](crate::basket::MAX_LINES) it bounds every figure the views
+/// derive (see [`MAX_ORDER_TOTAL_MINOR`](crate::order::MAX_ORDER_TOTAL_MINOR)):
+/// a line is at most 9.9 × 10^13 minor units, an order 4.95 × 10^15, 1/1,800
+/// of a 64-bit integer; and a `sales_daily` row (one product, one day) holds
+/// the revenue of more than 93,000 lines of 99 units at this price before
+/// its bigint would overflow, which the projection then refuses rather than
+/// wraps.
+pub const MAX_UNIT_PRICE_MINOR: i64 = 1_000_000_000_000;
+
 /// An amount of money: integer minor units (cents for EUR, yen for JPY)
 /// and its currency.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
@@ -122,6 +137,8 @@ pub enum MoneyError {
     Negative,
     #[error("amount is too large")]
     Overflow,
+    #[error("amount must be at most {max} minor units")]
+    AboveMaximum { max: i64 },
 }
 
 impl Money {
@@ -136,6 +153,26 @@ impl Money {
             return Err(MoneyError::Negative);
         }
         Ok(Self { minor, currency })
+    }
+
+    /// A unit price: zero to [`MAX_UNIT_PRICE_MINOR`] minor units.
+    pub fn unit_price(minor: i64, currency: Currency) -> Result<Self, MoneyError> {
+        let price = Self::non_negative(minor, currency)?;
+        price.check_unit_price()?;
+        Ok(price)
+    }
+
+    /// Whether this amount may be a unit price (see [`Money::unit_price`]).
+    pub fn check_unit_price(&self) -> Result<(), MoneyError> {
+        if self.minor < 0 {
+            return Err(MoneyError::Negative);
+        }
+        if self.minor > MAX_UNIT_PRICE_MINOR {
+            return Err(MoneyError::AboveMaximum {
+                max: MAX_UNIT_PRICE_MINOR,
+            });
+        }
+        Ok(())
     }
 
     #[must_use]
@@ -248,6 +285,19 @@ mod tests {
             Money::new(i64::MAX, eur()).checked_mul(2),
             Err(MoneyError::Overflow)
         );
+    }
+
+    #[test]
+    fn a_unit_price_is_between_zero_and_the_maximum() {
+        assert!(Money::unit_price(0, eur()).is_ok());
+        assert!(Money::unit_price(MAX_UNIT_PRICE_MINOR, eur()).is_ok());
+        assert_eq!(
+            Money::unit_price(MAX_UNIT_PRICE_MINOR + 1, eur()),
+            Err(MoneyError::AboveMaximum {
+                max: MAX_UNIT_PRICE_MINOR
+            })
+        );
+        assert_eq!(Money::unit_price(-1, eur()), Err(MoneyError::Negative));
     }
 
     #[test]

@@ -10,9 +10,9 @@ use crate::text::{ProductName, Sku};
 
 use super::{BasketCommand, BasketError, BasketEvent};
 
-/// Most units of one product in one basket line.
+/// Most units of one product in one basket line (and so in one order line).
 pub const MAX_QUANTITY: u32 = 99;
-/// Most lines in one basket.
+/// Most lines in one basket (and so in one order).
 pub const MAX_LINES: usize = 50;
 
 /// Where a basket is in its life.
@@ -116,6 +116,12 @@ impl Basket {
                 let added = checked_quantity(u64::from(quantity))?;
                 if product.discontinued {
                     return Err(BasketError::ProductDiscontinued {
+                        product_id: product.product_id,
+                    });
+                }
+                // A catalog price from before prices were bounded.
+                if product.unit_price.check_unit_price().is_err() {
+                    return Err(BasketError::PriceOutOfRange {
                         product_id: product.product_id,
                     });
                 }

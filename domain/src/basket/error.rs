@@ -1,6 +1,6 @@
 use crate::error::ErrorKind;
 use crate::ids::ProductId;
-use crate::money::Currency;
+use crate::money::{Currency, MAX_UNIT_PRICE_MINOR};
 
 use super::{BasketStatus, MAX_LINES, MAX_QUANTITY};
 
@@ -27,6 +27,10 @@ pub enum BasketError {
     TooManyLines,
     #[error("product {product_id} is discontinued")]
     ProductDiscontinued { product_id: ProductId },
+    #[error(
+        "product {product_id} is priced outside 0 to {MAX_UNIT_PRICE_MINOR} minor units and cannot be sold"
+    )]
+    PriceOutOfRange { product_id: ProductId },
     #[error("basket is priced in {basket}, product in {product}")]
     CurrencyMismatch { basket: Currency, product: Currency },
     #[error("product {product_id} is not in the basket")]
@@ -43,6 +47,7 @@ impl BasketError {
             Self::QuantityOutOfRange { .. }
             | Self::TooManyLines
             | Self::ProductDiscontinued { .. }
+            | Self::PriceOutOfRange { .. }
             | Self::CurrencyMismatch { .. } => ErrorKind::Validation,
             Self::AlreadyOpened | Self::NotOpen { .. } | Self::Empty | Self::LineFull { .. } => {
                 ErrorKind::InvalidState
@@ -61,6 +66,7 @@ impl BasketError {
             Self::LineFull { .. } => "line-full",
             Self::TooManyLines => "too-many-lines",
             Self::ProductDiscontinued { .. } => "product-discontinued",
+            Self::PriceOutOfRange { .. } => "price-out-of-range",
             Self::CurrencyMismatch { .. } => "currency-mismatch",
             Self::ItemNotInBasket { .. } => "item-not-in-basket",
             Self::Empty => "basket-empty",

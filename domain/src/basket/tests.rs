@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use crate::error::ErrorKind;
 use crate::ids::{CustomerId, OrderId, ProductId};
-use crate::money::Money;
+use crate::money::{MAX_UNIT_PRICE_MINOR, Money};
 use crate::text::{ProductName, Sku};
 
 use super::{
@@ -308,6 +308,28 @@ fn adding_a_discontinued_product_is_refused() {
         .then_expect_error(BasketError::ProductDiscontinued {
             product_id: product(1),
         });
+}
+
+#[test]
+fn adding_a_product_priced_above_the_highest_price_is_refused() {
+    given(vec![opened()])
+        .when(BasketCommand::AddItem {
+            product: offer(1, eur(4_611_686_018_427_387_904)),
+            quantity: 2,
+        })
+        .then_expect_error(BasketError::PriceOutOfRange {
+            product_id: product(1),
+        });
+}
+
+#[test]
+fn adding_a_product_at_the_highest_price_in_the_largest_quantity_succeeds() {
+    given(vec![opened()])
+        .when(BasketCommand::AddItem {
+            product: offer(1, eur(MAX_UNIT_PRICE_MINOR)),
+            quantity: MAX_QUANTITY,
+        })
+        .then_expect_events(vec![added(1, eur(MAX_UNIT_PRICE_MINOR), MAX_QUANTITY)]);
 }
 
 #[test]

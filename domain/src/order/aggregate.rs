@@ -5,11 +5,24 @@ use cqrs_es::event_sink::EventSink;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::basket::{MAX_LINES, MAX_QUANTITY};
 use crate::ids::{BasketId, CustomerId, ProductId};
-use crate::money::{Money, MoneyError};
+use crate::money::{MAX_UNIT_PRICE_MINOR, Money, MoneyError};
 use crate::text::{CountryCode, ProductName, ShortText, Sku};
 
 use super::{OrderCommand, OrderError, OrderEvent};
+
+/// The largest order total: [`MAX_LINES`] lines of [`MAX_QUANTITY`] units at
+/// [`MAX_UNIT_PRICE_MINOR`], 4.95 × 10^15 minor units. Orders are placed
+/// within these bounds, so a total (and any amount paid) always fits a
+/// 64-bit integer, with room for more than a thousand such totals.
+pub const MAX_ORDER_TOTAL_MINOR: i64 =
+    MAX_UNIT_PRICE_MINOR * MAX_QUANTITY as i64 * MAX_LINES as i64;
+
+const _: () = assert!(
+    MAX_ORDER_TOTAL_MINOR <= i64::MAX / 1000,
+    "an order total must fit a 64-bit integer with a wide margin"
+);
 
 /// Where an order is in its life.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -114,13 +127,27 @@ impl Order {
                     return Err(OrderError::AlreadyPlaced);
                 }
                 let first = lines.first().ok_or(OrderError::NoLines)?;
+                if lines.len() > MAX_LINES {
+                    return Err(OrderError::TooManyLines);
+                }
                 let mut total = Money::zero(first.unit_price.currency);
                 for line in &lines {
                     if line.quantity == 0 {
                         return Err(OrderError::ZeroQuantity);
                     }
-                    if line.unit_price.minor < 0 {
-                        return Err(OrderError::Total(MoneyError::Negative));
+                    if line.quantity > MAX_QUANTITY {
+                        return Err(OrderError::QuantityOutOfRange {
+                            quantity: line.quantity,
+                        });
+                    }
+                    match line.unit_price.check_unit_price() {
+                        Ok(()) => {}
+                        Err(MoneyError::AboveMaximum { .. }) => {
+                            return Err(OrderError::PriceOutOfRange {
+                                product_id: line.product_id,
+                            });
+                        }
+                        Err(error) => return Err(OrderError::Total(error)),
                     }
                     let amount = line
                         .unit_price

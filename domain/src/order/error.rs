@@ -1,5 +1,7 @@
+use crate::basket::{MAX_LINES, MAX_QUANTITY};
 use crate::error::ErrorKind;
-use crate::money::{Money, MoneyError};
+use crate::ids::ProductId;
+use crate::money::{MAX_UNIT_PRICE_MINOR, Money, MoneyError};
 
 use super::OrderStatus;
 
@@ -19,6 +21,14 @@ pub enum OrderError {
     NoLines,
     #[error("line quantities must be at least 1")]
     ZeroQuantity,
+    #[error("line quantities must be at most {MAX_QUANTITY}, got {quantity}")]
+    QuantityOutOfRange { quantity: u32 },
+    #[error("an order holds at most {MAX_LINES} lines")]
+    TooManyLines,
+    #[error(
+        "product {product_id} is priced outside 0 to {MAX_UNIT_PRICE_MINOR} minor units and cannot be sold"
+    )]
+    PriceOutOfRange { product_id: ProductId },
     #[error("order lines must share one currency and stay within range: {0}")]
     Total(MoneyError),
     #[error("payment of {paid} does not equal the order total {total}")]
@@ -30,9 +40,13 @@ impl OrderError {
     pub const fn kind(&self) -> ErrorKind {
         match self {
             Self::NotPlaced => ErrorKind::NotFound,
-            Self::NoLines | Self::ZeroQuantity | Self::Total(_) | Self::AmountMismatch { .. } => {
-                ErrorKind::Validation
-            }
+            Self::NoLines
+            | Self::ZeroQuantity
+            | Self::QuantityOutOfRange { .. }
+            | Self::TooManyLines
+            | Self::PriceOutOfRange { .. }
+            | Self::Total(_)
+            | Self::AmountMismatch { .. } => ErrorKind::Validation,
             Self::AlreadyPlaced | Self::InvalidTransition { .. } => ErrorKind::InvalidState,
         }
     }
@@ -46,6 +60,9 @@ impl OrderError {
             Self::InvalidTransition { .. } => "invalid-transition",
             Self::NoLines => "no-lines",
             Self::ZeroQuantity => "zero-quantity",
+            Self::QuantityOutOfRange { .. } => "quantity-out-of-range",
+            Self::TooManyLines => "too-many-lines",
+            Self::PriceOutOfRange { .. } => "price-out-of-range",
             Self::Total(_) => "invalid-total",
             Self::AmountMismatch { .. } => "amount-mismatch",
         }

@@ -6,7 +6,7 @@ mod command;
 mod error;
 mod event;
 
-pub use aggregate::{Order, OrderLine, OrderStatus, ShippingAddress};
+pub use aggregate::{MAX_ORDER_TOTAL_MINOR, Order, OrderLine, OrderStatus, ShippingAddress};
 pub use command::OrderCommand;
 pub use error::OrderError;
 pub use event::OrderEvent;

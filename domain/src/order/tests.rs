@@ -5,12 +5,16 @@ use cqrs_es::Aggregate;
 use cqrs_es::test::{AggregateTestExecutor, TestFramework};
 use uuid::Uuid;
 
+use crate::basket::{MAX_LINES, MAX_QUANTITY};
 use crate::error::ErrorKind;
 use crate::ids::{BasketId, CustomerId, ProductId};
-use crate::money::{Money, MoneyError};
+use crate::money::{MAX_UNIT_PRICE_MINOR, Money, MoneyError};
 use crate::text::{CountryCode, ProductName, ShortText, Sku};
 
-use super::{Order, OrderCommand, OrderError, OrderEvent, OrderLine, OrderStatus, ShippingAddress};
+use super::{
+    MAX_ORDER_TOTAL_MINOR, Order, OrderCommand, OrderError, OrderEvent, OrderLine, OrderStatus,
+    ShippingAddress,
+};
 
 fn eur(minor: i64) -> Money {
     Money::new(minor, "EUR".parse().expect("EUR is ISO 4217"))
@@ -226,17 +230,59 @@ fn placing_an_order_with_lines_in_different_currencies_is_refused() {
 }
 
 #[test]
-fn placing_an_order_with_a_line_amount_too_large_is_refused() {
+fn placing_an_order_with_a_price_above_the_highest_price_is_refused() {
     not_placed()
-        .when(place(vec![line(1, eur(i64::MAX), 2)]))
-        .then_expect_error(OrderError::Total(MoneyError::Overflow));
+        .when(place(vec![
+            line(1, eur(1299), 1),
+            line(2, eur(MAX_UNIT_PRICE_MINOR + 1), 1),
+        ]))
+        .then_expect_error(OrderError::PriceOutOfRange {
+            product_id: ProductId::from_uuid(Uuid::from_u128(2)),
+        });
 }
 
 #[test]
-fn placing_an_order_with_a_total_too_large_is_refused() {
+fn placing_an_order_whose_line_amount_overflowed_before_is_refused() {
     not_placed()
-        .when(place(vec![line(1, eur(i64::MAX), 1), line(2, eur(1), 1)]))
-        .then_expect_error(OrderError::Total(MoneyError::Overflow));
+        .when(place(vec![line(1, eur(i64::MAX), 2)]))
+        .then_expect_error(OrderError::PriceOutOfRange {
+            product_id: ProductId::from_uuid(Uuid::from_u128(1)),
+        });
+}
+
+#[test]
+fn placing_an_order_with_a_quantity_above_the_largest_is_refused() {
+    not_placed()
+        .when(place(vec![line(1, eur(1299), MAX_QUANTITY + 1)]))
+        .then_expect_error(OrderError::QuantityOutOfRange {
+            quantity: MAX_QUANTITY + 1,
+        });
+}
+
+#[test]
+fn placing_an_order_with_too_many_lines_is_refused() {
+    let lines = (0..=MAX_LINES as u128)
+        .map(|n| line(n, eur(100), 1))
+        .collect();
+    not_placed()
+        .when(place(lines))
+        .then_expect_error(OrderError::TooManyLines);
+}
+
+#[test]
+fn the_largest_order_is_placed_with_its_total_at_the_bound() {
+    let lines: Vec<OrderLine> = (0..MAX_LINES as u128)
+        .map(|n| line(n, eur(MAX_UNIT_PRICE_MINOR), MAX_QUANTITY))
+        .collect();
+    let events = not_placed()
+        .when(place(lines))
+        .inspect_result()
+        .expect("the largest order is placed");
+    let [OrderEvent::OrderPlaced { total, .. }] = events.as_slice() else {
+        panic!("expected an OrderPlaced event, got {events:?}");
+    };
+    assert_eq!(*total, eur(MAX_ORDER_TOTAL_MINOR));
+    assert!(MAX_ORDER_TOTAL_MINOR.checked_mul(1000).is_some());
 }
 
 // Pay

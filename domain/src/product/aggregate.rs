@@ -6,7 +6,7 @@ use cqrs_es::event_sink::EventSink;
 use serde::{Deserialize, Serialize};
 
 use crate::ids::OrderId;
-use crate::money::Money;
+use crate::money::{Money, MoneyError};
 use crate::text::{Description, ProductName, Sku};
 
 use super::{ProductCommand, ProductError, ProductEvent};
@@ -52,6 +52,16 @@ pub struct Product {
     reserved: u32,
     /// Units set aside per order, until the order ships or is cancelled.
     reservations: BTreeMap<OrderId, u32>,
+}
+
+/// A price the catalog accepts: zero to
+/// [`MAX_UNIT_PRICE_MINOR`](crate::money::MAX_UNIT_PRICE_MINOR).
+fn check_price(price: Money) -> Result<(), ProductError> {
+    match price.check_unit_price() {
+        Ok(()) => Ok(()),
+        Err(MoneyError::AboveMaximum { max }) => Err(ProductError::PriceTooHigh { max }),
+        Err(_) => Err(ProductError::NegativePrice),
+    }
 }
 
 impl Product {
@@ -107,9 +117,7 @@ impl Product {
                 if self.status != ProductStatus::Unregistered {
                     return Err(ProductError::AlreadyRegistered);
                 }
-                if price.minor < 0 {
-                    return Err(ProductError::NegativePrice);
-                }
+                check_price(price)?;
                 ProductEvent::ProductRegistered {
                     sku,
                     name,
@@ -126,9 +134,7 @@ impl Product {
                         got: price.currency,
                     });
                 }
-                if price.minor < 0 {
-                    return Err(ProductError::NegativePrice);
-                }
+                check_price(price)?;
                 if price == details.price {
                     return Err(ProductError::PriceUnchanged);
                 }

@@ -17,6 +17,8 @@ pub enum ProductError {
     CurrencyMismatch { expected: Currency, got: Currency },
     #[error("price must not be negative")]
     NegativePrice,
+    #[error("price must be at most {max} minor units")]
+    PriceTooHigh { max: i64 },
     #[error("the new price equals the current price")]
     PriceUnchanged,
     #[error("stock adjustment must not be zero")]
@@ -42,6 +44,7 @@ impl ProductError {
             Self::NotRegistered => ErrorKind::NotFound,
             Self::CurrencyMismatch { .. }
             | Self::NegativePrice
+            | Self::PriceTooHigh { .. }
             | Self::ZeroAdjustment
             | Self::StockOverflow { .. }
             | Self::ZeroQuantity => ErrorKind::Validation,
@@ -64,6 +67,7 @@ impl ProductError {
             Self::Discontinued { .. } => "product-discontinued",
             Self::CurrencyMismatch { .. } => "currency-mismatch",
             Self::NegativePrice => "negative-price",
+            Self::PriceTooHigh { .. } => "price-too-high",
             Self::PriceUnchanged => "price-unchanged",
             Self::ZeroAdjustment => "zero-adjustment",
             Self::StockBelowReserved { .. } => "stock-below-reserved",

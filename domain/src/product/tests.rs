@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use crate::error::ErrorKind;
 use crate::ids::OrderId;
-use crate::money::Money;
+use crate::money::{MAX_UNIT_PRICE_MINOR, Money};
 use crate::text::{Description, ProductName, ShortText, Sku};
 
 use super::{Product, ProductCommand, ProductError, ProductEvent, ProductStatus};
@@ -204,6 +204,33 @@ fn changing_the_price_to_another_currency_is_refused() {
         .then_expect_error(ProductError::CurrencyMismatch {
             expected: eur(0).currency,
             got: usd(0).currency,
+        });
+}
+
+#[test]
+fn registering_at_the_highest_price_succeeds() {
+    unregistered()
+        .when(registration(eur(MAX_UNIT_PRICE_MINOR), 10))
+        .then_expect_events(vec![registered(eur(MAX_UNIT_PRICE_MINOR), 10)]);
+}
+
+#[test]
+fn registering_above_the_highest_price_is_refused() {
+    unregistered()
+        .when(registration(eur(MAX_UNIT_PRICE_MINOR + 1), 10))
+        .then_expect_error(ProductError::PriceTooHigh {
+            max: MAX_UNIT_PRICE_MINOR,
+        });
+}
+
+#[test]
+fn changing_the_price_above_the_highest_price_is_refused() {
+    given(vec![registered(eur(1299), 10)])
+        .when(ProductCommand::ChangePrice {
+            price: eur(4_611_686_018_427_387_904),
+        })
+        .then_expect_error(ProductError::PriceTooHigh {
+            max: MAX_UNIT_PRICE_MINOR,
         });
 }
 
