@@ -376,3 +376,117 @@ async fn a_killed_serve_restarted_under_load_projects_again_within_10_seconds() 
     caught_up(&env, Duration::from_secs(120)).await;
     assert_complete(&db, &search, &env).await;
 }
+
+/// `/health/ready` of the API at `base`: its status code and body.
+async fn readiness(base: &str) -> (u16, serde_json::Value) {
+    let response = reqwest::get(format!("{base}/health/ready"))
+        .await
+        .expect("readiness answers");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or_default())
+}
+
+/// Whether `/metrics` of the API at `base` reports `projection` stalled.
+async fn reported_stalled(base: &str, projection: &str) -> bool {
+    let text = reqwest::get(format!("{base}/metrics"))
+        .await
+        .expect("metrics answer")
+        .text()
+        .await
+        .unwrap_or_default();
+    text.lines()
+        .any(|line| line == format!("eshop_projection_stalled{{projection=\"{projection}\"}} 1"))
+}
+
+/// A static member that comes back within its session timeout gets its
+/// old assignment from the group coordinator, without a rebalance, and
+/// librdkafka, which does not speak KIP-814, then takes itself for a
+/// follower: no member of the group checks the topics for partitions the
+/// assignment misses. Here the products topic grows from 3 to 6
+/// partitions while `eshop serve` is down; the restarted process must
+/// notice that the product projections have events pending and make no
+/// progress, say so on `/health/ready` and `/metrics`, and get the whole
+/// topic assigned by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_projection_stuck_on_a_stale_assignment_after_a_restart_is_reported_and_rejoins() {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions};
+    use rdkafka::client::DefaultClientContext;
+
+    let ProcessStack {
+        db,
+        broker,
+        search,
+        port,
+        env,
+    } = ProcessStack::new("stall").await;
+    let env = env.with("PROJECTION_STALL_MS", "3000");
+    let mut serve = env.spawn(&["serve"]);
+    let base = serve.wait_live(port).await;
+    let before = shop_load(&base, "B", 2, 2, 2, Arc::new(AtomicU64::new(0))).await;
+    assert!(before.failures.is_empty(), "{:?}", before.failures);
+    // Every projection has joined its group and is taking events.
+    eventually(
+        Duration::from_secs(60),
+        "every projection at work",
+        || async {
+            let working: i64 =
+                sqlx::query_scalar("SELECT count(DISTINCT projection) FROM projection_offsets")
+                    .fetch_one(&db.pool)
+                    .await
+                    .ok()?;
+            (working as usize == projections::projector::names().len()).then_some(())
+        },
+    )
+    .await;
+
+    serve.kill();
+    let products = format!("{}.products", broker.prefix);
+    let admin: AdminClient<DefaultClientContext> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &broker.brokers)
+        .create()
+        .expect("admin client");
+    let grown = admin
+        .create_partitions(
+            &[NewPartitions::new(&products, 6)],
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+        )
+        .await
+        .expect("partitions added");
+    assert!(grown.iter().all(Result::is_ok), "{grown:?}");
+    serve = env.spawn(&["serve"]);
+    serve.wait_live(port).await;
+
+    // Products whose events go to every partition, the new ones included.
+    let after = shop_load(&base, "A", 12, 0, 4, Arc::new(AtomicU64::new(0))).await;
+    assert!(after.failures.is_empty(), "{:?}", after.failures);
+
+    eventually(
+        Duration::from_secs(60),
+        "readiness and /metrics to report product_catalog stalled",
+        || async {
+            let (status, body) = readiness(&base).await;
+            let named = body["checks"].as_array().is_some_and(|checks| {
+                checks.iter().any(|c| {
+                    c["name"] == "projections"
+                        && c["status"] == "down"
+                        && c["error"]
+                            .as_str()
+                            .is_some_and(|e| e.contains("product_catalog"))
+                })
+            });
+            (status == 503 && named && reported_stalled(&base, "product_catalog").await)
+                .then_some(())
+        },
+    )
+    .await;
+
+    // No restart: the process gets the new partitions assigned by itself.
+    caught_up(&env, Duration::from_secs(90)).await;
+    eventually(Duration::from_secs(30), "ready again", || async {
+        (readiness(&base).await.0 == 200).then_some(())
+    })
+    .await;
+    assert!(serve.running(), "see {}", serve.log.display());
+    assert!(!reported_stalled(&base, "product_catalog").await);
+    assert_complete(&db, &search, &env).await;
+}
