@@ -11,7 +11,7 @@ use crate::commands::Outcome;
 use crate::commands::catalog::NewProduct;
 use crate::error::{ApiError, CommandErrors};
 use crate::extract::{ApiJson, ApiPath, CommandHeaders};
-use crate::input::{self, Fields, MoneyInput};
+use crate::input::{self, Fields, PriceInput};
 use crate::responses::CommandAccepted;
 use crate::startup::AppState;
 
@@ -45,7 +45,7 @@ pub struct RegisterProduct {
     #[serde(default)]
     #[schema(max_length = 5000)]
     description: String,
-    price: MoneyInput,
+    price: PriceInput,
     /// Units on hand.
     #[schema(minimum = 0, maximum = 4_294_967_295_u64)]
     initial_stock: u32,
@@ -90,7 +90,7 @@ async fn register_product(
 #[serde(deny_unknown_fields)]
 pub struct ChangePrice {
     /// In the currency the product was registered with.
-    price: MoneyInput,
+    price: PriceInput,
 }
 
 /// Changes a product's price.
