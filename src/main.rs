@@ -353,6 +353,17 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let database = args.api.database.clone();
         let stopped = stopping();
         streaming.spawn(async move { projections::relay::run(&database, relay, stopped).await });
+        // A projection with messages pending that takes none for the stall
+        // time makes the process not ready, naming it.
+        let watch = args.projector.stall_watch();
+        let stalls = watch.stalls.clone();
+        app = app.with_readiness(
+            "projections",
+            Arc::new(move || {
+                let stalls = stalls.clone();
+                Box::pin(async move { stalls.check() })
+            }),
+        );
         let mut projector = ProjectorConfig::new(args.kafka.clone(), args.projector);
         if projector.instance_id.is_none() && args.api.listen.port() != 0 {
             // Stable across restarts with the same configuration, and unique
@@ -363,7 +374,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let (views, stopped) = (projections::views::all(), stopping());
         let projector_pool = pool.clone();
         streaming.spawn(async move {
-            projections::projector::run_all(projector_pool, projector, views, stopped).await
+            projections::projector::run_all_watched(
+                projector_pool,
+                projector,
+                views,
+                watch,
+                stopped,
+            )
+            .await
         });
         let source = status_source(&args.kafka, &args.relay.name);
         streaming.spawn(async move {
@@ -455,9 +473,17 @@ async fn main() -> anyhow::Result<()> {
             if let Some(addr) = metrics_addr {
                 tokio::spawn(command_api::serve_metrics(addr, handle, shutdown_signal()));
             }
+            let watch = projector.stall_watch();
             let projector = ProjectorConfig::new(kafka, projector);
             let views = projections::views::all();
-            projections::projector::run_all(pool, projector, views, shutdown_signal()).await
+            projections::projector::run_all_watched(
+                pool,
+                projector,
+                views,
+                watch,
+                shutdown_signal(),
+            )
+            .await
         }
         Command::QueryApi(args) => query_api(*args).await,
         Command::Projections {

@@ -30,6 +30,7 @@ use tracing::Instrument;
 use crate::event::Event;
 use crate::position::{Admission, Positions};
 use crate::relay::KafkaConfig;
+use crate::status::{Stall, StallDetector, Stalls};
 
 /// A read model fed by events: which aggregate types it reads, and what
 /// each event changes. Writes go through the given connection, inside the
@@ -115,8 +116,28 @@ pub struct ProjectorOptions {
     )]
     pub max_poll_interval_ms: u32,
 
+    /// How long a projection may have messages pending in its partitions
+    /// without taking any before it counts as stalled, in ms: `/health/ready`
+    /// of `eshop serve` then names it and `eshop_projection_stalled` is 1.
+    /// Still stalled after twice this long, the projector makes its consumer
+    /// group rebalance, so that every partition is assigned afresh.
+    #[arg(
+        long = "projection-stall-ms",
+        env = "PROJECTION_STALL_MS",
+        default_value_t = 30_000
+    )]
+    pub stall_ms: u64,
+
     #[command(flatten)]
     pub search: crate::search::SearchConfig,
+}
+
+impl ProjectorOptions {
+    /// The stall watch these options ask for.
+    #[must_use]
+    pub fn stall_watch(&self) -> StallWatch {
+        StallWatch::new(Duration::from_millis(self.stall_ms))
+    }
 }
 
 /// Configuration of the projectors.
@@ -682,11 +703,30 @@ pub fn pool(database: &event_store::DatabaseConfig) -> Result<PgPool, sqlx::Erro
 }
 
 /// Runs every projection the configuration selects (the given PostgreSQL
-/// views, and the search index) until `shutdown` completes.
+/// views, and the search index) until `shutdown` completes, watched for
+/// stalls with the default stall time ([`DEFAULT_STALL`]).
 pub async fn run_all(
     pool: PgPool,
     config: ProjectorConfig,
     projections: Vec<Arc<dyn Projection>>,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    run_all_watched(
+        pool,
+        config,
+        projections,
+        StallWatch::new(DEFAULT_STALL),
+        shutdown,
+    )
+    .await
+}
+
+/// Like [`run_all`], with the stall watch `watch` (see [`watch_stalls`]).
+pub async fn run_all_watched(
+    pool: PgPool,
+    config: ProjectorConfig,
+    projections: Vec<Arc<dyn Projection>>,
+    watch: StallWatch,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let known = names();
@@ -703,7 +743,20 @@ pub async fn run_all(
             let _ = stopped.wait_for(|stop| *stop).await;
         }
     };
+    let watched: Vec<(&'static str, &'static [&'static str])> = projections
+        .iter()
+        .map(|p| (p.name(), p.aggregate_types()))
+        .chain([(crate::search::NAME, crate::search::AGGREGATE_TYPES)])
+        .filter(|(name, _)| config.runs(name))
+        .collect();
     let mut tasks = tokio::task::JoinSet::new();
+    {
+        let (pool, config, stopped) = (pool.clone(), config.clone(), stopping());
+        tasks.spawn(async move {
+            watch_stalls(pool, config, watched, watch, stopped).await;
+            Ok(())
+        });
+    }
     for projection in projections.into_iter().filter(|p| config.runs(p.name())) {
         let (pool, config, stopped) = (pool.clone(), config.clone(), stopping());
         tasks.spawn(async move { run(pool, &config, projection, stopped).await });
@@ -731,6 +784,207 @@ pub async fn run_all(
         result.context("projection task panicked")??;
     }
     Ok(())
+}
+
+/// The stall time when none is configured.
+pub const DEFAULT_STALL: Duration = Duration::from_secs(30);
+
+/// The longest wait between two rebalances of a group that stays stalled
+/// (unless twice the stall time is longer).
+const MAX_REBALANCE_WAIT: Duration = Duration::from_secs(300);
+
+/// How a process watches its projections for stalls: after how long
+/// without progress, with messages pending, a projection counts as
+/// stalled, and where the stalled ones are reported (readiness, metrics).
+#[derive(Debug, Clone)]
+pub struct StallWatch {
+    pub after: Duration,
+    pub stalls: Stalls,
+}
+
+impl StallWatch {
+    #[must_use]
+    pub fn new(after: Duration) -> Self {
+        Self {
+            after,
+            stalls: Stalls::default(),
+        }
+    }
+}
+
+/// Watches `watched` (names and aggregate types) until `shutdown`: every
+/// quarter of the stall time it compares each projection's recorded
+/// offsets with its partitions' ends ([`crate::status::kafka_progress`]).
+///
+/// A projection with messages pending that has taken none for the stall
+/// time is reported stalled ([`Stalls`]). Still stalled after twice the
+/// stall time, its group is made to rebalance ([`rebalance_group`]), and
+/// again while it stays stalled, waiting twice as long each time (up to
+/// [`MAX_REBALANCE_WAIT`]). That is what gets a
+/// stale assignment fixed: a static member (`--instance-id`) that comes
+/// back within its session timeout is handed its old assignment without a
+/// rebalance, and librdkafka, which does not implement KIP-814, then takes
+/// itself for a follower, so no member checks the assignment against the
+/// topics' partitions (KAFKA-13435). Partitions added meanwhile, or missing
+/// from an assignment made before the topics' metadata was known, stay
+/// unread until the group rebalances for another reason.
+async fn watch_stalls(
+    pool: PgPool,
+    config: ProjectorConfig,
+    watched: Vec<(&'static str, &'static [&'static str])>,
+    watch: StallWatch,
+    shutdown: impl Future<Output = ()>,
+) {
+    let every = (watch.after / 4).clamp(Duration::from_millis(250), Duration::from_secs(5));
+    let mut detector = StallDetector::default();
+    // Per projection: the stall time after which its group is next made to
+    // rebalance, and the wait after that one.
+    let mut next_rebalance: std::collections::HashMap<&str, (Duration, Duration)> =
+        std::collections::HashMap::new();
+    let longest_wait = MAX_REBALANCE_WAIT.max(watch.after * 2);
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => return,
+            () = tokio::time::sleep(every) => {}
+        }
+        let progress = match crate::status::kafka_progress(&pool, &config.kafka, &watched).await {
+            Ok(progress) => progress,
+            Err(error) => {
+                tracing::warn!(
+                    error = format!("{error:#}"),
+                    "projection progress unavailable"
+                );
+                continue;
+            }
+        };
+        let now = std::time::Instant::now();
+        for (progress, (name, aggregate_types)) in progress.iter().zip(&watched) {
+            let stuck_for = detector.observe(progress, now);
+            let stalled = stuck_for >= watch.after;
+            let was_stalled = watch.stalls.is_stalled(name);
+            watch.stalls.record(
+                name,
+                stalled.then_some(Stall {
+                    pending: progress.pending,
+                    stuck_for,
+                }),
+                stuck_for,
+            );
+            if !stalled {
+                if was_stalled {
+                    tracing::info!(projection = name, "projection progressing again");
+                }
+                next_rebalance.remove(name);
+                continue;
+            }
+            if !was_stalled {
+                tracing::warn!(
+                    projection = name,
+                    pending = progress.pending,
+                    stuck_ms = stuck_for.as_millis() as u64,
+                    "projection stalled: messages pending and none taken"
+                );
+            }
+            let (due, wait) = next_rebalance
+                .entry(name)
+                .or_insert((watch.after * 2, watch.after * 2));
+            if stuck_for < *due {
+                continue;
+            }
+            *due = stuck_for + *wait;
+            *wait = (*wait * 2).min(longest_wait);
+            tracing::warn!(
+                projection = name,
+                pending = progress.pending,
+                stuck_ms = stuck_for.as_millis() as u64,
+                "projection still stalled; making its consumer group rebalance"
+            );
+            let rebalanced = tokio::select! {
+                () = &mut shutdown => return,
+                rebalanced = rebalance_group(&config, name, aggregate_types) => rebalanced,
+            };
+            if let Err(error) = rebalanced {
+                tracing::warn!(
+                    projection = name,
+                    error = format!("{error:#}"),
+                    "rebalancing the consumer group failed"
+                );
+            }
+        }
+    }
+}
+
+/// Notes whether a rebalance has handed the consumer its partitions.
+struct Joined(std::sync::atomic::AtomicBool);
+
+impl rdkafka::ClientContext for Joined {}
+
+impl rdkafka::consumer::ConsumerContext for Joined {
+    fn post_rebalance(
+        &self,
+        _consumer: &rdkafka::consumer::BaseConsumer<Self>,
+        rebalance: &rdkafka::consumer::Rebalance<'_>,
+    ) {
+        if let rdkafka::consumer::Rebalance::Assign(_) = rebalance {
+            self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
+/// Makes the consumer group of projection `name` rebalance: a consumer of
+/// its own, without an instance id, joins the group and leaves it again.
+/// Each join makes every member rejoin, and the group's leader assigns all
+/// the partitions afresh from the topics' current metadata. The consumer
+/// takes no message and commits nothing; whatever partitions it holds for
+/// a moment go back to the projection's members when it leaves.
+pub async fn rebalance_group(
+    config: &ProjectorConfig,
+    name: &str,
+    aggregate_types: &[&str],
+) -> anyhow::Result<()> {
+    let topics: Vec<String> = aggregate_types
+        .iter()
+        .filter_map(|t| config.kafka.topics.topic(t))
+        .map(str::to_owned)
+        .collect();
+    let consumer: rdkafka::consumer::BaseConsumer<Joined> = ClientConfig::new()
+        .set("bootstrap.servers", &config.kafka.brokers)
+        .set("group.id", format!("{}.{name}", config.group_prefix))
+        .set("enable.auto.commit", "false")
+        .set("session.timeout.ms", config.session_timeout_ms.to_string())
+        .set(
+            "max.poll.interval.ms",
+            config.max_poll_interval_ms.to_string(),
+        )
+        .create_with_context(Joined(std::sync::atomic::AtomicBool::new(false)))
+        .context("failed to create the rebalancing consumer")?;
+    // The join waits for every member to rejoin: at most a session timeout
+    // for a member that is gone.
+    let deadline =
+        Duration::from_millis(u64::from(config.session_timeout_ms) * 2) + Duration::from_secs(10);
+    tokio::task::spawn_blocking(move || {
+        let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
+        consumer.subscribe(&topics).context("failed to subscribe")?;
+        let started = std::time::Instant::now();
+        while !consumer
+            .context()
+            .0
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            anyhow::ensure!(
+                started.elapsed() < deadline,
+                "the group did not take the rebalancing consumer in within {deadline:?}"
+            );
+            // Messages are dropped unread: they stay the projection's.
+            let _ = consumer.poll(Duration::from_millis(100));
+        }
+        // Dropping the consumer closes it: it leaves the group.
+        drop(consumer);
+        Ok(())
+    })
+    .await
+    .context("rebalancing task panicked")?
 }
 
 /// What every projection runner needs from Kafka: its topics (and the

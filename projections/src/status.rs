@@ -397,6 +397,177 @@ pub fn record_metrics(statuses: &[ProjectionStatus]) {
     }
 }
 
+/// How far one projection has got in its partitions, and how many of
+/// their messages it has not taken yet: what the stall watch needs, read
+/// without peeking at messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Progress {
+    pub projection: String,
+    /// Messages in its partitions past its recorded next offsets.
+    pub pending: i64,
+    /// The sum of its recorded next offsets: it grows whenever the
+    /// projection takes a message.
+    pub taken: i64,
+}
+
+/// The Kafka progress of each of `projections` (names and the aggregate
+/// types they read): recorded next offsets against the partitions' ends.
+pub async fn kafka_progress(
+    pool: &PgPool,
+    kafka: &KafkaConfig,
+    projections: &[(&'static str, &'static [&'static str])],
+) -> anyhow::Result<Vec<Progress>> {
+    let names: Vec<&str> = projections.iter().map(|(name, _)| *name).collect();
+    let rows = sqlx::query(
+        "SELECT projection, topic, partition, next_offset FROM projection_offsets WHERE projection = ANY($1)",
+    )
+    .bind(&names)
+    .fetch_all(pool)
+    .await
+    .context("failed to read projection_offsets")?;
+    let mut recorded: HashMap<(String, String, i32), i64> = HashMap::new();
+    for row in &rows {
+        recorded.insert(
+            (
+                row.try_get("projection")?,
+                row.try_get("topic")?,
+                row.try_get("partition")?,
+            ),
+            row.try_get("next_offset")?,
+        );
+    }
+    let topics: Vec<String> = projections
+        .iter()
+        .flat_map(|(_, types)| types.iter())
+        .filter_map(|t| kafka.topics.topic(t))
+        .map(str::to_owned)
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let source = kafka.clone();
+    let (watermarks, _) =
+        tokio::task::spawn_blocking(move || broker_view(&source, &topics, &|_, _, _, _| None))
+            .await
+            .context("status task panicked")??;
+    Ok(projections
+        .iter()
+        .map(|(name, types)| {
+            let (mut pending, mut taken) = (0, 0);
+            for topic in types.iter().filter_map(|t| kafka.topics.topic(t)) {
+                for ((t, partition), (low, high)) in &watermarks {
+                    if t != topic {
+                        continue;
+                    }
+                    let next = recorded
+                        .get(&((*name).to_owned(), t.clone(), *partition))
+                        .copied()
+                        .unwrap_or(*low)
+                        .max(*low);
+                    pending += (high - next).max(0);
+                    taken += next;
+                }
+            }
+            Progress {
+                projection: (*name).to_owned(),
+                pending,
+                taken,
+            }
+        })
+        .collect())
+}
+
+/// Tells, from successive [`Progress`] readings, how long each projection
+/// has had events pending without taking any.
+#[derive(Debug, Default)]
+pub struct StallDetector {
+    /// Per projection: what it had taken, and since when it has had events
+    /// pending without taking more.
+    since: HashMap<String, (i64, std::time::Instant)>,
+}
+
+impl StallDetector {
+    /// How long `progress.projection` has had events pending without
+    /// progress, as of `now`: zero while it takes events or has none
+    /// pending.
+    pub fn observe(&mut self, progress: &Progress, now: std::time::Instant) -> Duration {
+        let entry = self
+            .since
+            .entry(progress.projection.clone())
+            .or_insert((progress.taken, now));
+        if progress.pending == 0 || progress.taken != entry.0 {
+            *entry = (progress.taken, now);
+        }
+        now.duration_since(entry.1)
+    }
+}
+
+/// The projections of this process that are stalled: events pending and no
+/// progress for longer than the stall time. Shared by the stall watch,
+/// which writes it, and the readiness check, which reads it.
+#[derive(Debug, Clone, Default)]
+pub struct Stalls {
+    stalled: std::sync::Arc<std::sync::RwLock<std::collections::BTreeMap<String, Stall>>>,
+}
+
+/// One stalled projection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stall {
+    pub pending: i64,
+    pub stuck_for: Duration,
+}
+
+impl Stalls {
+    /// Records where `projection` stands, stalled or not, and sets its
+    /// gauges: `eshop_projection_stalled` (1 or 0) and
+    /// `eshop_projection_stalled_seconds` (how long it has had events
+    /// pending without progress).
+    pub fn record(&self, projection: &str, stall: Option<Stall>, stuck_for: Duration) {
+        let labels = [("projection", projection.to_owned())];
+        metrics::gauge!("eshop_projection_stalled", &labels)
+            .set(f64::from(u8::from(stall.is_some())));
+        metrics::gauge!("eshop_projection_stalled_seconds", &labels).set(stuck_for.as_secs_f64());
+        let mut stalled = self
+            .stalled
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match stall {
+            Some(stall) => stalled.insert(projection.to_owned(), stall),
+            None => stalled.remove(projection),
+        };
+    }
+
+    /// Whether `projection` was last recorded stalled.
+    #[must_use]
+    pub fn is_stalled(&self, projection: &str) -> bool {
+        self.stalled
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .contains_key(projection)
+    }
+
+    /// The readiness check: an error naming every stalled projection.
+    pub fn check(&self) -> Result<(), String> {
+        let stalled = self
+            .stalled
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if stalled.is_empty() {
+            return Ok(());
+        }
+        Err(stalled
+            .iter()
+            .map(|(name, stall)| {
+                format!(
+                    "{name} stalled: {} events pending, no progress for {} s",
+                    stall.pending,
+                    stall.stuck_for.as_secs()
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("; "))
+    }
+}
+
 /// Refreshes the status gauges every `every` until the process ends.
 pub async fn monitor(pool: PgPool, source: StatusSource, every: Duration) {
     loop {
@@ -435,4 +606,63 @@ pub fn table(statuses: &[ProjectionStatus]) -> String {
         );
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    fn progress(pending: i64, taken: i64) -> Progress {
+        Progress {
+            projection: "order_view".to_owned(),
+            pending,
+            taken,
+        }
+    }
+
+    #[test]
+    fn a_projection_with_messages_pending_and_none_taken_is_stuck_since_it_last_took_one() {
+        let mut detector = StallDetector::default();
+        let start = Instant::now();
+        assert_eq!(detector.observe(&progress(5, 10), start), Duration::ZERO);
+        let later = start + Duration::from_secs(40);
+        assert_eq!(
+            detector.observe(&progress(7, 10), later),
+            Duration::from_secs(40)
+        );
+        // It takes one: not stuck any more.
+        let then = later + Duration::from_secs(1);
+        assert_eq!(detector.observe(&progress(6, 11), then), Duration::ZERO);
+    }
+
+    #[test]
+    fn a_caught_up_projection_is_never_stuck_however_long_it_waits() {
+        let mut detector = StallDetector::default();
+        let start = Instant::now();
+        detector.observe(&progress(0, 10), start);
+        assert_eq!(
+            detector.observe(&progress(0, 10), start + Duration::from_secs(600)),
+            Duration::ZERO
+        );
+    }
+
+    #[test]
+    fn readiness_names_every_stalled_projection_until_it_moves_again() {
+        let stalls = Stalls::default();
+        assert_eq!(stalls.check(), Ok(()));
+        let stall = Stall {
+            pending: 3,
+            stuck_for: Duration::from_secs(45),
+        };
+        stalls.record("order_view", Some(stall), stall.stuck_for);
+        stalls.record("search", None, Duration::ZERO);
+        assert_eq!(
+            stalls.check(),
+            Err("order_view stalled: 3 events pending, no progress for 45 s".to_owned())
+        );
+        assert!(stalls.is_stalled("order_view") && !stalls.is_stalled("search"));
+        stalls.record("order_view", None, Duration::ZERO);
+        assert_eq!(stalls.check(), Ok(()));
+    }
 }
