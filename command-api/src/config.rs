@@ -34,6 +34,12 @@ pub struct ServeConfig {
     /// (without If-Match) before answering 409.
     #[arg(long, env = "COMMAND_MAX_RETRIES", default_value_t = 30)]
     pub command_max_retries: usize,
+
+    /// How long a request waits, in milliseconds, for a concurrent request
+    /// with the same Idempotency-Key to finish before answering 409
+    /// idempotency-key-in-progress.
+    #[arg(long, env = "IDEMPOTENCY_WAIT_MS", default_value_t = 5000)]
+    pub idempotency_wait_ms: u64,
 }
 
 impl ServeConfig {
@@ -46,6 +52,7 @@ impl ServeConfig {
             snapshot_every: "Product=50,Basket=50,Order=0".parse().unwrap_or_default(),
             idempotency_ttl_hours: 24,
             command_max_retries: 30,
+            idempotency_wait_ms: 5000,
         }
     }
 
@@ -58,6 +65,7 @@ impl ServeConfig {
     pub fn retry_policy(&self) -> RetryPolicy {
         RetryPolicy {
             max_retries: self.command_max_retries,
+            idempotency_wait: Duration::from_millis(self.idempotency_wait_ms),
             ..RetryPolicy::default()
         }
     }

@@ -116,6 +116,11 @@ impl ApiError {
                     "idempotency-key-reused",
                     Vec::new(),
                 ),
+                CommandError::IdempotencyKeyInProgress { .. } => (
+                    StatusCode::CONFLICT,
+                    "idempotency-key-in-progress",
+                    Vec::new(),
+                ),
                 CommandError::Store(StoreError::Unavailable(_)) => (
                     StatusCode::SERVICE_UNAVAILABLE,
                     "service-unavailable",
@@ -195,12 +200,22 @@ impl IntoResponse for ApiError {
         }
         let status =
             StatusCode::from_u16(problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        (
+        let mut response = (
             status,
             [(header::CONTENT_TYPE, "application/problem+json")],
             Json(problem),
         )
-            .into_response()
+            .into_response();
+        if matches!(
+            self,
+            Self::Command(CommandError::IdempotencyKeyInProgress { .. })
+        ) {
+            // The first request usually finishes within moments.
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+        }
+        response
     }
 }
 
@@ -216,7 +231,9 @@ pub enum CommandErrors {
     #[response(status = 404, content_type = "application/problem+json")]
     NotFound(Problem),
     /// Not allowed in the aggregate's current state (the detail names it),
-    /// or concurrent changes kept winning until retries ran out.
+    /// concurrent changes kept winning until retries ran out, or a request
+    /// with the same `Idempotency-Key` is still in progress (retry after
+    /// `Retry-After` seconds to get its outcome).
     #[response(status = 409, content_type = "application/problem+json")]
     Conflict(Problem),
     /// `If-Match` names another version than the current one.

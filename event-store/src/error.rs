@@ -37,8 +37,9 @@ pub enum CommitError {
     /// A unique value (a SKU, say) is already claimed by another aggregate.
     #[error("{scope} '{value}' is already taken")]
     Duplicate { scope: String, value: String },
-    /// Another request with the same idempotency key committed first.
-    #[error("idempotency key already used")]
+    /// The request no longer holds its claim on the idempotency key: the
+    /// claim lapsed and another request took the key.
+    #[error("idempotency key claimed by another request")]
     IdempotencyKeyTaken,
     #[error(transparent)]
     Store(#[from] StoreError),

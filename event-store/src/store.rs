@@ -6,7 +6,7 @@ use cqrs_es::Aggregate;
 use cqrs_es::persist::{EventUpcaster, SerializedEvent};
 use serde_json::Value;
 use sqlx::postgres::PgRow;
-use sqlx::types::Json;
+use sqlx::types::{Json, Uuid};
 use sqlx::{PgPool, Row};
 
 use crate::error::{CommitError, StoreError, violated_constraint};
@@ -258,24 +258,81 @@ impl EventStore {
         Ok(position)
     }
 
-    /// Looks up the outcome stored with an idempotency key that has not
-    /// expired.
-    pub async fn find_idempotent(&self, key: &str) -> Result<Option<StoredOutcome>, StoreError> {
-        let row = sqlx::query(
-            "SELECT fingerprint, outcome FROM idempotency_keys \
-             WHERE key = $1 AND created_at > now() - make_interval(secs => $2)",
+    /// Claims an idempotency key for the request `claim` before it runs its
+    /// command, for `lease` at most. Returns `None` if the key is now this
+    /// request's, otherwise what the request holding it stored: its outcome,
+    /// or `None` while that request is still in progress.
+    ///
+    /// A key is free when it is new, when its outcome is older than the
+    /// retention period, or when it is a claim whose lease lapsed (its
+    /// request crashed or gave up without releasing it). The claim is its own
+    /// statement, committed at once, so a duplicate request sees it and waits
+    /// instead of running the command again.
+    pub async fn claim_idempotency_key(
+        &self,
+        key: &str,
+        fingerprint: &[u8],
+        claim: Uuid,
+        lease: Duration,
+    ) -> Result<Option<StoredOutcome>, StoreError> {
+        // The outer SELECT reads the statement's snapshot, which misses a key
+        // that a concurrent request claimed and committed while this INSERT
+        // waited for it; then nothing is read and the claim is tried again.
+        for _ in 0..3 {
+            let row = sqlx::query(
+                "WITH claimed AS ( \
+                   INSERT INTO idempotency_keys (key, fingerprint, outcome, claim_id, claimed_until) \
+                   VALUES ($1, $2, NULL, $3, now() + make_interval(secs => $4)) \
+                   ON CONFLICT (key) DO UPDATE \
+                     SET fingerprint = EXCLUDED.fingerprint, outcome = NULL, created_at = now(), \
+                         claim_id = EXCLUDED.claim_id, claimed_until = EXCLUDED.claimed_until \
+                     WHERE idempotency_keys.created_at <= now() - make_interval(secs => $5) \
+                        OR (idempotency_keys.outcome IS NULL AND idempotency_keys.claimed_until <= now()) \
+                   RETURNING key) \
+                 SELECT EXISTS (SELECT 1 FROM claimed) AS claimed, k.fingerprint, k.outcome \
+                 FROM (VALUES (1)) AS one LEFT JOIN idempotency_keys k ON k.key = $1",
+            )
+            .bind(key)
+            .bind(fingerprint)
+            .bind(claim)
+            .bind(lease.as_secs_f64())
+            .bind(self.idempotency_ttl.as_secs_f64())
+            .fetch_one(&self.pool)
+            .await?;
+            if row.try_get::<bool, _>("claimed")? {
+                return Ok(None);
+            }
+            if let Some(fingerprint) = row.try_get::<Option<Vec<u8>>, _>("fingerprint")? {
+                return Ok(Some(StoredOutcome {
+                    fingerprint,
+                    outcome: row.try_get("outcome")?,
+                }));
+            }
+        }
+        // The key keeps changing hands: report it as in progress.
+        Ok(Some(StoredOutcome {
+            fingerprint: fingerprint.to_vec(),
+            outcome: None,
+        }))
+    }
+
+    /// Gives up the claim `claim` on an idempotency key whose request failed,
+    /// so that a retry runs the command again. Returns `false` if the claim
+    /// was no longer held: the request committed after all, or its lease
+    /// lapsed and another request took the key.
+    pub async fn release_idempotency_key(
+        &self,
+        key: &str,
+        claim: Uuid,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "DELETE FROM idempotency_keys WHERE key = $1 AND claim_id = $2 AND outcome IS NULL",
         )
         .bind(key)
-        .bind(self.idempotency_ttl.as_secs_f64())
-        .fetch_optional(&self.pool)
+        .bind(claim)
+        .execute(&self.pool)
         .await?;
-        row.map(|row| {
-            Ok(StoredOutcome {
-                fingerprint: row.try_get("fingerprint")?,
-                outcome: row.try_get("outcome")?,
-            })
-        })
-        .transpose()
+        Ok(done.rows_affected() == 1)
     }
 
     /// Deletes idempotency keys older than the retention period; returns how
@@ -308,29 +365,6 @@ impl EventStore {
             return Ok(commit_of(appends, &last_positions));
         }
         let mut tx = self.pool.begin().await.map_err(StoreError::from)?;
-
-        // The key is claimed first: a concurrent request with the same key
-        // waits here for this transaction and then finds the key taken,
-        // before any of its other statements can fail for another reason.
-        if let Some(record) = &idempotency {
-            // An expired key may be reused: the row is replaced only when it
-            // is older than the retention period.
-            let claimed = sqlx::query(
-                "INSERT INTO idempotency_keys (key, fingerprint, outcome) VALUES ($1, $2, 'null') \
-                 ON CONFLICT (key) DO UPDATE \
-                   SET fingerprint = EXCLUDED.fingerprint, outcome = EXCLUDED.outcome, created_at = now() \
-                   WHERE idempotency_keys.created_at <= now() - make_interval(secs => $3)",
-            )
-            .bind(&record.key)
-            .bind(&record.fingerprint)
-            .bind(self.idempotency_ttl.as_secs_f64())
-            .execute(&mut *tx)
-            .await
-            .map_err(StoreError::from)?;
-            if claimed.rows_affected() == 0 {
-                return Err(CommitError::IdempotencyKeyTaken);
-            }
-        }
 
         for claim in &claims {
             sqlx::query(
@@ -373,14 +407,26 @@ impl EventStore {
 
         let commit = commit_of(appends, &last_positions);
 
+        // The outcome is stored only while the request still holds its claim
+        // on the key. If the claim lapsed and another request took the key,
+        // this rolls back: the two can never both append. The row lock makes
+        // a concurrent take-over wait for this transaction and then find the
+        // outcome.
         if let Some(record) = idempotency {
             let outcome = (record.outcome)(&commit);
-            sqlx::query("UPDATE idempotency_keys SET outcome = $2 WHERE key = $1")
-                .bind(&record.key)
-                .bind(&outcome)
-                .execute(&mut *tx)
-                .await
-                .map_err(StoreError::from)?;
+            let stored = sqlx::query(
+                "UPDATE idempotency_keys SET outcome = $3, claim_id = NULL, claimed_until = NULL \
+                 WHERE key = $1 AND claim_id = $2 AND outcome IS NULL",
+            )
+            .bind(&record.key)
+            .bind(record.claim)
+            .bind(&outcome)
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::from)?;
+            if stored.rows_affected() == 0 {
+                return Err(CommitError::IdempotencyKeyTaken);
+            }
         }
 
         tx.commit().await.map_err(StoreError::from)?;

@@ -4,6 +4,7 @@ use std::fmt;
 use cqrs_es::persist::SerializedEvent;
 use cqrs_es::{Aggregate, DomainEvent};
 use serde_json::Value;
+use sqlx::types::Uuid;
 
 use crate::error::StoreError;
 use crate::store::Loaded;
@@ -46,13 +47,15 @@ pub(crate) struct Claim {
 /// the committed events are known.
 pub type OutcomeFn = Box<dyn FnOnce(&Commit) -> Value + Send>;
 
-/// The idempotency key of the request that produced a unit of work, stored
-/// in the same transaction as its events.
+/// The idempotency key of the request that produced a unit of work. The
+/// request claimed the key before it ran
+/// ([`EventStore::claim_idempotency_key`](crate::EventStore::claim_idempotency_key));
+/// the commit stores the outcome with the events, and only while that claim
+/// is still held.
 pub struct IdempotencyRecord {
     pub key: String,
-    /// A digest of the request, to tell a retry from a different request
-    /// that reuses the key.
-    pub fingerprint: Vec<u8>,
+    /// The claim the request holds on the key.
+    pub claim: Uuid,
     pub outcome: OutcomeFn,
 }
 
@@ -60,15 +63,19 @@ impl fmt::Debug for IdempotencyRecord {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("IdempotencyRecord")
             .field("key", &self.key)
+            .field("claim", &self.claim)
             .finish_non_exhaustive()
     }
 }
 
-/// The outcome of an earlier request with the same idempotency key.
+/// What another request holding the same idempotency key stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredOutcome {
+    /// The digest of that request, to tell a retry from a different request
+    /// that reuses the key.
     pub fingerprint: Vec<u8>,
-    pub outcome: Value,
+    /// Its outcome, or `None` while it is still in progress.
+    pub outcome: Option<Value>,
 }
 
 /// Where one aggregate stands after a commit.

@@ -1,9 +1,13 @@
 //! Idempotency keys and If-Match over HTTP.
 
-use eshop_tests::TestApp;
+use std::time::Duration;
+
+use eshop_tests::{TestApp, TestDb, eventually};
+use event_store::{CommitError, EventStore, IdempotencyRecord, SnapshotPolicy, UnitOfWork};
 use futures::future::join_all;
 use reqwest::Method;
 use serde_json::json;
+use uuid::Uuid;
 
 fn product(sku: &str) -> serde_json::Value {
     json!({"sku": sku, "name": "Mug", "price": {"amount_minor": 100, "currency": "EUR"}, "initial_stock": 3})
@@ -189,4 +193,253 @@ async fn if_match_with_a_concurrent_writer_never_applies_twice() {
     for response in responses.iter().filter(|r| r.status != 200) {
         response.assert_problem(412, "stale-version");
     }
+}
+
+/// The number of orders placed in the test's database.
+async fn orders_placed(app: &TestApp) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM events WHERE event_type = 'OrderPlaced'")
+        .fetch_one(&app.db.pool)
+        .await
+        .expect("count orders")
+}
+
+#[tokio::test]
+async fn concurrent_checkouts_with_one_key_all_answer_with_the_one_order() {
+    let app = TestApp::spawn().await;
+    let item = app.register_product("MUG", 100, 100).await;
+    // The race is between one request's commit and another's look-up of the
+    // key, so each round gives it 64 chances.
+    for round in 0..8 {
+        let basket = app.open_basket().await;
+        app.add_item(basket, item, 1).await;
+        let path = format!("/baskets/{basket}/checkout");
+        let key = format!("checkout-burst-{round}");
+        let key = [("idempotency-key", key.as_str())];
+
+        let responses = join_all(
+            (0..64).map(|_| app.send(Method::POST, &path, Some(TestApp::address_json()), &key)),
+        )
+        .await;
+
+        for response in &responses {
+            assert_eq!(
+                response.status, 201,
+                "round {round}: every duplicate replays: {}",
+                response.body
+            );
+            assert_eq!(response.body, responses[0].body, "round {round}");
+            assert_eq!(response.header("location"), responses[0].header("location"));
+        }
+    }
+    assert_eq!(orders_placed(&app).await, 8);
+}
+
+#[tokio::test]
+async fn a_checkout_and_its_immediate_retry_both_answer_with_the_one_order() {
+    let app = TestApp::spawn().await;
+    let item = app.register_product("MUG", 100, 100).await;
+    for trial in 0..30 {
+        let basket = app.open_basket().await;
+        app.add_item(basket, item, 1).await;
+        let path = format!("/baskets/{basket}/checkout");
+        let key = format!("checkout-{trial}");
+        let key = [("idempotency-key", key.as_str())];
+        let (original, retry) = tokio::join!(
+            app.send(Method::POST, &path, Some(TestApp::address_json()), &key),
+            app.send(Method::POST, &path, Some(TestApp::address_json()), &key),
+        );
+        assert_eq!(original.status, 201, "trial {trial}: {}", original.body);
+        assert_eq!(retry.status, 201, "trial {trial}: {}", retry.body);
+        assert_eq!(retry.body, original.body, "trial {trial}");
+    }
+    assert_eq!(orders_placed(&app).await, 30);
+}
+
+#[tokio::test]
+async fn a_key_held_by_a_request_in_flight_answers_a_retryable_409_until_its_claim_lapses() {
+    let app = TestApp::spawn_with(|config| config.idempotency_wait_ms = 100).await;
+    let body = json!({"customer_id": Uuid::now_v7()});
+    let opened = app
+        .send(
+            Method::POST,
+            "/baskets",
+            Some(body.clone()),
+            &[("idempotency-key", "template")],
+        )
+        .await;
+    assert_eq!(opened.status, 201, "{}", opened.body);
+    // The same request under the key 'in-flight', claimed by a request that
+    // has not finished (or has crashed).
+    sqlx::query(
+        "INSERT INTO idempotency_keys (key, fingerprint, claim_id, claimed_until) \
+         SELECT 'in-flight', fingerprint, gen_random_uuid(), now() + interval '1 hour' \
+         FROM idempotency_keys WHERE key = 'template'",
+    )
+    .execute(&app.db.pool)
+    .await
+    .expect("claim the key");
+    let events = app.event_count().await;
+    let key = [("idempotency-key", "in-flight")];
+
+    let busy = app
+        .send(Method::POST, "/baskets", Some(body.clone()), &key)
+        .await;
+    busy.assert_problem(409, "idempotency-key-in-progress");
+    assert_eq!(busy.header("retry-after"), Some("1"));
+    assert!(
+        busy.body["detail"]
+            .as_str()
+            .is_some_and(|detail| detail.contains("'in-flight'")),
+        "the detail names the key: {}",
+        busy.body
+    );
+    let other = app
+        .send(
+            Method::POST,
+            "/baskets",
+            Some(json!({"customer_id": Uuid::now_v7()})),
+            &key,
+        )
+        .await;
+    other.assert_problem(422, "idempotency-key-reused");
+    assert_eq!(app.event_count().await, events, "nothing ran meanwhile");
+
+    // The claim lapses: the key is free again, and then remembered.
+    sqlx::query(
+        "UPDATE idempotency_keys SET claimed_until = now() - interval '1 second' \
+         WHERE key = 'in-flight'",
+    )
+    .execute(&app.db.pool)
+    .await
+    .expect("lapse the claim");
+    let retry = app
+        .send(Method::POST, "/baskets", Some(body.clone()), &key)
+        .await;
+    assert_eq!(retry.status, 201, "{}", retry.body);
+    let again = app.send(Method::POST, "/baskets", Some(body), &key).await;
+    assert_eq!(again.body, retry.body);
+    assert_eq!(app.event_count().await, events + 1);
+}
+
+#[tokio::test]
+async fn a_rejected_command_is_not_remembered_and_its_retry_runs_again() {
+    let app = TestApp::spawn().await;
+    let item = app.register_product("MUG", 100, 5).await;
+    let basket = app.open_basket().await;
+    let path = format!("/baskets/{basket}/checkout");
+    let key = [("idempotency-key", "checkout-too-early")];
+
+    let empty = app
+        .send(Method::POST, &path, Some(TestApp::address_json()), &key)
+        .await;
+    empty.assert_problem(409, "basket-empty");
+    app.add_item(basket, item, 1).await;
+    let retry = app
+        .send(Method::POST, &path, Some(TestApp::address_json()), &key)
+        .await;
+    assert_eq!(retry.status, 201, "{}", retry.body);
+    assert_eq!(orders_placed(&app).await, 1);
+}
+
+#[tokio::test]
+async fn a_claim_that_lapsed_and_was_taken_over_cannot_commit() {
+    let db = TestDb::new().await;
+    let store = EventStore::new(
+        db.pool.clone(),
+        event_schemas::upcasters(),
+        SnapshotPolicy::default(),
+    );
+    let (slow, quick) = (Uuid::now_v7(), Uuid::now_v7());
+    let claim = |claim| store.claim_idempotency_key("k", b"request", claim, Duration::ZERO);
+    assert_eq!(claim(slow).await.expect("claim"), None);
+    // A lease of zero lapses at once, so the next request takes the key.
+    assert_eq!(claim(quick).await.expect("take over"), None);
+
+    let record = |claim, outcome: &'static str| {
+        let mut uow = UnitOfWork::new();
+        uow.record_idempotency(IdempotencyRecord {
+            key: "k".into(),
+            claim,
+            outcome: Box::new(move |_| json!(outcome)),
+        });
+        uow
+    };
+    assert!(matches!(
+        store.commit(record(slow, "slow")).await,
+        Err(CommitError::IdempotencyKeyTaken)
+    ));
+    assert!(
+        !store
+            .release_idempotency_key("k", slow)
+            .await
+            .expect("release")
+    );
+    store.commit(record(quick, "quick")).await.expect("commit");
+
+    let stored = claim(Uuid::now_v7())
+        .await
+        .expect("look up")
+        .expect("the key is taken");
+    assert_eq!(stored.outcome, Some(json!("quick")));
+}
+
+#[tokio::test]
+async fn a_request_abandoned_by_its_client_releases_its_key() {
+    let app = TestApp::spawn().await;
+    let basket = json!({"customer_id": Uuid::now_v7()});
+    let key = [("idempotency-key", "abandoned")];
+    // Appends wait while this transaction holds the table; reads do not.
+    let mut lock = app.db.pool.begin().await.expect("begin");
+    sqlx::query("LOCK TABLE events IN EXCLUSIVE MODE")
+        .execute(&mut *lock)
+        .await
+        .expect("lock the events");
+    let request = tokio::spawn({
+        let (client, url) = (app.client.clone(), format!("{}/baskets", app.address));
+        let body = basket.clone();
+        async move {
+            client
+                .post(url)
+                .header("idempotency-key", "abandoned")
+                .json(&body)
+                .send()
+                .await
+        }
+    });
+    let pool = app.db.pool.clone();
+    eventually(
+        Duration::from_secs(10),
+        "the request to wait to append",
+        || {
+            let pool = pool.clone();
+            async move {
+                let waiting: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_locks WHERE relation = 'events'::regclass AND NOT granted",
+            )
+            .fetch_one(&pool)
+            .await
+            .ok()?;
+                (waiting > 0).then_some(())
+            }
+        },
+    )
+    .await;
+
+    request.abort();
+    eventually(Duration::from_secs(10), "the claim to be released", || {
+        let pool = pool.clone();
+        async move {
+            let claims: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM idempotency_keys WHERE key = 'abandoned'")
+                    .fetch_one(&pool)
+                    .await
+                    .ok()?;
+            (claims == 0).then_some(())
+        }
+    })
+    .await;
+    lock.rollback().await.expect("unlock the events");
+
+    let retry = app.send(Method::POST, "/baskets", Some(basket), &key).await;
+    assert_eq!(retry.status, 201, "{}", retry.body);
 }

@@ -30,6 +30,12 @@ pub enum CommandError {
     /// The idempotency key was used before for a different request.
     #[error("this idempotency key was already used for a different request")]
     IdempotencyKeyReused,
+    /// Another request with the same idempotency key is still in progress
+    /// and did not finish within the wait.
+    #[error(
+        "a request with idempotency key '{key}' is still in progress; retry to get its outcome"
+    )]
+    IdempotencyKeyInProgress { key: String },
     #[error(transparent)]
     Store(#[from] StoreError),
 }

@@ -8,8 +8,14 @@
 //! - Without `If-Match`, a conflict is retried from scratch (reload,
 //!   decide again) with jittered exponential backoff, a bounded number of
 //!   times. With `If-Match`, a conflict or a version mismatch is reported.
-//! - An idempotency key is stored in the same transaction as the events, so
-//!   a retried request either finds the stored outcome or appends nothing.
+//! - An idempotency key is claimed before the command runs. A duplicate
+//!   that arrives while the claim is held waits (a bounded time) for the
+//!   outcome and replays it, and never runs the command against the state
+//!   the first request left; if the wait runs out it is told the key is in
+//!   progress. The outcome is stored in the same transaction as the events,
+//!   and only while the claim is held, so nothing is appended twice. A
+//!   command that fails releases its claim: failures are not remembered,
+//!   and a retry runs the command again.
 //! - A command that spans aggregates (checkout, cancel, ship) commits all
 //!   of their events in one transaction: see `checkout.rs`.
 
@@ -29,6 +35,7 @@ use cqrs_es::Aggregate;
 use cqrs_es::event_sink::EventSink;
 use event_store::{Commit, CommitError, EventStore, IdempotencyRecord, Loaded, UnitOfWork};
 use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
 use uuid::Uuid;
 
 pub use context::{CommandContext, IdempotencyKey};
@@ -84,12 +91,22 @@ pub(crate) struct Plan {
     outcome: Arc<dyn Fn(&Commit) -> Outcome + Send + Sync>,
 }
 
-/// How hard to try when concurrent writers collide.
+/// How hard to try when concurrent writers collide, and how long to wait
+/// for a concurrent request with the same idempotency key.
 #[derive(Debug, Clone, Copy)]
 pub struct RetryPolicy {
     pub max_retries: usize,
     pub min_delay: Duration,
     pub max_delay: Duration,
+    /// How long a request waits for the outcome of another request that
+    /// holds its idempotency key before answering that the key is in
+    /// progress.
+    pub idempotency_wait: Duration,
+    /// How long a claim on an idempotency key lasts. A request that crashed
+    /// holds its key this long at most; one that is still running when it
+    /// lapses cannot commit any more (so this bounds liveness, never
+    /// safety). Far longer than a command takes, retries included.
+    pub idempotency_lease: Duration,
 }
 
 impl Default for RetryPolicy {
@@ -98,7 +115,47 @@ impl Default for RetryPolicy {
             max_retries: 30,
             min_delay: Duration::from_millis(2),
             max_delay: Duration::from_millis(100),
+            idempotency_wait: Duration::from_secs(5),
+            idempotency_lease: Duration::from_secs(30),
         }
+    }
+}
+
+/// Releases a claim on an idempotency key if the request holding it is
+/// dropped before it finishes (its client went away), so that the client's
+/// retry need not wait for the claim to lapse. Releasing is always safe: it
+/// removes only a claim that has no outcome and is still this request's.
+struct AbandonedClaim {
+    release: Option<(EventStore, String, Uuid)>,
+}
+
+impl AbandonedClaim {
+    fn new(store: &EventStore, key: &str, claim: Uuid) -> Self {
+        Self {
+            release: Some((store.clone(), key.to_owned(), claim)),
+        }
+    }
+
+    /// The request finished: it stored its outcome or releases the claim
+    /// itself.
+    fn disarm(mut self) {
+        self.release = None;
+    }
+}
+
+impl Drop for AbandonedClaim {
+    fn drop(&mut self) {
+        let Some((store, key, claim)) = self.release.take() else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        runtime.spawn(async move {
+            if let Err(error) = store.release_idempotency_key(&key, claim).await {
+                tracing::warn!(%error, "failed to release an abandoned idempotency claim");
+            }
+        });
     }
 }
 
@@ -154,7 +211,8 @@ impl CommandService {
         }
     }
 
-    /// Plans, commits and, on a concurrency conflict, plans again.
+    /// Runs a command once per idempotency key: claims the key, or replays
+    /// the outcome of the request that holds it.
     pub(crate) async fn run<F, Fut>(
         &self,
         ctx: &CommandContext,
@@ -165,9 +223,108 @@ impl CommandService {
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<Plan, CommandError>>,
     {
-        if let Some(outcome) = self.replay(ctx).await? {
-            return Ok(outcome);
+        let Some(idempotency) = &ctx.idempotency else {
+            return self.execute(ctx, resource, &mut plan, None).await;
+        };
+        loop {
+            let claim = Uuid::now_v7();
+            if let Some(outcome) = self.claim(idempotency, claim).await? {
+                return Ok(outcome);
+            }
+            let abandoned = AbandonedClaim::new(&self.store, &idempotency.key, claim);
+            let executed = self.execute(ctx, resource, &mut plan, Some(claim)).await;
+            abandoned.disarm();
+            let error = match executed {
+                Ok(outcome) => return Ok(outcome),
+                Err(error) => error,
+            };
+            match self
+                .store
+                .release_idempotency_key(&idempotency.key, claim)
+                .await
+            {
+                Ok(true) => return Err(error),
+                // The claim was no longer ours: the commit went through
+                // after all, or the claim lapsed and another request took
+                // the key. Either way the stored outcome is the answer.
+                Ok(false) => {
+                    tracing::debug!(%error, "idempotency claim lost, waiting for the outcome");
+                }
+                Err(release) => {
+                    // The claim lapses by itself; until then a retry is told
+                    // the key is in progress.
+                    tracing::warn!(error = %release, "failed to release an idempotency claim");
+                    return Err(error);
+                }
+            }
         }
+    }
+
+    /// Claims an idempotency key for this request (`Ok(None)`), or returns
+    /// the outcome of the request that holds it, waiting for it while it is
+    /// in progress, up to [`RetryPolicy::idempotency_wait`].
+    async fn claim(
+        &self,
+        idempotency: &IdempotencyKey,
+        claim: Uuid,
+    ) -> Result<Option<Outcome>, CommandError> {
+        let deadline = Instant::now() + self.retry.idempotency_wait;
+        let mut delays = ExponentialBuilder::default()
+            .with_min_delay(self.retry.min_delay)
+            .with_max_delay(self.retry.max_delay)
+            .without_max_times()
+            .with_jitter()
+            .build();
+        loop {
+            let stored = self
+                .store
+                .claim_idempotency_key(
+                    &idempotency.key,
+                    &idempotency.fingerprint,
+                    claim,
+                    self.retry.idempotency_lease,
+                )
+                .await?;
+            let Some(stored) = stored else {
+                return Ok(None);
+            };
+            if stored.fingerprint != idempotency.fingerprint {
+                return Err(CommandError::IdempotencyKeyReused);
+            }
+            if let Some(outcome) = stored.outcome {
+                return match serde_json::from_value(outcome) {
+                    Ok(outcome) => Ok(Some(outcome)),
+                    Err(source) => Err(event_store::StoreError::Decode {
+                        what: "idempotent outcome".into(),
+                        source,
+                    }
+                    .into()),
+                };
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(CommandError::IdempotencyKeyInProgress {
+                    key: idempotency.key.clone(),
+                });
+            }
+            let delay = delays.next().unwrap_or(self.retry.max_delay);
+            tokio::time::sleep(delay.min(left)).await;
+        }
+    }
+
+    /// Plans, commits and, on a concurrency conflict, plans again. With an
+    /// idempotency `claim`, the outcome is stored with the events.
+    async fn execute<F, Fut>(
+        &self,
+        ctx: &CommandContext,
+        resource: Resource,
+        plan: &mut F,
+        claim: Option<Uuid>,
+    ) -> Result<Outcome, CommandError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<Plan, CommandError>>,
+    {
         let mut delays = ExponentialBuilder::default()
             .with_min_delay(self.retry.min_delay)
             .with_max_delay(self.retry.max_delay)
@@ -176,11 +333,11 @@ impl CommandService {
             .build();
         loop {
             let Plan { mut uow, outcome } = plan().await?;
-            if let Some(idempotency) = &ctx.idempotency {
+            if let (Some(idempotency), Some(claim)) = (&ctx.idempotency, claim) {
                 let describe = Arc::clone(&outcome);
                 uow.record_idempotency(IdempotencyRecord {
                     key: idempotency.key.clone(),
-                    fingerprint: idempotency.fingerprint.clone(),
+                    claim,
                     outcome: Box::new(move |commit| {
                         serde_json::to_value(describe(commit)).unwrap_or_default()
                     }),
@@ -213,38 +370,18 @@ impl CommandService {
                     });
                 }
                 Err(CommitError::IdempotencyKeyTaken) => {
-                    // A concurrent request with the same key won the race.
-                    return match self.replay(ctx).await? {
-                        Some(outcome) => Ok(outcome),
-                        None => Err(CommandError::ContentionExhausted {
-                            resource: resource.name(),
-                        }),
-                    };
+                    // Our claim lapsed and another request holds the key;
+                    // `run` waits for its outcome.
+                    return Err(CommandError::IdempotencyKeyInProgress {
+                        key: ctx
+                            .idempotency
+                            .as_ref()
+                            .map(|k| k.key.clone())
+                            .unwrap_or_default(),
+                    });
                 }
                 Err(CommitError::Store(error)) => return Err(error.into()),
             }
-        }
-    }
-
-    /// The stored outcome of an earlier request with the same idempotency
-    /// key, if there is one.
-    async fn replay(&self, ctx: &CommandContext) -> Result<Option<Outcome>, CommandError> {
-        let Some(idempotency) = &ctx.idempotency else {
-            return Ok(None);
-        };
-        let Some(stored) = self.store.find_idempotent(&idempotency.key).await? else {
-            return Ok(None);
-        };
-        if stored.fingerprint != idempotency.fingerprint {
-            return Err(CommandError::IdempotencyKeyReused);
-        }
-        match serde_json::from_value(stored.outcome) {
-            Ok(outcome) => Ok(Some(outcome)),
-            Err(source) => Err(event_store::StoreError::Decode {
-                what: "idempotent outcome".into(),
-                source,
-            }
-            .into()),
         }
     }
 
