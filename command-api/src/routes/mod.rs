@@ -37,7 +37,9 @@ pub struct CommandHeaderParams {
     )]
     if_match: Option<String>,
     /// Makes a retried request return the original response without
-    /// appending anything (kept at least 24 hours). 1 to 255 visible ASCII
+    /// appending anything (kept at least 24 hours); a retry while the first
+    /// request is still running waits for its outcome, or after a while gets
+    /// a retryable `409 idempotency-key-in-progress`. 1 to 255 visible ASCII
     /// characters.
     #[serde(rename = "Idempotency-Key")]
     #[param(pattern = "^[!-~]{1,255}$", example = "checkout-7f3a9c")]
