@@ -115,7 +115,11 @@ pub async fn verify(
             )],
             &mut progress,
         )
-        .await?
+        .await
+        // A figure of the history beyond its column (an overflowing sum)
+        // fails the build: verify reports it rather than compare a wrapped
+        // number with another.
+        .with_context(|| format!("failed to build {name} from its history"))?
         .remove(0);
         commit(&mut reader).await?;
         progress.finish();

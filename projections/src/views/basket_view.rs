@@ -3,6 +3,7 @@ use domain::basket::BasketEvent;
 use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, Row};
 
+use super::exact_sum::ExactSum;
 use crate::event::{Event, Payload};
 use crate::projector::Projection;
 use crate::replay::{Fold, Rows, Table};
@@ -37,15 +38,27 @@ struct Line {
     name: String,
     unit_price_minor: i64,
     quantity: i64,
+    /// Set where the totals are computed: by PostgreSQL in the live
+    /// statement ([`PRICED`]), by [`priced`] in a rebuild.
     line_total_minor: i64,
 }
 
-impl Line {
-    fn set_quantity(&mut self, quantity: i64) {
-        self.quantity = quantity;
-        self.line_total_minor = self.unit_price_minor.saturating_mul(quantity);
-    }
-}
+/// The lines (`$2`) with their totals, the basket's total and its item
+/// count, as the live statement computes them.
+///
+/// PostgreSQL does the live arithmetic: its `bigint` products are checked,
+/// and its sums are `numeric`, checked again when stored in a `bigint`, so
+/// a figure that would overflow fails the statement (SQLSTATE 22003) and the
+/// event is dead-lettered, never stored wrapped or saturated. The domain
+/// bounds prices, quantities and lines so that a basket total stays below
+/// 4.95 × 10^15 minor units; only events stored before those bounds can get
+/// there.
+const PRICED: &str = "SELECT \
+       coalesce(jsonb_agg(l.line || jsonb_build_object('line_total_minor', \
+         (l.line->>'unit_price_minor')::bigint * (l.line->>'quantity')::bigint) ORDER BY l.n), '[]') AS lines, \
+       coalesce(sum((l.line->>'unit_price_minor')::bigint * (l.line->>'quantity')::bigint), 0) AS total, \
+       coalesce(sum((l.line->>'quantity')::bigint), 0) AS items \
+     FROM jsonb_array_elements($2) WITH ORDINALITY AS l(line, n)";
 
 #[async_trait]
 impl Projection for BasketView {
@@ -98,16 +111,14 @@ impl Projection for BasketView {
             serde_json::from_value(row.try_get("lines")?).unwrap_or_default();
         let mut currency: Option<String> = row.try_get("currency")?;
         let (status, order_id) = edit(&mut lines, &mut currency, change);
-        let (total, items) = totals(&lines);
-        sqlx::query(
-            "UPDATE basket_view SET lines = $2, currency = $3, total_minor = $4, item_count = $5, status = $6, \
-               order_id = coalesce($7, order_id), version = $8, updated_at = $9 WHERE basket_id = $1",
-        )
+        sqlx::query(&format!(
+            "UPDATE basket_view SET lines = priced.lines, currency = $3, total_minor = priced.total, \
+               item_count = priced.items, status = $4, order_id = coalesce($5, order_id), version = $6, \
+               updated_at = $7 FROM ({PRICED}) AS priced WHERE basket_id = $1"
+        ))
         .bind(id)
         .bind(serde_json::to_value(&lines).unwrap_or_default())
         .bind(currency)
-        .bind(total)
-        .bind(items)
         .bind(status)
         .bind(order_id)
         .bind(version)
@@ -136,16 +147,14 @@ fn edit(
             unit_price,
             quantity,
         } => {
-            let mut line = Line {
+            lines.push(Line {
                 product_id: *product_id.as_uuid(),
                 sku: sku.to_string(),
                 name: name.to_string(),
                 unit_price_minor: unit_price.minor,
-                quantity: 0,
+                quantity: i64::from(*quantity),
                 line_total_minor: 0,
-            };
-            line.set_quantity(i64::from(*quantity));
-            lines.push(line);
+            });
             currency.get_or_insert_with(|| unit_price.currency.to_string());
         }
         BasketEvent::ItemQuantityChanged {
@@ -156,7 +165,7 @@ fn edit(
                 .iter_mut()
                 .find(|l| l.product_id == *product_id.as_uuid())
             {
-                line.set_quantity(i64::from(*quantity));
+                line.quantity = i64::from(*quantity);
             }
         }
         BasketEvent::ItemRemoved { product_id } => {
@@ -174,12 +183,23 @@ fn edit(
     (status, order_id)
 }
 
-/// The total and item count of the lines.
-fn totals(lines: &[Line]) -> (i64, i64) {
-    (
-        lines.iter().map(|l| l.line_total_minor).sum(),
-        lines.iter().map(|l| l.quantity).sum(),
-    )
+/// Sets each line's total; the basket's total and item count, as
+/// [`PRICED`] computes them. A line total beyond `bigint` leaves the
+/// basket's total out of range, which fails the rebuild's COPY as the live
+/// statement fails.
+fn priced(lines: &mut [Line]) -> (ExactSum, ExactSum) {
+    let (mut total, mut items) = (ExactSum::default(), ExactSum::default());
+    for line in lines {
+        let mut line_total = ExactSum::default();
+        line_total.add_product(line.unit_price_minor, line.quantity);
+        match line_total.value() {
+            Some(value) => line.line_total_minor = value,
+            None => total.overflow(),
+        }
+        total.add_product(line.unit_price_minor, line.quantity);
+        items.add(i128::from(line.quantity));
+    }
+    (total, items)
 }
 
 /// A `basket_view` row.
@@ -233,8 +253,8 @@ impl Fold for BasketFold {
     }
 
     fn end_aggregate(&mut self, out: &mut Rows) {
-        if let Some(b) = self.basket.take() {
-            let (total, items) = totals(&b.lines);
+        if let Some(mut b) = self.basket.take() {
+            let (total, items) = priced(&mut b.lines);
             let lines = serde_json::to_value(&b.lines).unwrap_or_default();
             out.row(
                 0,

@@ -2,6 +2,7 @@
 //! reads, and the rows each event changes.
 
 mod basket_view;
+mod exact_sum;
 mod order_view;
 mod product_catalog;
 mod sales_daily;

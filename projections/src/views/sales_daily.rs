@@ -6,6 +6,7 @@ use domain::order::{OrderEvent, OrderLine};
 use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 
+use super::exact_sum::ExactSum;
 use crate::event::{Event, Payload};
 use crate::projector::Projection;
 use crate::replay::{Fold, Rows, Table};
@@ -39,6 +40,14 @@ const TABLES: &[Table] = &[
 pub struct SalesDaily;
 
 /// Adds `sign` times the order's lines to their day.
+///
+/// PostgreSQL does the arithmetic: `bigint` products and sums are checked
+/// there, so a figure that would overflow fails the statement (SQLSTATE
+/// 22003) and the event is dead-lettered with the whole transaction rolled
+/// back, never stored wrapped or saturated. The domain bounds prices and
+/// quantities so that a row holds more than 93,000 order lines of the
+/// largest amount (`domain::MAX_UNIT_PRICE_MINOR`); only events stored
+/// before those bounds can get there.
 async fn book(
     db: &mut PgConnection,
     day: chrono::NaiveDate,
@@ -49,7 +58,7 @@ async fn book(
         let units = sign * i64::from(line.quantity);
         sqlx::query(
             "INSERT INTO sales_daily (day, product_id, currency, sku, units, revenue_minor, orders) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) \
+             VALUES ($1, $2, $3, $4, $5, $5::bigint * $6::bigint, $7) \
              ON CONFLICT (day, product_id, currency) DO UPDATE SET \
                units = sales_daily.units + EXCLUDED.units, \
                revenue_minor = sales_daily.revenue_minor + EXCLUDED.revenue_minor, \
@@ -60,7 +69,7 @@ async fn book(
         .bind(line.unit_price.currency.as_str())
         .bind(line.sku.as_str())
         .bind(units)
-        .bind(units.saturating_mul(line.unit_price.minor))
+        .bind(line.unit_price.minor)
         .bind(sign)
         .execute(&mut *db)
         .await?;
@@ -124,13 +133,14 @@ impl Projection for SalesDaily {
     }
 }
 
-/// One `sales_daily` row's figures.
+/// One `sales_daily` row's figures, exact: one beyond `bigint` fails the
+/// rebuild's COPY rather than being written wrapped.
 #[derive(Debug, Default)]
 struct Totals {
     sku: String,
-    units: i64,
-    revenue_minor: i64,
-    orders: i64,
+    units: ExactSum,
+    revenue_minor: ExactSum,
+    orders: ExactSum,
 }
 
 /// Holds the totals per day, product and currency (as many as the view
@@ -154,9 +164,11 @@ impl SalesFold {
                     line.unit_price.currency.as_str().to_owned(),
                 ))
                 .or_default();
-            totals.units += units;
-            totals.revenue_minor += units.saturating_mul(line.unit_price.minor);
-            totals.orders += sign;
+            totals.units.add(i128::from(units));
+            totals
+                .revenue_minor
+                .add_product(units, line.unit_price.minor);
+            totals.orders.add(i128::from(sign));
             line.sku.as_str().clone_into(&mut totals.sku);
         }
     }
