@@ -46,6 +46,34 @@ pub struct QueryConfig {
         default_value_t = 5_000
     )]
     pub consistency_timeout_ms: u64,
+
+    /// Largest `POST /graphql` body, and longest query text, in bytes.
+    #[arg(
+        long = "graphql-max-body-bytes",
+        env = "GRAPHQL_MAX_BODY_BYTES",
+        default_value_t = 64 * 1024
+    )]
+    pub max_body_bytes: usize,
+
+    /// Whether clients may introspect the schema (`__schema`, `__type`);
+    /// `false` in production hides it from whoever probes the API.
+    #[arg(
+        long = "graphql-introspection",
+        env = "GRAPHQL_INTROSPECTION",
+        default_value_t = true,
+        action = clap::ArgAction::Set
+    )]
+    pub introspection: bool,
+
+    /// Whether validation errors suggest similar names ("Did you mean
+    /// …?"); `false` keeps them from revealing the schema.
+    #[arg(
+        long = "graphql-suggestions",
+        env = "GRAPHQL_SUGGESTIONS",
+        default_value_t = true,
+        action = clap::ArgAction::Set
+    )]
+    pub suggestions: bool,
 }
 
 impl Default for QueryConfig {
@@ -56,6 +84,9 @@ impl Default for QueryConfig {
             max_page_size: 100,
             timeout_ms: 10_000,
             consistency_timeout_ms: 5_000,
+            max_body_bytes: 64 * 1024,
+            introspection: true,
+            suggestions: true,
         }
     }
 }

@@ -35,6 +35,7 @@ pub fn router(schema: EshopSchema, config: QueryConfig) -> Router {
         Limits {
             max_depth: config.max_depth,
             max_complexity: config.max_complexity,
+            max_query_bytes: config.max_body_bytes,
         },
     );
     let state = QueryState {
@@ -68,12 +69,78 @@ impl IntoResponse for Rejection {
     }
 }
 
+/// A GraphQL error response with `code` and an HTTP status of its own
+/// (the request never reached the schema).
+fn refused(status: StatusCode, code: &str, message: String) -> axum::response::Response {
+    let body = json!({ "errors": [{ "message": message, "extensions": { "code": code } }] });
+    (status, Json(body)).into_response()
+}
+
+/// `POST /graphql`: a JSON body of at most `GRAPHQL_MAX_BODY_BYTES`. Any
+/// other content type is refused (415): the CORS-simple ones would let
+/// any web page send queries with a visitor's credentials.
 async fn graphql_post(
     State(state): State<QueryState>,
-    headers: HeaderMap,
-    request: GraphQLRequest<Rejection>,
-) -> GraphQLResponse {
-    execute(&state, &headers, request.into_inner()).await
+    request: Request,
+) -> axum::response::Response {
+    let limit = state.config.max_body_bytes;
+    let content_type = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default();
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    if essence != "application/json" && essence != "application/graphql+json" {
+        return refused(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "UNSUPPORTED_MEDIA_TYPE",
+            "a GraphQL POST body must be application/json".to_owned(),
+        );
+    }
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
+    let too_large = || {
+        refused(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "PAYLOAD_TOO_LARGE",
+            format!("the body is larger than {limit} bytes, the most allowed"),
+        )
+    };
+    if declared.is_some_and(|length| length > limit as u64) {
+        return too_large();
+    }
+    let headers = request.headers().clone();
+    let (parts, body) = request.into_parts();
+    let bytes = match axum::body::to_bytes(body, limit).await {
+        Ok(bytes) => bytes,
+        Err(error) => {
+            let over = std::error::Error::source(&error)
+                .is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
+            if over {
+                return too_large();
+            }
+            return refused(
+                StatusCode::BAD_REQUEST,
+                "BAD_REQUEST",
+                "the body could not be read".to_owned(),
+            );
+        }
+    };
+    let request = Request::from_parts(parts, axum::body::Body::from(bytes));
+    match GraphQLRequest::<Rejection>::from_request(request, &()).await {
+        Ok(request) => execute(&state, &headers, request.into_inner())
+            .await
+            .into_response(),
+        Err(rejection) => rejection.into_response(),
+    }
 }
 
 async fn graphql_get(

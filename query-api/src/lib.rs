@@ -11,6 +11,7 @@
 pub mod config;
 pub mod consistency;
 mod cursor;
+mod document;
 pub mod error;
 mod graphiql;
 pub mod http;

@@ -31,6 +31,7 @@ use async_graphql::{Data, Executor, Request, Response, ServerError};
 use futures::StreamExt;
 use futures::stream::BoxStream;
 
+use crate::document;
 use crate::schema::EshopSchema;
 
 /// An error with `code` unless it has one already.
@@ -48,49 +49,107 @@ pub fn with_code(mut error: ServerError, code: &str) -> ServerError {
     error
 }
 
-/// The limits the schema enforces, for the messages that explain them.
+/// The limits the schema enforces, for the messages that explain them,
+/// and the ones checked before it sees a document.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     pub max_depth: usize,
     pub max_complexity: usize,
+    /// Longest query text, in bytes.
+    pub max_query_bytes: usize,
 }
 
-/// Parsed documents by query text. Parsing was 14 % of a request's CPU
-/// (perf, docs/benchmarks.md), and clients send the same few query texts
-/// again and again with other variables. Bounded: when full it starts
-/// over, and long texts are not kept.
+/// Most errors one response carries, and the longest message: a document
+/// with thousands of mistakes, or a parse error that quotes a 60 KB line,
+/// must not turn into a response many times its size.
+const MAX_ERRORS: usize = 20;
+const MAX_MESSAGE: usize = 500;
+
+/// Parsed documents by query text, for documents that validated. Parsing
+/// was 14 % of a request's CPU (perf, docs/benchmarks.md), and clients
+/// send the same few query texts again and again with other variables.
+///
+/// Bounded by an estimate of the memory the entries hold (a parsed node
+/// takes a few hundred bytes, many times its text), and holding only
+/// documents that validated, so that a stream of distinct bad queries
+/// costs nothing kept. When full it starts over.
+struct ParsedQueries {
+    entries: Mutex<Cache>,
+    budget: usize,
+}
+
 #[derive(Default)]
-struct ParsedQueries(Mutex<HashMap<String, ExecutableDocument>>);
+struct Cache {
+    documents: HashMap<String, ExecutableDocument>,
+    bytes: usize,
+}
+
+/// A document parsed for a request, not yet known to validate.
+struct Parsed {
+    document: ExecutableDocument,
+    /// Estimated bytes it holds; `None` when it came from the cache.
+    cost: Option<usize>,
+}
 
 impl ParsedQueries {
-    const MAX_ENTRIES: usize = 1_000;
-    const MAX_TEXT: usize = 16 * 1024;
+    /// Estimated bytes of one parsed node (a field with its name,
+    /// position, empty argument and directive lists and selection set).
+    const NODE_BYTES: usize = 320;
 
-    /// Gives `request` its parsed document, from the cache or parsed now;
-    /// the parse error with its code otherwise.
-    fn prepare(&self, request: &mut Request) -> Result<(), ServerError> {
-        let cached = self
-            .0
+    fn new(budget: usize) -> Self {
+        Self {
+            entries: Mutex::default(),
+            budget,
+        }
+    }
+
+    fn cached(&self, query: &str) -> Option<ExecutableDocument> {
+        self.entries
             .lock()
             .ok()
-            .and_then(|cache| cache.get(&request.query).cloned());
-        if let Some(document) = cached {
-            request.set_parsed_query(document);
-            return Ok(());
-        }
-        let document = async_graphql::parser::parse_query(&request.query)
-            .map_err(|error| with_code(error.into(), "GRAPHQL_PARSE_FAILED"))?;
-        if request.query.len() <= Self::MAX_TEXT
-            && let Ok(mut cache) = self.0.lock()
-        {
-            if cache.len() >= Self::MAX_ENTRIES {
-                cache.clear();
-            }
-            cache.insert(request.query.clone(), document.clone());
-        }
-        request.set_parsed_query(document);
-        Ok(())
+            .and_then(|cache| cache.documents.get(query).cloned())
     }
+
+    /// Keeps a document that validated, if it fits the budget at all.
+    fn keep(&self, query: &str, document: ExecutableDocument, cost: usize) {
+        let cost = cost.saturating_add(2 * query.len());
+        if cost > self.budget / 16 {
+            return;
+        }
+        if let Ok(mut cache) = self.entries.lock() {
+            if cache.documents.contains_key(query) {
+                return;
+            }
+            if cache.bytes + cost > self.budget {
+                cache.documents.clear();
+                cache.bytes = 0;
+            }
+            cache.bytes += cost;
+            cache.documents.insert(query.to_owned(), document);
+        }
+    }
+}
+
+/// Checks, parses and measures `query` (see [`crate::document`]): off the
+/// async workers, because a 64 KB document takes milliseconds.
+async fn parse(query: String, limits: Limits) -> Result<Parsed, ServerError> {
+    document::check_text(&query, limits.max_query_bytes)?;
+    let parsed = tokio::task::spawn_blocking(move || {
+        let document = async_graphql::parser::parse_query(&query)
+            .map_err(|error| with_code(error.into(), "GRAPHQL_PARSE_FAILED"))?;
+        let shape = document::check_expansion(&document, limits.max_complexity)?;
+        Ok(Parsed {
+            document,
+            cost: Some(shape.nodes.saturating_mul(ParsedQueries::NODE_BYTES)),
+        })
+    })
+    .await;
+    parsed.unwrap_or_else(|_| {
+        Err(with_code(
+            ServerError::new("the query could not be parsed", None),
+            "INTERNAL",
+        ))
+    })
 }
 
 /// The schema, with parsed documents cached and every error coded: what
@@ -103,24 +162,74 @@ pub struct CodedSchema {
 }
 
 impl CodedSchema {
+    /// Bytes the parsed-query cache may hold.
+    pub const CACHE_BYTES: usize = 32 * 1024 * 1024;
+
     #[must_use]
     pub fn new(schema: EshopSchema, limits: Limits) -> Self {
         Self {
             schema,
             limits,
-            parsed: Arc::default(),
+            parsed: Arc::new(ParsedQueries::new(Self::CACHE_BYTES)),
         }
+    }
+
+    /// `request` with its parsed document, from the cache or checked and
+    /// parsed now.
+    async fn prepare(
+        &self,
+        mut request: Request,
+    ) -> Result<(Request, Option<Parsed>), ServerError> {
+        if let Some(document) = self.parsed.cached(&request.query) {
+            request.set_parsed_query(document);
+            return Ok((request, None));
+        }
+        let parsed = parse(request.query.clone(), self.limits).await?;
+        request.set_parsed_query(parsed.document.clone());
+        Ok((request, Some(parsed)))
     }
 
     /// Codes what the schema answered without a code.
     fn code(&self, mut response: Response) -> Response {
         let limits = self.limits;
-        response.errors = std::mem::take(&mut response.errors)
+        let total = response.errors.len();
+        let mut errors: Vec<ServerError> = std::mem::take(&mut response.errors)
             .into_iter()
+            .take(MAX_ERRORS)
             .map(|error| code_error(error, limits))
+            .map(shorten)
             .collect();
+        if total > MAX_ERRORS {
+            errors.push(with_code(
+                ServerError::new(
+                    format!("{} more errors are not shown", total - MAX_ERRORS),
+                    None,
+                ),
+                "GRAPHQL_VALIDATION_FAILED",
+            ));
+        }
+        response.errors = errors;
         response
     }
+}
+
+/// Cuts a long message (the parser quotes the whole offending line).
+fn shorten(mut error: ServerError) -> ServerError {
+    if error.message.len() > MAX_MESSAGE {
+        let mut end = MAX_MESSAGE;
+        while !error.message.is_char_boundary(end) {
+            end -= 1;
+        }
+        error.message.truncate(end);
+        error.message.push('…');
+    }
+    error
+}
+
+/// Whether the schema accepted the document: no error stopped the
+/// request before execution (those have no path).
+fn validated(response: &Response) -> bool {
+    response.errors.iter().all(|error| !error.path.is_empty())
 }
 
 fn code_error(mut error: ServerError, limits: Limits) -> ServerError {
@@ -157,27 +266,51 @@ fn code_error(mut error: ServerError, limits: Limits) -> ServerError {
 }
 
 impl Executor for CodedSchema {
-    async fn execute(&self, mut request: Request) -> Response {
-        if let Err(error) = self.parsed.prepare(&mut request) {
-            return Response::from_errors(vec![error]);
+    async fn execute(&self, request: Request) -> Response {
+        let (request, parsed) = match self.prepare(request).await {
+            Ok(prepared) => prepared,
+            Err(error) => return self.code(Response::from_errors(vec![error])),
+        };
+        let query = parsed.as_ref().map(|_| request.query.clone());
+        let response = self.schema.execute(request).await;
+        if let (
+            Some(query),
+            Some(Parsed {
+                document,
+                cost: Some(cost),
+            }),
+        ) = (query, parsed)
+            && validated(&response)
+        {
+            self.parsed.keep(&query, document, cost);
         }
-        self.code(self.schema.execute(request).await)
+        self.code(response)
     }
 
     fn execute_stream(
         &self,
-        mut request: Request,
+        request: Request,
         session_data: Option<Arc<Data>>,
     ) -> BoxStream<'static, Response> {
-        if let Err(error) = self.parsed.prepare(&mut request) {
-            return futures::stream::once(async move { Response::from_errors(vec![error]) })
-                .boxed();
-        }
         let coded = self.clone();
-        self.schema
-            .execute_stream_with_session_data(request, session_data.unwrap_or_default())
-            .map(move |response| coded.code(response))
-            .boxed()
+        futures::stream::once(async move {
+            match coded.prepare(request).await {
+                Ok((request, _)) => {
+                    let recode = coded.clone();
+                    coded
+                        .schema
+                        .execute_stream_with_session_data(request, session_data.unwrap_or_default())
+                        .map(move |response| recode.code(response))
+                        .boxed()
+                }
+                Err(error) => {
+                    let response = coded.code(Response::from_errors(vec![error]));
+                    futures::stream::once(async move { response }).boxed()
+                }
+            }
+        })
+        .flatten()
+        .boxed()
     }
 }
 
@@ -189,6 +322,7 @@ mod tests {
     const LIMITS: Limits = Limits {
         max_depth: 15,
         max_complexity: 5_000,
+        max_query_bytes: 64 * 1024,
     };
 
     fn code(error: &ServerError) -> String {

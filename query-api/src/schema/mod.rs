@@ -61,7 +61,8 @@ pub fn build_schema(
 ) -> EshopSchema {
     let products = DataLoader::new(ProductLoader(read_models.clone()), tokio::spawn);
     let (max_depth, max_complexity) = (config.max_depth, config.max_complexity);
-    Schema::build(Query::default(), EmptyMutation, Subscription)
+    let (introspection, suggestions) = (config.introspection, config.suggestions);
+    let mut builder = Schema::build(Query::default(), EmptyMutation, Subscription)
         .data(Services {
             read_models,
             search,
@@ -73,8 +74,14 @@ pub fn build_schema(
         // Errors get their codes from `crate::limits::CodedSchema`, not
         // from an extension (see there why).
         .limit_depth(max_depth)
-        .limit_complexity(max_complexity)
-        .finish()
+        .limit_complexity(max_complexity);
+    if !introspection {
+        builder = builder.disable_introspection();
+    }
+    if !suggestions {
+        builder = builder.disable_suggestions();
+    }
+    builder.finish()
 }
 
 /// The schema as SDL, as checked in.
@@ -108,7 +115,10 @@ pub(crate) async fn read<'a>(ctx: &Context<'a>, models: &[ReadModel]) -> QueryRe
 pub(crate) fn parse_id(id: &ID, what: &str) -> QueryResult<Uuid> {
     Uuid::parse_str(id.as_str())
         .map_err(|_| {
-            QueryError::bad_input(format!("'{}' is not a {what} id (a UUID)", id.as_str()))
+            QueryError::bad_input(format!(
+                "'{}' is not a {what} id (a UUID)",
+                crate::error::echo(id.as_str())
+            ))
         })
         .coded()
 }

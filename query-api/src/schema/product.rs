@@ -52,7 +52,8 @@ impl ProductFilter {
             && currency.parse::<domain::money::Currency>().is_err()
         {
             return Err(QueryError::bad_input(format!(
-                "currency '{currency}' is not an ISO 4217 code"
+                "currency '{}' is not an ISO 4217 code",
+                crate::error::echo(currency)
             )));
         }
         let (min, max) = (self.min_price.map(|p| p.0), self.max_price.map(|p| p.0));
