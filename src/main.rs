@@ -233,6 +233,8 @@ struct QueryApiArgs {
         default_value = "127.0.0.1:8081"
     )]
     listen: SocketAddr,
+    #[command(flatten)]
+    http: command_api::server::HttpLimits,
 }
 
 /// Whether the command's logs go to stderr: one-shot commands print their
@@ -427,12 +429,12 @@ async fn query_api(args: QueryApiArgs) -> anyhow::Result<()> {
     let router = api
         .router_with_health()
         .merge(command_api::metrics_router(handle));
+    let router = command_api::server::with_common_layers(router, &args.http);
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("failed to listen on {}", args.listen))?;
     tracing::info!(addr = %listener.local_addr()?, "GraphQL API listening");
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown_signal())
+    command_api::server::serve(listener, router, &args.http, shutdown_signal())
         .await
         .context("HTTP server failed")
 }

@@ -17,6 +17,9 @@ pub struct ServeConfig {
     #[arg(long = "listen", env = "LISTEN_ADDR", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
 
+    #[command(flatten)]
+    pub http: crate::server::HttpLimits,
+
     /// Snapshot every N events, per aggregate type (0 = never).
     #[arg(
         long,
@@ -49,6 +52,7 @@ impl ServeConfig {
         Self {
             database: DatabaseConfig::for_url(url),
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            http: crate::server::HttpLimits::default(),
             snapshot_every: "Product=50,Basket=50,Order=0".parse().unwrap_or_default(),
             idempotency_ttl_hours: 24,
             command_max_retries: 30,

@@ -42,10 +42,26 @@ pub struct FieldError {
 impl FieldError {
     pub fn new(field: impl Into<String>, message: impl ToString) -> Self {
         Self {
-            field: field.into(),
-            message: message.to_string(),
+            field: capped(field.into(), 200),
+            message: capped(message.to_string(), 500),
         }
     }
+}
+
+/// `text` cut to at most `max` bytes (at a character boundary, marked with
+/// `…`): messages quote what the client sent, and a megabyte value must
+/// not come back as a megabyte error.
+#[must_use]
+pub fn capped(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut end = max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push('…');
+    }
+    text
 }
 
 /// The error type of every handler.
@@ -70,6 +86,11 @@ pub enum ApiError {
     NotFound(String),
     #[error("method not allowed")]
     MethodNotAllowed,
+    #[error("the request was not received and answered within {limit_ms} ms")]
+    RequestTimeout { limit_ms: u128 },
+    /// A refusal by the HTTP layer with no more specific type.
+    #[error("{detail}")]
+    Other { status: StatusCode, detail: String },
     #[error("internal error")]
     Internal,
 }
@@ -159,6 +180,10 @@ impl ApiError {
                 "method-not-allowed",
                 Vec::new(),
             ),
+            Self::RequestTimeout { .. } => {
+                (StatusCode::REQUEST_TIMEOUT, "request-timeout", Vec::new())
+            }
+            Self::Other { status, .. } => (*status, "request-refused", Vec::new()),
             Self::Internal => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal-error",
@@ -179,7 +204,7 @@ impl ApiError {
                 _ => "an internal error occurred; it has been logged".to_owned(),
             }
         } else {
-            self.to_string()
+            capped(self.to_string(), 500)
         };
         Problem {
             problem_type: format!("/problems/{code}"),

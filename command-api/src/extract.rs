@@ -91,6 +91,11 @@ where
             }
         })?;
         let body: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
+            // No body is fine, but not under a CORS-simple type: a web
+            // page could send that cross-site without asking.
+            if headers.contains_key(header::CONTENT_TYPE) {
+                is_json(&headers)?;
+            }
             b"{}"
         } else {
             is_json(&headers)?;

@@ -8,6 +8,7 @@ pub mod extract;
 pub mod input;
 pub mod responses;
 pub mod routes;
+pub mod server;
 pub mod startup;
 pub mod telemetry;
 

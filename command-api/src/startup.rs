@@ -10,6 +10,7 @@ use tokio::net::TcpListener;
 use crate::commands::CommandService;
 use crate::config::ServeConfig;
 use crate::routes::{self, Readiness, ReadinessCheck};
+use crate::server::{self, HttpLimits};
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -25,6 +26,7 @@ pub struct Application {
     store: EventStore,
     metrics: Option<PrometheusHandle>,
     extra: Option<axum::Router>,
+    http: HttpLimits,
 }
 
 impl Application {
@@ -53,6 +55,7 @@ impl Application {
             store,
             metrics: None,
             extra: None,
+            http: config.http.clone(),
         })
     }
 
@@ -109,9 +112,8 @@ impl Application {
         if let Some(extra) = self.extra {
             router = router.merge(extra);
         }
-        let served = axum::serve(self.listener, router)
-            .with_graceful_shutdown(shutdown)
-            .await;
+        let router = server::with_common_layers(router, &self.http);
+        let served = server::serve(self.listener, router, &self.http, shutdown).await;
         purge.abort();
         served.context("HTTP server failed")
     }
@@ -150,9 +152,10 @@ pub async fn serve_metrics(
         "/health/live",
         axum::routing::get(|| async { axum::Json(serde_json::json!({"status": "up"})) }),
     );
+    let limits = HttpLimits::default();
+    let router = server::with_common_layers(router, &limits);
     tracing::info!(addr = %listen, "metrics listening");
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
+    server::serve(listener, router, &limits, shutdown)
         .await
         .context("metrics server failed")
 }

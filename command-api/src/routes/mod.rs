@@ -7,10 +7,7 @@ mod orders;
 mod products;
 
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
-use axum::response::IntoResponse;
 use serde::Deserialize;
-use tower_http::catch_panic::CatchPanicLayer;
 use utoipa::{IntoParams, OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_swagger_ui::SwaggerUi;
@@ -18,9 +15,7 @@ use utoipa_swagger_ui::SwaggerUi;
 pub use health::{Readiness, ReadinessCheck};
 
 use crate::error::{ApiError, FieldError, Problem};
-use crate::extract::MAX_BODY_BYTES;
 use crate::startup::AppState;
-use crate::telemetry::correlate;
 
 /// The headers every command accepts (documented for OpenAPI; read by
 /// [`crate::extract::CommandHeaders`]).
@@ -124,20 +119,11 @@ async fn not_found() -> ApiError {
     ApiError::NotFound("no such route".into())
 }
 
-async fn method_not_allowed() -> ApiError {
-    ApiError::MethodNotAllowed
-}
-
-/// The whole HTTP application.
+/// The REST API, the OpenAPI document and the API page, without the
+/// layers every route gets ([`crate::server::with_common_layers`]).
 pub fn router(state: AppState) -> Router {
     let (api, document) = api_router().split_for_parts();
     api.merge(SwaggerUi::new("/docs").external_url_unchecked("/openapi.json", render(&document)))
         .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(CatchPanicLayer::custom(|_| {
-            ApiError::Internal.into_response()
-        }))
-        .layer(axum::middleware::from_fn(correlate))
         .with_state(state)
 }
