@@ -2,7 +2,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -301,9 +300,6 @@ fn metrics() -> anyhow::Result<PrometheusHandle> {
         .context("failed to install the metrics recorder")
 }
 
-/// How often the projection status gauges are refreshed.
-const STATUS_EVERY: Duration = Duration::from_secs(5);
-
 fn status_source(kafka: &KafkaConfig, relay_name: &str) -> StatusSource {
     StatusSource {
         kafka: kafka.clone(),
@@ -324,6 +320,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     )
     .context("invalid SEARCH_URL")?;
     app = app.with_router(graphql.router());
+    let graphql_status = graphql.status_board();
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let stopping = move || {
         let mut stopped = stopped.clone();
@@ -374,7 +371,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             projector.instance_id = Some(format!("{host}:{}", args.api.listen.port()));
         }
         let (views, stopped) = (projections::views::all(), stopping());
-        let projector_pool = pool.clone();
+        let projector_pool = pool;
         streaming.spawn(async move {
             projections::projector::run_all_watched(
                 projector_pool,
@@ -385,9 +382,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             )
             .await
         });
-        let source = status_source(&args.kafka, &args.relay.name);
+        let board = graphql_status.clone();
         streaming.spawn(async move {
-            projections::status::monitor(pool, source, STATUS_EVERY).await;
+            projections::status::monitor(board).await;
             Ok(())
         });
     }

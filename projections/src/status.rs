@@ -569,16 +569,86 @@ impl Stalls {
 }
 
 /// Refreshes the status gauges every `every` until the process ends.
-pub async fn monitor(pool: PgPool, source: StatusSource, every: Duration) {
+pub async fn monitor(board: StatusBoard) {
     loop {
-        match collect(&pool, &source).await {
-            Ok(statuses) => record_metrics(&statuses),
+        match board.latest().await {
+            Ok(snapshot) => record_metrics(&snapshot.statuses),
             Err(error) => tracing::warn!(
                 error = format!("{error:#}"),
                 "projection status unavailable"
             ),
         }
-        tokio::time::sleep(every).await;
+        tokio::time::sleep(board.inner.every).await;
+    }
+}
+
+/// Every projection's status at one moment.
+#[derive(Debug)]
+pub struct Snapshot {
+    pub taken_at: DateTime<Utc>,
+    pub statuses: Vec<ProjectionStatus>,
+}
+
+/// The latest [`Snapshot`], shared by `/metrics` and every reader (the
+/// GraphQL `projections` field): collecting opens Kafka consumers and
+/// queries PostgreSQL, so it happens at most once per period and once at a
+/// time, however many readers ask.
+#[derive(Clone)]
+pub struct StatusBoard {
+    inner: std::sync::Arc<Board>,
+}
+
+struct Board {
+    pool: PgPool,
+    source: StatusSource,
+    every: Duration,
+    latest: std::sync::Mutex<Option<(std::time::Instant, std::sync::Arc<Snapshot>)>>,
+    collecting: tokio::sync::Mutex<()>,
+}
+
+impl StatusBoard {
+    /// A board whose snapshots are at most `every` old when read.
+    #[must_use]
+    pub fn new(pool: PgPool, source: StatusSource, every: Duration) -> Self {
+        Self {
+            inner: std::sync::Arc::new(Board {
+                pool,
+                source,
+                every,
+                latest: std::sync::Mutex::default(),
+                collecting: tokio::sync::Mutex::default(),
+            }),
+        }
+    }
+
+    fn fresh(&self) -> Option<std::sync::Arc<Snapshot>> {
+        let latest = self.inner.latest.lock().ok()?;
+        latest
+            .as_ref()
+            .filter(|(at, _)| at.elapsed() < self.inner.every)
+            .map(|(_, snapshot)| snapshot.clone())
+    }
+
+    /// The latest snapshot, collected now when none is younger than the
+    /// period; concurrent callers wait for the one collection under way.
+    pub async fn latest(&self) -> anyhow::Result<std::sync::Arc<Snapshot>> {
+        if let Some(snapshot) = self.fresh() {
+            return Ok(snapshot);
+        }
+        let _collecting = self.inner.collecting.lock().await;
+        if let Some(snapshot) = self.fresh() {
+            return Ok(snapshot);
+        }
+        let statuses = collect(&self.inner.pool, &self.inner.source).await?;
+        metrics::counter!("eshop_projection_status_collections_total").increment(1);
+        let snapshot = std::sync::Arc::new(Snapshot {
+            taken_at: Utc::now(),
+            statuses,
+        });
+        if let Ok(mut latest) = self.inner.latest.lock() {
+            *latest = Some((std::time::Instant::now(), snapshot.clone()));
+        }
+        Ok(snapshot)
     }
 }
 

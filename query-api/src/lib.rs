@@ -28,7 +28,7 @@ pub use schema::{EshopSchema, build_schema};
 pub use search::SearchIndex;
 
 use projections::search::{SearchClient, SearchConfig, SearchError};
-use projections::status::StatusSource;
+use projections::status::{StatusBoard, StatusSource};
 use sqlx::PgPool;
 
 /// The GraphQL API over the read models in `pool` and the search indices
@@ -37,8 +37,13 @@ pub struct QueryApi {
     pub schema: EshopSchema,
     pub read_models: read_models::ReadModels,
     pub search: SearchIndex,
+    status: StatusBoard,
     config: QueryConfig,
 }
+
+/// How old a projection status the GraphQL API (and `/metrics` in
+/// `eshop serve`) may serve.
+pub const STATUS_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl QueryApi {
     /// Builds the schema and starts listening for live updates.
@@ -50,20 +55,29 @@ impl QueryApi {
     ) -> Result<Self, SearchError> {
         let read_models = read_models::ReadModels::new(pool.clone());
         let search = SearchIndex::new(SearchClient::new(&search.url)?, search.clone());
-        let live = live::LiveUpdates::start(pool);
+        let status = StatusBoard::new(pool.clone(), status, STATUS_EVERY);
+        let live = live::LiveUpdates::start(read_models.clone());
         let schema = build_schema(
             read_models.clone(),
             search.clone(),
             live,
-            status,
+            status.clone(),
             config.clone(),
         );
         Ok(Self {
             schema,
             read_models,
             search,
+            status,
             config,
         })
+    }
+
+    /// The projection statuses the `projections` field serves; `eshop
+    /// serve` records the same snapshots on `/metrics`.
+    #[must_use]
+    pub fn status_board(&self) -> StatusBoard {
+        self.status.clone()
     }
 
     /// `/graphql`, `/graphql/ws` and GraphiQL.

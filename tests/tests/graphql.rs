@@ -1295,3 +1295,43 @@ async fn order_as_of_reads_the_event_store_so_a_token_never_waits_for_a_projecti
         "order_view"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_alias_of_projections_is_served_from_one_shared_snapshot() {
+    // Each alias used to open its own Kafka consumers and queries: 300 of
+    // them took seconds and hundreds of threads, and kept running after
+    // the request's timeout.
+    let side = ReadSide::start("gql-status").await;
+    let gql = &side.graphql;
+    let aliases: String = (0..300)
+        .map(|n| format!(" p{n}: projections {{ name observedAt eventsBehind }}"))
+        .collect();
+    let query = format!("{{{aliases} }}");
+    let started = std::time::Instant::now();
+    let first = data(gql.query(&query, json!({})).await);
+    let took = started.elapsed();
+    let observed: std::collections::BTreeSet<String> = first
+        .as_object()
+        .expect("aliases")
+        .values()
+        .flat_map(|statuses| statuses.as_array().expect("a list").clone())
+        .map(|status| {
+            status["observedAt"]
+                .as_str()
+                .expect("observedAt")
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(
+        observed.len(),
+        1,
+        "one snapshot for every alias: {observed:?}"
+    );
+    assert!(took < Duration::from_secs(3), "300 aliases took {took:?}");
+    // A second request within the refresh period reads the same snapshot.
+    let second = data(gql.query("{ projections { observedAt } }", json!({})).await);
+    assert_eq!(
+        second["projections"][0]["observedAt"].as_str(),
+        observed.iter().next().map(String::as_str)
+    );
+}

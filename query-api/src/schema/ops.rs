@@ -21,6 +21,9 @@ pub struct PartitionLag {
 #[derive(Debug, Clone, SimpleObject)]
 pub struct ProjectionStatus {
     pub name: String,
+    /// When this status was collected: statuses are collected at most
+    /// every 5 seconds and shared by every request (and `/metrics`).
+    pub observed_at: DateTime<Utc>,
     /// The highest global position it has taken.
     pub position: Option<i64>,
     /// When the newest event it has taken happened.
@@ -39,19 +42,23 @@ pub struct OpsQueries;
 
 #[Object]
 impl OpsQueries {
-    /// Every projection's position, lag and dead-letter count.
+    /// Every projection's position, lag and dead-letter count, as last
+    /// collected (at most 5 seconds ago; see `observedAt`). An operator's
+    /// field.
     async fn projections(&self, ctx: &Context<'_>) -> QueryResult<Vec<ProjectionStatus>> {
         let services = services(ctx);
-        let statuses = projections::status::collect(services.read_models.pool(), &services.status)
-            .await
-            .map_err(|error| {
-                tracing::error!(error = format!("{error:#}"), "projection status failed");
-                QueryError::Unavailable.extend()
-            })?;
-        Ok(statuses
-            .into_iter()
+        let snapshot = services.status.latest().await.map_err(|error| {
+            tracing::error!(error = format!("{error:#}"), "projection status failed");
+            QueryError::Unavailable.extend()
+        })?;
+        let observed_at = snapshot.taken_at;
+        Ok(snapshot
+            .statuses
+            .iter()
+            .cloned()
             .map(|s| ProjectionStatus {
                 name: s.projection,
+                observed_at,
                 position: s.position,
                 last_event_at: s.last_event_at,
                 events_behind: s.events_behind,
