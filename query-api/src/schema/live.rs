@@ -3,11 +3,11 @@ use futures::Stream;
 use futures::StreamExt;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
-use uuid::Uuid;
 
 use super::order::Order;
 use super::{parse_id, services};
 use crate::live::OrderChanged;
+use crate::read_models::OrderRow;
 
 /// Live updates over WebSocket (graphql-transport-ws at `/graphql/ws`),
 /// pushed when the projector commits the change to `order_view`.
@@ -37,28 +37,20 @@ impl Subscription {
     }
 }
 
-/// The orders of the changes that `wanted` selects, read from the view
-/// after each change committed.
+/// The orders of the changes that `wanted` selects, as the live listener
+/// read them once for all subscribers (no read of their own).
 fn changes<F>(ctx: &Context<'_>, wanted: F) -> impl Stream<Item = Order> + use<F>
 where
     F: Fn(&OrderChanged) -> bool + Send + 'static,
 {
-    let services = services(ctx);
-    let read_models = services.read_models.clone();
-    BroadcastStream::new(services.live.orders())
-        .filter_map(move |change| {
-            let keep = match change {
-                Ok(change) => wanted(&change).then_some(change.order_id),
-                Err(BroadcastStreamRecvError::Lagged(missed)) => {
-                    tracing::warn!(missed, "a subscriber fell behind; changes were dropped");
-                    None
-                }
-            };
-            futures::future::ready(keep)
-        })
-        .then(move |id: Uuid| {
-            let read_models = read_models.clone();
-            async move { read_models.order(id).await.ok().flatten().map(Order) }
-        })
-        .filter_map(futures::future::ready)
+    BroadcastStream::new(services(ctx).live.orders()).filter_map(move |update| {
+        let order = match update {
+            Ok(update) => wanted(&update.change).then(|| Order(OrderRow::clone(&update.order))),
+            Err(BroadcastStreamRecvError::Lagged(missed)) => {
+                tracing::warn!(missed, "a subscriber fell behind; changes were dropped");
+                None
+            }
+        };
+        futures::future::ready(order)
+    })
 }
