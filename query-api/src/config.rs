@@ -74,6 +74,43 @@ pub struct QueryConfig {
         action = clap::ArgAction::Set
     )]
     pub suggestions: bool,
+
+    /// Most WebSocket connections (`/graphql/ws`) one process holds open;
+    /// an upgrade past it is refused with 503 `TOO_MANY_CONNECTIONS`.
+    #[arg(
+        long = "graphql-ws-max-connections",
+        env = "GRAPHQL_WS_MAX_CONNECTIONS",
+        default_value_t = 1_000
+    )]
+    pub ws_max_connections: usize,
+
+    /// Most subscriptions one WebSocket connection runs at once; one past
+    /// it gets a `TOO_MANY_SUBSCRIPTIONS` error and the connection stays.
+    #[arg(
+        long = "graphql-ws-max-subscriptions",
+        env = "GRAPHQL_WS_MAX_SUBSCRIPTIONS",
+        default_value_t = 100
+    )]
+    pub ws_max_subscriptions: usize,
+
+    /// Longest a WebSocket connection may go without `connection_init`, in
+    /// milliseconds; then it is closed with 4408.
+    #[arg(
+        long = "graphql-ws-init-timeout-ms",
+        env = "GRAPHQL_WS_INIT_TIMEOUT_MS",
+        default_value_t = 10_000
+    )]
+    pub ws_init_timeout_ms: u64,
+
+    /// Origins (`https://shop.example`, comma-separated) whose pages may
+    /// open a WebSocket besides the API's own; a request without `Origin`
+    /// (not a browser) is always let in.
+    #[arg(
+        long = "graphql-ws-allowed-origins",
+        env = "GRAPHQL_WS_ALLOWED_ORIGINS",
+        value_delimiter = ','
+    )]
+    pub ws_allowed_origins: Vec<String>,
 }
 
 impl Default for QueryConfig {
@@ -87,6 +124,10 @@ impl Default for QueryConfig {
             max_body_bytes: 64 * 1024,
             introspection: true,
             suggestions: true,
+            ws_max_connections: 1_000,
+            ws_max_subscriptions: 100,
+            ws_init_timeout_ms: 10_000,
+            ws_allowed_origins: Vec::new(),
         }
     }
 }
@@ -100,5 +141,10 @@ impl QueryConfig {
     #[must_use]
     pub const fn consistency_timeout(&self) -> Duration {
         Duration::from_millis(self.consistency_timeout_ms)
+    }
+
+    #[must_use]
+    pub const fn ws_init_timeout(&self) -> Duration {
+        Duration::from_millis(self.ws_init_timeout_ms)
     }
 }

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use async_graphql::{Executor, Response, ServerError};
-use async_graphql_axum::{GraphQLRequest, GraphQLResponse, GraphQLSubscription};
+use async_graphql_axum::{GraphQLRequest, GraphQLResponse};
 use axum::extract::{FromRequest, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
@@ -38,14 +38,15 @@ pub fn router(schema: EshopSchema, config: QueryConfig) -> Router {
             max_query_bytes: config.max_body_bytes,
         },
     );
+    let subscriptions = crate::ws::router(executor.clone(), &config);
     let state = QueryState {
-        executor: executor.clone(),
+        executor,
         config: Arc::new(config),
     };
     Router::new()
         .route("/graphql", get(graphql_get).post(graphql_post))
         .with_state(state)
-        .route_service("/graphql/ws", GraphQLSubscription::new(executor))
+        .merge(subscriptions)
         .merge(graphiql::assets())
 }
 

@@ -21,6 +21,7 @@ mod loaders;
 pub mod read_models;
 pub mod schema;
 mod search;
+mod ws;
 
 pub use config::QueryConfig;
 pub use http::router;
