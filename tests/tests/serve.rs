@@ -140,7 +140,7 @@ async fn one_process_serves_commands_and_projects_them() {
         .map(|c| c["name"].as_str().unwrap_or_default())
         .collect();
     checks.sort_unstable();
-    assert_eq!(checks, ["kafka", "postgres", "search"]);
+    assert_eq!(checks, ["kafka", "postgres", "projections", "search"]);
 
     let order = api.place_order().await;
     eventually(
