@@ -6,6 +6,7 @@ use axum::extract::rejection::PathRejection;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use domain::ErrorKind;
+use domain::text::excerpt;
 use event_store::StoreError;
 use serde::Serialize;
 use utoipa::{IntoResponses, ToSchema};
@@ -42,26 +43,10 @@ pub struct FieldError {
 impl FieldError {
     pub fn new(field: impl Into<String>, message: impl ToString) -> Self {
         Self {
-            field: capped(field.into(), 200),
-            message: capped(message.to_string(), 500),
+            field: excerpt(field.into(), 200),
+            message: excerpt(message.to_string(), 500),
         }
     }
-}
-
-/// `text` cut to at most `max` bytes (at a character boundary, marked with
-/// `…`): messages quote what the client sent, and a megabyte value must
-/// not come back as a megabyte error.
-#[must_use]
-pub fn capped(mut text: String, max: usize) -> String {
-    if text.len() > max {
-        let mut end = max;
-        while !text.is_char_boundary(end) {
-            end -= 1;
-        }
-        text.truncate(end);
-        text.push('…');
-    }
-    text
 }
 
 /// The error type of every handler.
@@ -204,7 +189,7 @@ impl ApiError {
                 _ => "an internal error occurred; it has been logged".to_owned(),
             }
         } else {
-            capped(self.to_string(), 500)
+            excerpt(self.to_string(), 500)
         };
         Problem {
             problem_type: format!("/problems/{code}"),

@@ -17,6 +17,22 @@ pub enum TextError {
     InvalidCharacters { allowed: &'static str },
 }
 
+/// `text` cut to at most `max` bytes, at a character boundary and marked
+/// with `…`: what an error message may quote of a value a client sent, so
+/// that a megabyte value never comes back as a megabyte error.
+#[must_use]
+pub fn excerpt(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut end = max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push('…');
+    }
+    text
+}
+
 fn bounded(value: &str, max: usize) -> Result<String, TextError> {
     let trimmed = value.trim();
     if trimmed.is_empty() {

@@ -252,16 +252,8 @@ impl<'a> Counter<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::limits::code;
     use std::fmt::Write as _;
-
-    fn code(error: &ServerError) -> String {
-        error
-            .extensions
-            .as_ref()
-            .and_then(|extensions| extensions.get("code"))
-            .map(ToString::to_string)
-            .unwrap_or_default()
-    }
 
     fn parse(query: &str) -> ExecutableDocument {
         async_graphql::parser::parse_query(query).expect("parses")

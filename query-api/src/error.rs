@@ -22,17 +22,11 @@ pub enum QueryError {
     Unavailable,
 }
 
-/// At most the first 40 characters of a client's value, for a message
-/// that names it: a megabyte id must not come back as a megabyte error.
+/// At most the first 40 bytes of a client's value, for a message that
+/// names it: a megabyte id must not come back as a megabyte error.
 #[must_use]
 pub fn echo(value: &str) -> String {
-    const MAX: usize = 40;
-    let mut chars = value.chars();
-    let mut shown: String = chars.by_ref().take(MAX).collect();
-    if chars.next().is_some() {
-        shown.push('…');
-    }
-    shown
+    domain::text::excerpt(value.chars().take(41).collect(), 40)
 }
 
 impl QueryError {

@@ -215,14 +215,7 @@ impl CodedSchema {
 
 /// Cuts a long message (the parser quotes the whole offending line).
 fn shorten(mut error: ServerError) -> ServerError {
-    if error.message.len() > MAX_MESSAGE {
-        let mut end = MAX_MESSAGE;
-        while !error.message.is_char_boundary(end) {
-            end -= 1;
-        }
-        error.message.truncate(end);
-        error.message.push('…');
-    }
+    error.message = domain::text::excerpt(std::mem::take(&mut error.message), MAX_MESSAGE);
     error
 }
 
@@ -314,6 +307,17 @@ impl Executor for CodedSchema {
     }
 }
 
+/// The code an error carries, as JSON text (`"QUERY_TOO_DEEP"`).
+#[cfg(test)]
+pub(crate) fn code(error: &ServerError) -> String {
+    error
+        .extensions
+        .as_ref()
+        .and_then(|extensions| extensions.get("code"))
+        .map(ToString::to_string)
+        .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -324,15 +328,6 @@ mod tests {
         max_complexity: 5_000,
         max_query_bytes: 64 * 1024,
     };
-
-    fn code(error: &ServerError) -> String {
-        error
-            .extensions
-            .as_ref()
-            .and_then(|extensions| extensions.get("code"))
-            .map(ToString::to_string)
-            .unwrap_or_default()
-    }
 
     #[test]
     fn the_schemas_limits_get_their_codes_and_say_the_limit() {

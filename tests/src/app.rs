@@ -22,6 +22,17 @@ pub struct TestResponse {
 }
 
 impl TestResponse {
+    /// The response, after checking it is a 2xx.
+    pub fn accepted(self) -> Self {
+        assert!(
+            (200..300).contains(&self.status),
+            "{} {}",
+            self.status,
+            self.body
+        );
+        self
+    }
+
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }

@@ -20,16 +20,6 @@ fn token(response: &TestResponse) -> String {
         .to_owned()
 }
 
-fn accepted(response: TestResponse) -> TestResponse {
-    assert!(
-        (200..300).contains(&response.status),
-        "{} {}",
-        response.status,
-        response.body
-    );
-    response
-}
-
 /// A response's `data`, after checking it has no errors.
 fn data(response: Value) -> Value {
     assert!(response.get("errors").is_none(), "errors: {response}");
@@ -43,7 +33,7 @@ async fn product(
     description: &str,
     price: i64,
 ) -> (Uuid, String) {
-    let response = accepted(
+    let response = TestResponse::accepted(
         app.post(
             "/products",
             json!({"sku": sku, "name": name, "description": description,
@@ -55,13 +45,13 @@ async fn product(
 }
 
 async fn basket_of(app: &TestApp, customer: Uuid) -> Uuid {
-    accepted(app.post("/baskets", json!({"customer_id": customer})).await).id()
+    TestResponse::accepted(app.post("/baskets", json!({"customer_id": customer})).await).id()
 }
 
 async fn order_of(app: &TestApp, customer: Uuid, product: Uuid, quantity: u32) -> (Uuid, String) {
     let basket = basket_of(app, customer).await;
-    accepted(app.add_item(basket, product, quantity).await);
-    let checkout = accepted(app.checkout(basket).await);
+    TestResponse::accepted(app.add_item(basket, product, quantity).await);
+    let checkout = TestResponse::accepted(app.checkout(basket).await);
     (checkout.id(), token(&checkout))
 }
 
@@ -101,7 +91,7 @@ async fn every_field_of_products_baskets_orders_and_sales_comes_from_the_real_pa
     let side = ReadSide::start("gql-fields").await;
     let (app, gql) = (&side.app, &side.graphql);
     let (mug, _) = product(app, "MUG-1", "Stoneware mug", "Holds 350 ml", 1500).await;
-    let repriced = accepted(
+    let repriced = TestResponse::accepted(
         app.post(
             &format!("/products/{mug}/price"),
             json!({"price": {"amount_minor": 1200, "currency": "EUR"}}),
@@ -110,26 +100,26 @@ async fn every_field_of_products_baskets_orders_and_sales_comes_from_the_real_pa
     );
     let customer = Uuid::now_v7();
     let (delivered, _) = order_of(app, customer, mug, 2).await;
-    accepted(
+    TestResponse::accepted(
         app.post(
             &format!("/orders/{delivered}/pay"),
             json!({"payment_reference": "PAY-1", "amount": {"amount_minor": 2400, "currency": "EUR"}}),
         )
         .await,
     );
-    accepted(
+    TestResponse::accepted(
         app.post(
             &format!("/orders/{delivered}/ship"),
             json!({"tracking_number": "TRACK-1"}),
         )
         .await,
     );
-    let deliver = accepted(
+    let deliver = TestResponse::accepted(
         app.post(&format!("/orders/{delivered}/deliver"), json!({}))
             .await,
     );
     let (cancelled, _) = order_of(app, customer, mug, 1).await;
-    let cancel = accepted(
+    let cancel = TestResponse::accepted(
         app.post(
             &format!("/orders/{cancelled}/cancel"),
             json!({"reason": "changed my mind"}),
@@ -137,7 +127,7 @@ async fn every_field_of_products_baskets_orders_and_sales_comes_from_the_real_pa
         .await,
     );
     let open = basket_of(app, customer).await;
-    let added = accepted(app.add_item(open, mug, 3).await);
+    let added = TestResponse::accepted(app.add_item(open, mug, 3).await);
 
     // The order, through every field, once its last command (and the
     // product's, for the nested product) is projected.
@@ -502,7 +492,7 @@ async fn search_ranks_products_by_relevance_with_facets_and_highlights() {
     let (_, t3) = product(app, "TEE-C", "Cotton t-shirt", "Soft organic cotton", 1900).await;
     let (_, t4) = product(app, "WALLET", "Leather wallet", "Full-grain leather", 8000).await;
     let (silk, _) = product(app, "SCARF-S", "Silk scarf", "Light and smooth", 12000).await;
-    let t5 = token(&accepted(
+    let t5 = token(&TestResponse::accepted(
         app.post(&format!("/products/{silk}/discontinue"), json!({}))
             .await,
     ));
@@ -698,7 +688,7 @@ async fn a_subscriber_sees_its_order_change_within_a_second_of_the_command() {
             1 => app.post(&format!("/orders/{order}/ship"), json!({"tracking_number": "T-L"})).await,
             _ => app.post(&format!("/orders/{order}/deliver"), json!({})).await,
         };
-        accepted(response);
+        TestResponse::accepted(response);
         let update = next_json(&mut updates).await;
         let elapsed = started.elapsed();
         assert_eq!(update["type"], "next", "{update}");
@@ -744,7 +734,7 @@ async fn with_its_token_a_query_sees_the_command_every_time() {
     let (mut stale_without, repetitions) = (0, 200);
     for n in 1..=repetitions {
         let price = 1000 + n;
-        let changed = accepted(
+        let changed = TestResponse::accepted(
             app.post(
                 &format!("/products/{product}/price"),
                 json!({"price": {"amount_minor": price, "currency": "EUR"}}),
@@ -1067,15 +1057,15 @@ async fn order_as_of_rebuilds_the_order_as_it_stood_at_each_moment() {
     let (mug, registered) = product(app, "ASOF-1", "Time mug", "x", 800).await;
     let customer = Uuid::now_v7();
     let basket = basket_of(app, customer).await;
-    accepted(app.add_item(basket, mug, 2).await);
+    TestResponse::accepted(app.add_item(basket, mug, 2).await);
 
     // Each moment is taken between two commands: after the one before has
     // answered, before the next is sent.
     let before_placing = chrono::Utc::now();
-    let checkout = accepted(app.checkout(basket).await);
+    let checkout = TestResponse::accepted(app.checkout(basket).await);
     let order = checkout.id();
     let placed = chrono::Utc::now();
-    let pay = accepted(
+    let pay = TestResponse::accepted(
         app.post(
             &format!("/orders/{order}/pay"),
             json!({"payment_reference": "PAY-T", "amount": {"amount_minor": 1600, "currency": "EUR"}}),
@@ -1083,7 +1073,7 @@ async fn order_as_of_rebuilds_the_order_as_it_stood_at_each_moment() {
         .await,
     );
     let paid = chrono::Utc::now();
-    let ship = accepted(
+    let ship = TestResponse::accepted(
         app.post(
             &format!("/orders/{order}/ship"),
             json!({"tracking_number": "TRACK-T"}),
@@ -1251,7 +1241,7 @@ async fn order_as_of_reads_the_event_store_so_a_token_never_waits_for_a_projecti
     let (app, gql) = without_projectors("gql-as-of-ryw").await;
     let (mug, _) = product(&app, "ASOF-2", "Mug", "x", 450).await;
     let (order, placed) = order_of(&app, Uuid::now_v7(), mug, 3).await;
-    let paid = accepted(
+    let paid = TestResponse::accepted(
         app.post(
             &format!("/orders/{order}/pay"),
             json!({"payment_reference": "PAY-R", "amount": {"amount_minor": 1350, "currency": "EUR"}}),

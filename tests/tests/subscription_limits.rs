@@ -21,16 +21,6 @@ type Socket =
 /// The longest any awaited message may take.
 const DEADLINE: Duration = Duration::from_secs(10);
 
-fn accepted(response: TestResponse) -> TestResponse {
-    assert!(
-        (200..300).contains(&response.status),
-        "{} {}",
-        response.status,
-        response.body
-    );
-    response
-}
-
 /// The GraphQL API alone (no relay, no projectors) with `configure`d
 /// limits: enough for the tests that need no order to change.
 async fn graphql_only(
@@ -131,7 +121,7 @@ const CUSTOMER_ORDERS: &str =
 /// A new product and a new customer's order of it, once `order_view`
 /// holds the order: (customer, order).
 async fn projected_order(side: &ReadSide, sku: &str) -> (Uuid, Uuid) {
-    let product = accepted(
+    let product = TestResponse::accepted(
         side.app
             .post(
                 "/products",
@@ -157,9 +147,10 @@ async fn projected_order(side: &ReadSide, sku: &str) -> (Uuid, Uuid) {
 
 /// Checks out a basket of one `product` for `customer`: (order, token).
 async fn place_order(app: &TestApp, customer: Uuid, product: Uuid) -> (Uuid, String) {
-    let basket = accepted(app.post("/baskets", json!({"customer_id": customer})).await).id();
-    accepted(app.add_item(basket, product, 1).await);
-    let checkout = accepted(app.checkout(basket).await);
+    let basket =
+        TestResponse::accepted(app.post("/baskets", json!({"customer_id": customer})).await).id();
+    TestResponse::accepted(app.add_item(basket, product, 1).await);
+    let checkout = TestResponse::accepted(app.checkout(basket).await);
     let token = checkout.body["consistency_token"]
         .as_str()
         .expect("a consistency token")
@@ -168,7 +159,7 @@ async fn place_order(app: &TestApp, customer: Uuid, product: Uuid) -> (Uuid, Str
 }
 
 async fn pay(app: &TestApp, order: Uuid) {
-    accepted(
+    TestResponse::accepted(
         app.post(
             &format!("/orders/{order}/pay"),
             json!({"payment_reference": "PAY-CAP", "amount": {"amount_minor": 700, "currency": "EUR"}}),
@@ -312,7 +303,7 @@ async fn one_order_change_reaches_every_subscriber_from_one_sql_read() {
     const PER_CONNECTION: usize = 25;
     let side = ReadSide::start("ws-fan-out").await;
     let (app, gql) = (&side.app, &side.graphql);
-    let product = accepted(
+    let product = TestResponse::accepted(
         app.post(
             "/products",
             json!({"sku": "MUG-FAN", "name": "Mug", "description": "x",
