@@ -5,9 +5,9 @@
 
 use std::time::{Duration, Instant};
 
-use eshop_tests::graphql::{ReadSide, error_codes};
+use eshop_tests::graphql::{ReadSide, error_codes, next_message};
 use eshop_tests::{TestApp, TestResponse};
-use futures::{SinkExt, StreamExt};
+use futures::SinkExt;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -630,7 +630,7 @@ async fn subscribe(
         .send(send(json!({"type": "connection_init"})))
         .await
         .expect("init");
-    let ack = next_json(&mut socket).await;
+    let ack = next_message(&mut socket).await;
     assert_eq!(ack["type"], "connection_ack");
     socket
         .send(send(json!({"id": "1", "type": "subscribe",
@@ -638,26 +638,6 @@ async fn subscribe(
         .await
         .expect("subscribe");
     socket
-}
-
-async fn next_json(
-    socket: &mut tokio_tungstenite::WebSocketStream<
-        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
-    >,
-) -> Value {
-    loop {
-        let message = tokio::time::timeout(Duration::from_secs(10), socket.next())
-            .await
-            .expect("a message within 10 s")
-            .expect("the socket stays open")
-            .expect("a readable message");
-        if let Message::Text(text) = message {
-            let value: Value = serde_json::from_str(&text).expect("JSON");
-            if value["type"] != "ping" && value["type"] != "pong" {
-                return value;
-            }
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -689,7 +669,7 @@ async fn a_subscriber_sees_its_order_change_within_a_second_of_the_command() {
             _ => app.post(&format!("/orders/{order}/deliver"), json!({})).await,
         };
         TestResponse::accepted(response);
-        let update = next_json(&mut updates).await;
+        let update = next_message(&mut updates).await;
         let elapsed = started.elapsed();
         assert_eq!(update["type"], "next", "{update}");
         let pushed = &update["payload"]["data"]["orderUpdated"];
@@ -709,7 +689,7 @@ async fn a_subscriber_sees_its_order_change_within_a_second_of_the_command() {
     let (second, _) = order_of(app, customer, mug, 2).await;
     let mut seen = Vec::new();
     loop {
-        let message = next_json(&mut placements).await;
+        let message = next_message(&mut placements).await;
         let order = &message["payload"]["data"]["customerOrders"];
         seen.push(format!(
             "{} {}",

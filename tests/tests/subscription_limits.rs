@@ -6,7 +6,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use eshop_tests::graphql::{ReadSide, TestGraphql};
+use eshop_tests::graphql::{ReadSide, TestGraphql, WsSocket as Socket, next_message};
 use eshop_tests::{TestApp, TestBroker, TestResponse, TestSearch, eventually};
 use futures::{SinkExt, StreamExt};
 use query_api::QueryConfig;
@@ -14,9 +14,6 @@ use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::{self, Message};
 use uuid::Uuid;
-
-type Socket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// The longest any awaited message may take.
 const DEADLINE: Duration = Duration::from_secs(10);
@@ -83,7 +80,7 @@ async fn send(socket: &mut Socket, message: Value) {
 async fn initialised(url: &str) -> Socket {
     let mut socket = connect(url, None).await.expect("the WebSocket connects");
     send(&mut socket, json!({"type": "connection_init"})).await;
-    let ack = next_json(&mut socket).await;
+    let ack = next_message(&mut socket).await;
     assert_eq!(ack["type"], "connection_ack", "{ack}");
     socket
 }
@@ -95,23 +92,6 @@ async fn subscribe(socket: &mut Socket, id: &str, query: &str, variables: Value)
                "payload": {"query": query, "variables": variables}}),
     )
     .await;
-}
-
-/// The next protocol message other than ping and pong.
-async fn next_json(socket: &mut Socket) -> Value {
-    loop {
-        let message = tokio::time::timeout(DEADLINE, socket.next())
-            .await
-            .expect("a message within the deadline")
-            .expect("the socket stays open")
-            .expect("a readable message");
-        if let Message::Text(text) = message {
-            let value: Value = serde_json::from_str(&text).expect("JSON");
-            if value["type"] != "ping" && value["type"] != "pong" {
-                return value;
-            }
-        }
-    }
 }
 
 const ORDER_UPDATED: &str = "subscription($id: ID!) { orderUpdated(orderId: $id) { id status } }";
@@ -177,7 +157,7 @@ async fn a_subscription_past_the_connections_cap_is_refused_and_the_connection_k
         subscribe(&mut socket, id, ORDER_UPDATED, json!({"id": order})).await;
     }
 
-    let refused = next_json(&mut socket).await;
+    let refused = next_message(&mut socket).await;
     assert_eq!(refused["type"], "next", "{refused}");
     assert_eq!(refused["id"], "4", "{refused}");
     assert_eq!(
@@ -185,19 +165,19 @@ async fn a_subscription_past_the_connections_cap_is_refused_and_the_connection_k
         "TOO_MANY_SUBSCRIPTIONS",
         "{refused}"
     );
-    let complete = next_json(&mut socket).await;
+    let complete = next_message(&mut socket).await;
     assert_eq!(complete, json!({"id": "4", "type": "complete"}));
 
     // Completing one frees its place for another.
     send(&mut socket, json!({"id": "1", "type": "complete"})).await;
-    let complete = next_json(&mut socket).await;
+    let complete = next_message(&mut socket).await;
     assert_eq!(complete, json!({"id": "1", "type": "complete"}));
     subscribe(&mut socket, "5", ORDER_UPDATED, json!({"id": order})).await;
 
     pay(&side.app, order).await;
     let mut updated = HashSet::new();
     while updated.len() < 3 {
-        let message = next_json(&mut socket).await;
+        let message = next_message(&mut socket).await;
         assert_eq!(message["type"], "next", "{message}");
         assert_eq!(
             message["payload"]["data"]["orderUpdated"]["status"], "PAID",
@@ -234,7 +214,7 @@ async fn past_the_connection_cap_an_upgrade_is_refused_with_503_until_one_closes
     })
     .await;
     send(&mut third, json!({"type": "connection_init"})).await;
-    assert_eq!(next_json(&mut third).await["type"], "connection_ack");
+    assert_eq!(next_message(&mut third).await["type"], "connection_ack");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -260,7 +240,7 @@ async fn a_connection_without_connection_init_in_time_is_closed_with_4408() {
     // The connection that sent `connection_init` in time outlives the
     // deadline and still answers.
     subscribe(&mut prompt, "1", "{ __typename }", json!({})).await;
-    let answer = next_json(&mut prompt).await;
+    let answer = next_message(&mut prompt).await;
     assert_eq!(answer["payload"]["data"]["__typename"], "Query", "{answer}");
 }
 
@@ -293,7 +273,7 @@ async fn a_foreign_origin_is_refused_with_403_and_the_apis_own_or_none_is_let_in
             .await
             .unwrap_or_else(|error| panic!("{origin:?} is let in: {error}"));
         send(&mut socket, json!({"type": "connection_init"})).await;
-        assert_eq!(next_json(&mut socket).await["type"], "connection_ack");
+        assert_eq!(next_message(&mut socket).await["type"], "connection_ack");
     }
 }
 
@@ -354,7 +334,7 @@ async fn one_order_change_reaches_every_subscriber_from_one_sql_read() {
 async fn expect_status(socket: &mut Socket, subscriptions: usize, order: Uuid, status: &str) {
     let mut seen = HashSet::new();
     while seen.len() < subscriptions {
-        let message = next_json(socket).await;
+        let message = next_message(socket).await;
         let pushed = &message["payload"]["data"]["customerOrders"];
         assert_eq!(pushed["id"], order.to_string(), "{message}");
         assert_eq!(pushed["status"], status, "{message}");
