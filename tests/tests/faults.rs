@@ -317,21 +317,7 @@ async fn a_killed_serve_restarted_under_load_projects_again_within_10_seconds() 
                 (count(&db, "SELECT count(*) FROM order_view").await >= 50).then_some(())
             })
             .await;
-            // Every projection has joined its group and is taking events.
-            eventually(
-                Duration::from_secs(60),
-                "every projection at work",
-                || async {
-                    let working: i64 = sqlx::query_scalar(
-                        "SELECT count(DISTINCT projection) FROM projection_offsets",
-                    )
-                    .fetch_one(&db.pool)
-                    .await
-                    .ok()?;
-                    (working as usize == projections::projector::names().len()).then_some(())
-                },
-            )
-            .await;
+            every_projection_at_work(&db).await;
             serve.kill();
             let restarted = std::time::Instant::now();
             serve = env.spawn(&["serve"]);
@@ -424,20 +410,7 @@ async fn a_projection_stuck_on_a_stale_assignment_after_a_restart_is_reported_an
     let base = serve.wait_live(port).await;
     let before = shop_load(&base, "B", 2, 2, 2, Arc::new(AtomicU64::new(0))).await;
     assert!(before.failures.is_empty(), "{:?}", before.failures);
-    // Every projection has joined its group and is taking events.
-    eventually(
-        Duration::from_secs(60),
-        "every projection at work",
-        || async {
-            let working: i64 =
-                sqlx::query_scalar("SELECT count(DISTINCT projection) FROM projection_offsets")
-                    .fetch_one(&db.pool)
-                    .await
-                    .ok()?;
-            (working as usize == projections::projector::names().len()).then_some(())
-        },
-    )
-    .await;
+    every_projection_at_work(&db).await;
 
     serve.kill();
     let products = format!("{}.products", broker.prefix);
@@ -489,4 +462,21 @@ async fn a_projection_stuck_on_a_stale_assignment_after_a_restart_is_reported_an
     assert!(serve.running(), "see {}", serve.log.display());
     assert!(!reported_stalled(&base, "product_catalog").await);
     assert_complete(&db, &search, &env).await;
+}
+
+/// Waits until every projection has joined its group and taken events.
+async fn every_projection_at_work(db: &TestDb) {
+    eventually(
+        Duration::from_secs(60),
+        "every projection at work",
+        || async {
+            let working: i64 =
+                sqlx::query_scalar("SELECT count(DISTINCT projection) FROM projection_offsets")
+                    .fetch_one(&db.pool)
+                    .await
+                    .ok()?;
+            (working as usize == projections::projector::names().len()).then_some(())
+        },
+    )
+    .await;
 }
