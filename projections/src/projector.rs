@@ -474,12 +474,33 @@ pub(crate) async fn take(
 }
 
 /// Logs each projection's partitions as the group assigns them, so an
-/// operator sees how processes share the work.
+/// operator sees how processes share the work, and notes when the
+/// consumer's own session ran out (see [`Fences`]).
 pub struct Rebalances {
     projection: String,
+    session_lost: std::sync::atomic::AtomicBool,
 }
 
-impl rdkafka::ClientContext for Rebalances {}
+impl Rebalances {
+    /// Whether this consumer's session with the group ran out on its own
+    /// side: the coordinator did not answer for the session timeout
+    /// (librdkafka's `SESSTMOUT`), or the runner did not poll for
+    /// `max.poll.interval.ms` (`MAXPOLL`). librdkafka then rejoins the
+    /// group, and a static member fences its own old member id.
+    pub fn session_lost(&self) -> bool {
+        self.session_lost.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl rdkafka::ClientContext for Rebalances {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
+        if matches!(fac, "SESSTMOUT" | "MAXPOLL") {
+            self.session_lost
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        rdkafka::client::DefaultClientContext.log(level, fac, log_message);
+    }
+}
 
 impl rdkafka::consumer::ConsumerContext for Rebalances {
     fn post_rebalance(
@@ -526,6 +547,7 @@ pub(crate) fn consumer(
         )
         .create_with_context(Rebalances {
             projection: name.to_owned(),
+            session_lost: std::sync::atomic::AtomicBool::new(false),
         })
         .context("failed to create the consumer")?;
     let topics: Vec<&str> = aggregate_types
@@ -749,23 +771,27 @@ pub async fn run_all_watched(
         .chain([(crate::search::NAME, crate::search::AGGREGATE_TYPES)])
         .filter(|(name, _)| config.runs(name))
         .collect();
+    let renewals = Renewals::default();
     let mut tasks = tokio::task::JoinSet::new();
     {
         let (pool, config, stopped) = (pool.clone(), config.clone(), stopping());
+        let renewals = renewals.clone();
         tasks.spawn(async move {
-            watch_stalls(pool, config, watched, watch, stopped).await;
+            watch_stalls(pool, config, watched, watch, renewals, stopped).await;
             Ok(())
         });
     }
     for projection in projections.into_iter().filter(|p| config.runs(p.name())) {
         let (pool, config, stopped) = (pool.clone(), config.clone(), stopping());
-        tasks.spawn(async move { run(pool, &config, projection, stopped).await });
+        let renew = renewals.of(projection.name());
+        tasks.spawn(async move { run(pool, &config, projection, renew, stopped).await });
     }
     if config.runs(crate::search::NAME) {
         let (pool, config, stopped) = (pool.clone(), config.clone(), stopping());
+        let renew = renewals.of(crate::search::NAME);
         tasks.spawn(async move {
             let search = config.search.clone();
-            crate::search::run(pool, &config, &search, stopped).await
+            crate::search::run(pool, &config, &search, renew, stopped).await
         });
     }
     let mut shutdown = std::pin::pin!(shutdown);
@@ -820,7 +846,10 @@ impl StallWatch {
 /// time is reported stalled ([`Stalls`]). Still stalled after twice the
 /// stall time, its group is made to rebalance ([`rebalance_group`]), and
 /// again while it stays stalled, waiting twice as long each time (up to
-/// [`MAX_REBALANCE_WAIT`]). That is what gets a
+/// [`MAX_REBALANCE_WAIT`]); from the second time on, the projection's
+/// runner in this process first replaces its consumer ([`Renewals`]),
+/// which a rebalance cannot reach when it has dropped out of the group
+/// (see [`Escalation`]). A rebalance is what gets a
 /// stale assignment fixed: a static member (`--instance-id`) that comes
 /// back within its session timeout is handed its old assignment without a
 /// rebalance, and librdkafka, which does not implement KIP-814, then takes
@@ -833,21 +862,24 @@ async fn watch_stalls(
     config: ProjectorConfig,
     watched: Vec<(&'static str, &'static [&'static str])>,
     watch: StallWatch,
+    renewals: Renewals,
     shutdown: impl Future<Output = ()>,
 ) {
     let every = (watch.after / 4).clamp(Duration::from_millis(250), Duration::from_secs(5));
     let mut detector = StallDetector::default();
-    // Per projection: the stall time after which its group is next made to
-    // rebalance, and the wait after that one.
-    let mut next_rebalance: std::collections::HashMap<&str, (Duration, Duration)> =
+    let mut escalations: std::collections::HashMap<&str, Escalation> =
         std::collections::HashMap::new();
-    let longest_wait = MAX_REBALANCE_WAIT.max(watch.after * 2);
+    // Rebalances under way; dropped (aborted) with the watch.
+    let mut rebalances = tokio::task::JoinSet::new();
+    let mut rebalancing: std::collections::HashMap<&str, tokio::task::AbortHandle> =
+        std::collections::HashMap::new();
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             () = &mut shutdown => return,
             () = tokio::time::sleep(every) => {}
         }
+        while rebalances.try_join_next().is_some() {}
         let progress = match crate::status::kafka_progress(&pool, &config.kafka, &watched).await {
             Ok(progress) => progress,
             Err(error) => {
@@ -859,7 +891,7 @@ async fn watch_stalls(
             }
         };
         let now = std::time::Instant::now();
-        for (progress, (name, aggregate_types)) in progress.iter().zip(&watched) {
+        for (progress, &(name, aggregate_types)) in progress.iter().zip(&watched) {
             let stuck_for = detector.observe(progress, now);
             let stalled = stuck_for >= watch.after;
             let was_stalled = watch.stalls.is_stalled(name);
@@ -875,7 +907,7 @@ async fn watch_stalls(
                 if was_stalled {
                     tracing::info!(projection = name, "projection progressing again");
                 }
-                next_rebalance.remove(name);
+                escalations.remove(name);
                 continue;
             }
             if !was_stalled {
@@ -886,33 +918,160 @@ async fn watch_stalls(
                     "projection stalled: messages pending and none taken"
                 );
             }
-            let (due, wait) = next_rebalance
+            let remedy = escalations
                 .entry(name)
-                .or_insert((watch.after * 2, watch.after * 2));
-            if stuck_for < *due {
+                .or_insert_with(|| Escalation::new(watch.after))
+                .step(stuck_for);
+            match remedy {
+                None => continue,
+                Some(Remedy::Rebalance) => tracing::warn!(
+                    projection = name,
+                    pending = progress.pending,
+                    stuck_ms = stuck_for.as_millis() as u64,
+                    "projection still stalled; making its consumer group rebalance"
+                ),
+                Some(Remedy::RenewAndRebalance) => {
+                    tracing::warn!(
+                        projection = name,
+                        pending = progress.pending,
+                        stuck_ms = stuck_for.as_millis() as u64,
+                        "projection still stalled after a rebalance; replacing its consumer and making its group rebalance"
+                    );
+                    renewals.request(name);
+                }
+            }
+            // Each group's rebalance runs on its own (a join waits up to a
+            // session timeout for every member), so the watch goes on
+            // watching the others; one at a time per group.
+            if rebalancing.get(name).is_some_and(|r| !r.is_finished()) {
                 continue;
             }
-            *due = stuck_for + *wait;
-            *wait = (*wait * 2).min(longest_wait);
-            tracing::warn!(
-                projection = name,
-                pending = progress.pending,
-                stuck_ms = stuck_for.as_millis() as u64,
-                "projection still stalled; making its consumer group rebalance"
-            );
-            let rebalanced = tokio::select! {
-                () = &mut shutdown => return,
-                rebalanced = rebalance_group(&config, name, aggregate_types) => rebalanced,
-            };
-            if let Err(error) = rebalanced {
-                tracing::warn!(
-                    projection = name,
-                    error = format!("{error:#}"),
-                    "rebalancing the consumer group failed"
-                );
-            }
+            let config = config.clone();
+            let started = rebalances.spawn(async move {
+                if let Err(error) = rebalance_group(&config, name, aggregate_types).await {
+                    tracing::warn!(
+                        projection = name,
+                        error = format!("{error:#}"),
+                        "rebalancing the consumer group failed"
+                    );
+                }
+            });
+            rebalancing.insert(name, started);
         }
     }
+}
+
+/// What the stall watch does about a projection that stays stalled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Remedy {
+    /// Make its consumer group rebalance.
+    Rebalance,
+    /// Replace this process's consumer of the projection, then make the
+    /// group rebalance.
+    RenewAndRebalance,
+}
+
+/// When the stall watch steps in for one stalled projection: first once
+/// it has been seen stalled for another stall time (at twice the stall
+/// time, unless it was first seen later: right after a broker outage, say,
+/// when every group is rejoining by itself), with a group rebalance; then,
+/// while it stays stalled, after twice as long a wait each time (up to
+/// [`MAX_REBALANCE_WAIT`]) with a new consumer as well.
+///
+/// A rebalance reaches every member of the group, but not a consumer that
+/// has dropped out of it and does not come back: after a broker outage
+/// longer than the session timeout, librdkafka now and then leaves a
+/// consumer waiting for an unassignment that never completes (its offset
+/// commits answered "unknown member" in join state
+/// `wait-unassign-to-complete`); it takes no message again. Only a new
+/// consumer gets such a projection going.
+#[derive(Debug, Clone)]
+struct Escalation {
+    stall: Duration,
+    /// How long stuck the projection must be for the next step; unknown
+    /// until it is first seen stalled.
+    due: Option<Duration>,
+    wait: Duration,
+    longest_wait: Duration,
+    steps: u32,
+}
+
+impl Escalation {
+    fn new(stall: Duration) -> Self {
+        Self {
+            stall,
+            due: None,
+            wait: stall * 2,
+            longest_wait: MAX_REBALANCE_WAIT.max(stall * 2),
+            steps: 0,
+        }
+    }
+
+    /// What to do now that the stalled projection has been stuck for
+    /// `stuck_for` (at least the stall time).
+    fn step(&mut self, stuck_for: Duration) -> Option<Remedy> {
+        let due = *self
+            .due
+            .get_or_insert_with(|| stuck_for.max(self.stall) + self.stall);
+        if stuck_for < due {
+            return None;
+        }
+        self.due = Some(stuck_for + self.wait);
+        self.wait = (self.wait * 2).min(self.longest_wait);
+        self.steps += 1;
+        Some(if self.steps == 1 {
+            Remedy::Rebalance
+        } else {
+            Remedy::RenewAndRebalance
+        })
+    }
+}
+
+/// How the stall watch asks a projection's runner in this process for a
+/// new consumer: one wake-up per projection, kept until the runner takes
+/// it.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Renewals {
+    by_projection: std::sync::Arc<
+        std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Notify>>>,
+    >,
+}
+
+impl Renewals {
+    /// The wake-up of `projection`'s runner.
+    pub(crate) fn of(&self, projection: &str) -> Arc<tokio::sync::Notify> {
+        self.by_projection
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(projection.to_owned())
+            .or_default()
+            .clone()
+    }
+
+    fn request(&self, projection: &str) {
+        self.of(projection).notify_one();
+    }
+}
+
+/// Replaces a projection's consumer: the old one is closed on the blocking
+/// pool (closing a consumer that lost its group can wait on the broker
+/// for long, or for ever), for at most the session timeout; then a new one
+/// joins the group.
+pub(crate) async fn renew_consumer(
+    old: ProjectionConsumer,
+    config: &ProjectorConfig,
+    name: &str,
+    aggregate_types: &[&str],
+) -> anyhow::Result<ProjectionConsumer> {
+    let closing = tokio::task::spawn_blocking(move || drop(old));
+    let patience = Duration::from_millis(u64::from(config.session_timeout_ms));
+    if tokio::time::timeout(patience, closing).await.is_err() {
+        tracing::warn!(
+            projection = name,
+            "the old consumer has not closed yet; joining with a new one meanwhile"
+        );
+    }
+    consumer(config, name, aggregate_types)
 }
 
 /// Notes whether a rebalance has handed the consumer its partitions.
@@ -1042,10 +1201,14 @@ const MAX_BATCH: usize = 250;
 /// commit for a burst instead of one per event. A batch that fails with a
 /// poison message is applied again one message at a time, so that only
 /// that message goes to the dead-letter topic.
-pub async fn run(
+///
+/// A wake-up on `renew` (from the stall watch) replaces the consumer
+/// ([`renew_consumer`]).
+pub(crate) async fn run(
     pool: PgPool,
     config: &ProjectorConfig,
     projection: Arc<dyn Projection>,
+    renew: Arc<tokio::sync::Notify>,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let (producer, mut consumer) =
@@ -1055,22 +1218,22 @@ pub async fn run(
     let mut positions = Positions::new(projection.name());
     tokio::pin!(shutdown);
     loop {
-        let message = tokio::select! {
+        let next = tokio::select! {
             () = &mut shutdown => return Ok(()),
-            message = consumer.recv() => message,
+            next = receive(&consumer, &renew, &mut fences, config, projection.name()) => next?,
         };
-        let mut gathered = match message {
-            Ok(message) => vec![message.detach()],
-            Err(error @ KafkaError::MessageConsumptionFatal(_)) => {
-                fences.rejoin(config.instance_id.as_deref(), projection.name(), error)?;
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                consumer = self::consumer(config, projection.name(), projection.aggregate_types())?;
+        let mut gathered = match next {
+            Next::Message(message) => vec![message],
+            Next::Again => continue,
+            Next::Renew => {
+                consumer = renew_consumer(
+                    consumer,
+                    config,
+                    projection.name(),
+                    projection.aggregate_types(),
+                )
+                .await?;
                 positions = Positions::new(projection.name());
-                continue;
-            }
-            Err(error) => {
-                tracing::warn!(projection = projection.name(), %error, "consuming failed");
-                tokio::time::sleep(Duration::from_millis(500)).await;
                 continue;
             }
         };
@@ -1109,6 +1272,47 @@ pub async fn run(
     }
 }
 
+/// What a projection runner does next.
+pub(crate) enum Next {
+    /// Take this message.
+    Message(rdkafka::message::OwnedMessage),
+    /// Ask the consumer again (it failed for a moment).
+    Again,
+    /// Replace the consumer ([`renew_consumer`]) and start over from the
+    /// recorded positions.
+    Renew,
+}
+
+/// The next message of `consumer`, or a renewal: asked for by the stall
+/// watch on `renew`, or needed after the consumer failed for good and
+/// `fences` allows another (see [`Fences`]).
+pub(crate) async fn receive(
+    consumer: &ProjectionConsumer,
+    renew: &tokio::sync::Notify,
+    fences: &mut Fences,
+    config: &ProjectorConfig,
+    name: &str,
+) -> anyhow::Result<Next> {
+    let message = tokio::select! {
+        () = renew.notified() => return Ok(Next::Renew),
+        message = consumer.recv() => message,
+    };
+    match message {
+        Ok(message) => Ok(Next::Message(message.detach())),
+        Err(error @ KafkaError::MessageConsumptionFatal(_)) => {
+            let own_doing = consumer.context().session_lost();
+            fences.rejoin(config.instance_id.as_deref(), name, error, own_doing)?;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            Ok(Next::Renew)
+        }
+        Err(error) => {
+            tracing::warn!(projection = name, %error, "consuming failed");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            Ok(Next::Again)
+        }
+    }
+}
+
 /// What a projection runner does when its consumer fails for good.
 ///
 /// A static member (`--instance-id`) can fence itself: when its session
@@ -1117,9 +1321,11 @@ pub async fn run(
 /// the same instance id, the coordinator gives that id a new member id, and
 /// the old member's next request is answered `FENCED_INSTANCE_ID`, a fatal
 /// error (librdkafka issue 3437). The runner then makes a new consumer,
-/// which rejoins with the same id. A fence that keeps coming back means
-/// another running process has this instance id: then the runner stops
-/// with an error that says so.
+/// which rejoins with the same id. Such a fence, after the consumer's own
+/// session ran out ([`Rebalances::session_lost`]), is the consumer's own
+/// doing however often brokers go away. Fences without it that keep coming
+/// back mean another running process has this instance id: then the
+/// runner stops with an error that says so.
 pub(crate) struct Fences {
     recent: std::collections::VecDeque<std::time::Instant>,
 }
@@ -1136,12 +1342,14 @@ impl Fences {
     }
 
     /// Whether to make a new consumer after `error` (the consumer's fatal
-    /// error), or the error to stop with.
+    /// error), or the error to stop with. `own_doing`: the consumer's own
+    /// session had run out before.
     pub(crate) fn rejoin(
         &mut self,
         instance_id: Option<&str>,
         projection: &str,
         error: KafkaError,
+        own_doing: bool,
     ) -> Result<(), anyhow::Error> {
         let fenced = matches!(
             error,
@@ -1150,8 +1358,15 @@ impl Fences {
         let now = std::time::Instant::now();
         self.recent
             .retain(|at| now.duration_since(*at) < FENCE_WINDOW);
-        self.recent.push_back(now);
+        let self_fenced = fenced && own_doing;
+        if !self_fenced {
+            self.recent.push_back(now);
+        }
         match instance_id {
+            Some(instance) if self_fenced => {
+                tracing::warn!(projection, instance = %instance, "consumer fenced itself after its session ran out; rejoining with a new consumer");
+                Ok(())
+            }
             Some(instance) if fenced && self.recent.len() >= FENCES_TOLERATED => {
                 Err(anyhow::Error::new(error).context(format!(
                     "projection {projection}: fenced {FENCES_TOLERATED} times in {FENCE_WINDOW:?}: \
@@ -1296,21 +1511,79 @@ mod tests {
         KafkaError::MessageConsumptionFatal(RDKafkaErrorCode::FencedInstanceId)
     }
 
+    /// Whether the runner rejoins after a fence of static member host:8080.
+    fn rejoins(fences: &mut Fences, own_doing: bool) -> bool {
+        fences
+            .rejoin(Some("host:8080"), "order_view", fenced(), own_doing)
+            .is_ok()
+    }
+
+    #[test]
+    fn a_projection_that_stays_stalled_gets_a_rebalance_then_new_consumers() {
+        let secs = Duration::from_secs;
+        let mut escalation = Escalation::new(secs(3));
+        assert_eq!(escalation.step(secs(3)), None);
+        assert_eq!(escalation.step(secs(5)), None);
+        assert_eq!(escalation.step(secs(6)), Some(Remedy::Rebalance));
+        assert_eq!(escalation.step(secs(11)), None);
+        assert_eq!(escalation.step(secs(12)), Some(Remedy::RenewAndRebalance));
+        assert_eq!(escalation.step(secs(23)), None);
+        assert_eq!(escalation.step(secs(24)), Some(Remedy::RenewAndRebalance));
+        // The waits double up to the longest one.
+        let mut stuck = secs(24);
+        let mut last = Duration::ZERO;
+        for _ in 0..20 {
+            let before = stuck;
+            stuck += secs(1);
+            while escalation.step(stuck).is_none() {
+                stuck += secs(1);
+            }
+            last = stuck - before;
+        }
+        assert_eq!(last, MAX_REBALANCE_WAIT);
+    }
+
+    #[test]
+    fn a_projection_first_seen_stalled_late_gets_a_stall_time_to_recover_by_itself() {
+        // Seen stalled only once the broker is back after a 15 s outage:
+        // its group is rejoining by itself.
+        let secs = Duration::from_secs;
+        let mut escalation = Escalation::new(secs(3));
+        assert_eq!(escalation.step(secs(15)), None);
+        assert_eq!(escalation.step(secs(17)), None);
+        assert_eq!(escalation.step(secs(18)), Some(Remedy::Rebalance));
+        assert_eq!(escalation.step(secs(23)), None);
+        assert_eq!(escalation.step(secs(24)), Some(Remedy::RenewAndRebalance));
+    }
+
+    #[test]
+    fn a_renewal_asked_for_while_the_runner_is_busy_waits_for_it() {
+        use futures::FutureExt;
+        let renewals = Renewals::default();
+        let order_view = renewals.of("order_view");
+        let search = renewals.of("search");
+        renewals.request("order_view");
+        assert!(
+            order_view.notified().now_or_never().is_some(),
+            "the runner takes the renewal asked for before it waited"
+        );
+        assert!(
+            order_view.notified().now_or_never().is_none(),
+            "one request, one renewal"
+        );
+        assert!(
+            search.notified().now_or_never().is_none(),
+            "another projection's runner is not woken"
+        );
+    }
+
     #[test]
     fn a_static_member_fenced_under_its_own_id_rejoins_until_the_fences_keep_coming() {
         let mut fences = Fences::new();
-        assert!(
-            fences
-                .rejoin(Some("host:8080"), "order_view", fenced())
-                .is_ok()
-        );
-        assert!(
-            fences
-                .rejoin(Some("host:8080"), "order_view", fenced())
-                .is_ok()
-        );
+        assert!(rejoins(&mut fences, false));
+        assert!(rejoins(&mut fences, false));
         let error = fences
-            .rejoin(Some("host:8080"), "order_view", fenced())
+            .rejoin(Some("host:8080"), "order_view", fenced(), false)
             .expect_err("a third fence within the window");
         assert!(
             format!("{error:#}").contains("instance id host:8080"),
@@ -1319,14 +1592,28 @@ mod tests {
     }
 
     #[test]
+    fn fences_after_the_consumers_own_session_ran_out_never_stop_the_projection() {
+        // A broker away for longer than the session timeout, again and
+        // again: each time the static member fences itself.
+        let mut fences = Fences::new();
+        for _ in 0..10 {
+            assert!(rejoins(&mut fences, true));
+        }
+        // They do not count towards a duplicate instance id either.
+        assert!(rejoins(&mut fences, false));
+        assert!(rejoins(&mut fences, false));
+        assert!(!rejoins(&mut fences, false));
+    }
+
+    #[test]
     fn any_other_fatal_consumer_error_stops_the_projection() {
         let mut fences = Fences::new();
         let other = KafkaError::MessageConsumptionFatal(RDKafkaErrorCode::Fatal);
         assert!(
             fences
-                .rejoin(Some("host:8080"), "order_view", other)
+                .rejoin(Some("host:8080"), "order_view", other, false)
                 .is_err()
         );
-        assert!(fences.rejoin(None, "order_view", fenced()).is_err());
+        assert!(fences.rejoin(None, "order_view", fenced(), false).is_err());
     }
 }

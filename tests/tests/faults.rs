@@ -1,10 +1,11 @@
 //! Fault tests with real processes: `kill -9` of the relay and the
 //! projector under load, `kill -9` of the leader of a busy partition in a
 //! three-broker Kafka cluster, a broker that stops answering for 20
-//! seconds, a killed `eshop serve` that resumes projecting at once, and two
-//! projector processes sharing one consumer group. Each ends by
-//! comparing the views and the index with a from-scratch build of the same
-//! events by fresh single processes.
+//! seconds and one stopped again and again, a killed `eshop serve` that
+//! resumes projecting at once, a projection held up until its consumer is
+//! replaced, and two projector processes sharing one consumer group. Each
+//! ends by comparing the views and the index with a from-scratch build of
+//! the same events by fresh single processes.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -96,17 +97,14 @@ async fn kill_9_of_relay_and_projector_under_load_loses_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_broker_stopped_for_20_seconds_fails_no_command_and_the_lag_drains() {
-    // A broker of this test's own, so that stopping it troubles no other
-    // test.
-    let own = KafkaCluster::start(1);
-    let broker = TestBroker::on(&own.bootstrap());
+    let (own, stack) = on_a_broker_of_its_own("outage").await;
     let ProcessStack {
         db,
         search,
         port,
         env,
         ..
-    } = ProcessStack::on(broker, "outage").await;
+    } = stack;
     let mut serve = env.spawn(&["serve"]);
     let base = serve.wait_live(port).await;
 
@@ -152,6 +150,70 @@ async fn a_broker_stopped_for_20_seconds_fails_no_command_and_the_lag_drains() {
     eprintln!("{during} commands during the outage");
 
     caught_up(&env, Duration::from_secs(180)).await;
+    assert!(serve.running(), "see {}", serve.log.display());
+    assert_complete(&db, &search, &env).await;
+}
+
+/// A broker that stops answering for longer than the consumers' session
+/// timeout, again and again, under load. Each time, every consumer's
+/// session runs out, and a static member fences itself when it rejoins:
+/// fences that are the consumer's own doing must not be taken for another
+/// process with the same instance id (that stopped `eshop serve`). Now and
+/// then a consumer stays wedged afterwards (librdkafka waits for an
+/// unassignment that never completes and never rejoins its group), which a
+/// group rebalance cannot reach. Every projection must still catch up
+/// after every outage, within a few stall times.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_broker_stopped_again_and_again_leaves_no_projection_behind() {
+    let (own, stack) = on_a_broker_of_its_own("outages").await;
+    let ProcessStack {
+        db,
+        search,
+        port,
+        env,
+        ..
+    } = stack;
+    let env = env
+        .with("PROJECTION_STALL_MS", "3000")
+        .with("KAFKA_SESSION_TIMEOUT_MS", "6000");
+    let (mut serve, base) = serving_at_work(&env, &db, port).await;
+
+    for outage in 0..6 {
+        let done = AtomicBool::new(false);
+        let mut failures = Vec::new();
+        tokio::join!(
+            async {
+                let mut round = 0;
+                while !done.load(Ordering::Relaxed) {
+                    let report = shop_load(
+                        &base,
+                        &format!("O{outage}R{round}"),
+                        2,
+                        5,
+                        4,
+                        Arc::new(AtomicU64::new(0)),
+                    )
+                    .await;
+                    failures.extend(report.failures);
+                    round += 1;
+                }
+            },
+            async {
+                own.signal(1, "-STOP");
+                // The outage outlasts the session timeout (6 s) well.
+                tokio::time::sleep(Duration::from_secs(14)).await;
+                own.signal(1, "-CONT");
+                done.store(true, Ordering::Relaxed);
+            }
+        );
+        assert!(
+            failures.is_empty(),
+            "outage {outage}: {:?}",
+            &failures[..failures.len().min(5)]
+        );
+        caught_up(&env, Duration::from_secs(45)).await;
+        eprintln!("caught up after outage {outage}");
+    }
     assert!(serve.running(), "see {}", serve.log.display());
     assert_complete(&db, &search, &env).await;
 }
@@ -406,11 +468,7 @@ async fn a_projection_stuck_on_a_stale_assignment_after_a_restart_is_reported_an
         env,
     } = ProcessStack::new("stall").await;
     let env = env.with("PROJECTION_STALL_MS", "3000");
-    let mut serve = env.spawn(&["serve"]);
-    let base = serve.wait_live(port).await;
-    let before = shop_load(&base, "B", 2, 2, 2, Arc::new(AtomicU64::new(0))).await;
-    assert!(before.failures.is_empty(), "{:?}", before.failures);
-    every_projection_at_work(&db).await;
+    let (mut serve, base) = serving_at_work(&env, &db, port).await;
 
     serve.kill();
     let products = format!("{}.products", broker.prefix);
@@ -462,6 +520,79 @@ async fn a_projection_stuck_on_a_stale_assignment_after_a_restart_is_reported_an
     assert!(serve.running(), "see {}", serve.log.display());
     assert!(!reported_stalled(&base, "product_catalog").await);
     assert_complete(&db, &search, &env).await;
+}
+
+/// A projection held up for several stall times (here its view's table is
+/// locked by an operator's transaction) is what a wedged consumer looks
+/// like from outside: the stall watch makes its group rebalance, then
+/// replaces its consumer. When the lock goes, the projection carries on
+/// with the new consumer from its recorded positions: nothing lost, nothing
+/// applied twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_projection_held_up_for_long_gets_a_new_consumer_and_loses_nothing() {
+    let ProcessStack {
+        db,
+        search,
+        port,
+        env,
+        ..
+    } = ProcessStack::new("renew").await;
+    let env = env.with("PROJECTION_STALL_MS", "2000");
+    let (mut serve, base) = serving_at_work(&env, &db, port).await;
+
+    let mut lock = db.pool.begin().await.expect("transaction");
+    sqlx::query("LOCK TABLE basket_view IN EXCLUSIVE MODE")
+        .execute(&mut *lock)
+        .await
+        .expect("lock");
+    let during = shop_load(&base, "D", 2, 5, 2, Arc::new(AtomicU64::new(0))).await;
+    assert!(during.failures.is_empty(), "{:?}", during.failures);
+    eventually(
+        Duration::from_secs(60),
+        "the stall watch to replace basket_view's consumer",
+        || async {
+            let log = std::fs::read_to_string(&serve.log).ok()?;
+            log.lines()
+                .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+                .any(|entry| {
+                    entry["projection"] == "basket_view"
+                        && entry["message"]
+                            .as_str()
+                            .is_some_and(|m| m.contains("replacing its consumer"))
+                })
+                .then_some(())
+        },
+    )
+    .await;
+    lock.rollback().await.expect("unlock");
+
+    caught_up(&env, Duration::from_secs(60)).await;
+    assert!(serve.running(), "see {}", serve.log.display());
+    assert_complete(&db, &search, &env).await;
+}
+
+/// A one-node Kafka cluster of the test's own, so that stopping it troubles
+/// no other test, and a process stack on it.
+async fn on_a_broker_of_its_own(name: &str) -> (KafkaCluster, ProcessStack) {
+    let own = KafkaCluster::start(1);
+    let broker = TestBroker::on(&own.bootstrap());
+    let stack = ProcessStack::on(broker, name).await;
+    (own, stack)
+}
+
+/// `eshop serve` on `port`, with every projection at work on a first few
+/// commands; and the API's base URL.
+async fn serving_at_work(
+    env: &EshopEnv,
+    db: &TestDb,
+    port: u16,
+) -> (eshop_tests::EshopProcess, String) {
+    let mut serve = env.spawn(&["serve"]);
+    let base = serve.wait_live(port).await;
+    let first = shop_load(&base, "B", 2, 2, 2, Arc::new(AtomicU64::new(0))).await;
+    assert!(first.failures.is_empty(), "{:?}", first.failures);
+    every_projection_at_work(db).await;
+    (serve, base)
 }
 
 /// Waits until every projection has joined its group and taken events.

@@ -263,12 +263,12 @@ async fn admit(
     consumer: &projector::ProjectionConsumer,
     positions: &mut Positions,
     batch: &mut Vec<OwnedMessage>,
-    message: &rdkafka::message::BorrowedMessage<'_>,
+    message: OwnedMessage,
 ) {
-    match positions.admit(pool, consumer, message).await {
+    match positions.admit(pool, consumer, &message).await {
         Ok(Admission::Take) => {
-            positions.advance(message);
-            batch.push(message.detach());
+            positions.advance(&message);
+            batch.push(message);
         }
         Ok(Admission::Taken | Admission::Rewound { .. }) => {}
         Err(error) => {
@@ -288,6 +288,7 @@ pub async fn run(
     pool: PgPool,
     config: &ProjectorConfig,
     search: &SearchConfig,
+    renew: std::sync::Arc<tokio::sync::Notify>,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let client = SearchClient::new(&search.url)?;
@@ -311,23 +312,20 @@ pub async fn run(
     let mut positions = Positions::new(NAME);
     tokio::pin!(shutdown);
     loop {
-        let first = tokio::select! {
+        let next = tokio::select! {
             () = &mut shutdown => return Ok(()),
-            message = consumer.recv() => message,
+            next = projector::receive(&consumer, &renew, &mut fences, config, NAME) => next?,
         };
         let mut batch = Vec::new();
-        match first {
-            Ok(message) => admit(&pool, &consumer, &mut positions, &mut batch, &message).await,
-            Err(error @ rdkafka::error::KafkaError::MessageConsumptionFatal(_)) => {
-                fences.rejoin(config.instance_id.as_deref(), NAME, error)?;
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                consumer = projector::consumer(config, NAME, AGGREGATE_TYPES)?;
-                positions = Positions::new(NAME);
-                continue;
+        match next {
+            projector::Next::Message(message) => {
+                admit(&pool, &consumer, &mut positions, &mut batch, message).await;
             }
-            Err(error) => {
-                tracing::warn!(projection = NAME, %error, "consuming failed");
-                tokio::time::sleep(Duration::from_millis(500)).await;
+            projector::Next::Again => continue,
+            projector::Next::Renew => {
+                consumer =
+                    projector::renew_consumer(consumer, config, NAME, AGGREGATE_TYPES).await?;
+                positions = Positions::new(NAME);
                 continue;
             }
         }
@@ -335,7 +333,14 @@ pub async fn run(
         while batch.len() < MAX_BATCH {
             match tokio::time::timeout(Duration::from_millis(2), consumer.recv()).await {
                 Ok(Ok(message)) => {
-                    admit(&pool, &consumer, &mut positions, &mut batch, &message).await;
+                    admit(
+                        &pool,
+                        &consumer,
+                        &mut positions,
+                        &mut batch,
+                        message.detach(),
+                    )
+                    .await;
                 }
                 _ => break,
             }
