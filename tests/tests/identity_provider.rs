@@ -8,6 +8,8 @@
 
 use std::time::Duration;
 
+use eshop_tests::eventually;
+use identity::{IdentityConfig, Rejection, Role, Verifier, VerifyError};
 use serde_json::Value;
 
 const DEFAULT_ISSUER: &str = "http://127.0.0.1:8180/realms/eshop";
@@ -325,6 +327,324 @@ async fn the_ops_client_gets_an_admin_token_for_the_api_with_client_credentials(
     assert_eq!(claims["azp"], OPS_CLIENT, "claims: {claims}");
     let roles = realm_roles(claims);
     assert!(roles.contains(&"admin"), "realm_access.roles {roles:?}");
+}
+
+async fn alices_token(discovery: &Discovery) -> String {
+    password_grant(&discovery.token_endpoint, "alice", "alice-dev-password").await
+}
+
+#[tokio::test]
+async fn eshops_verifier_takes_alices_token_for_a_customer_with_her_subject() {
+    let discovery = discovery().await;
+    let token = alices_token(&discovery).await;
+    let claims = decode(&token).claims;
+    let verifier = Verifier::new(IdentityConfig::for_issuer(&issuer())).expect("verifier");
+    verifier.ready().await.expect("the issuer's keys");
+    let caller = verifier
+        .verify(&token)
+        .await
+        .expect("alice's token verifies");
+    assert_eq!(Some(caller.subject.as_str()), claims["sub"].as_str());
+    assert_eq!(caller.client_id.as_deref(), Some(WEB_CLIENT));
+    assert!(caller.has(Role::Customer), "{caller:?}");
+    assert!(
+        !caller.has(Role::Staff) && !caller.has(Role::Admin),
+        "{caller:?}"
+    );
+}
+
+#[tokio::test]
+async fn eshops_verifier_takes_the_ops_clients_token_for_an_admin() {
+    let discovery = discovery().await;
+    let token = token(
+        &discovery.token_endpoint,
+        &[
+            ("grant_type", "client_credentials"),
+            ("client_id", OPS_CLIENT),
+            ("client_secret", OPS_SECRET),
+        ],
+    )
+    .await;
+    let verifier = Verifier::new(IdentityConfig::for_issuer(&issuer())).expect("verifier");
+    let caller = verifier
+        .verify(&token)
+        .await
+        .expect("the ops token verifies");
+    assert!(caller.has(Role::Admin), "{caller:?}");
+    assert_eq!(caller.client_id.as_deref(), Some(OPS_CLIENT));
+}
+
+#[tokio::test]
+async fn a_verifier_for_another_audience_refuses_keycloaks_tokens() {
+    let token = alices_token(&discovery().await).await;
+    let verifier = Verifier::new(IdentityConfig {
+        audience: "another-api".to_owned(),
+        ..IdentityConfig::for_issuer(&issuer())
+    })
+    .expect("verifier");
+    assert_eq!(
+        verifier.verify(&token).await,
+        Err(VerifyError::Rejected(Rejection::WrongAudience))
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_issuer_makes_verification_unavailable_rather_than_refused() {
+    let token = alices_token(&discovery().await).await;
+    // Nothing listens on port 9 (discard) here.
+    let verifier = Verifier::new(IdentityConfig {
+        timeout_ms: 2_000,
+        ..IdentityConfig::for_issuer("http://127.0.0.1:9/realms/eshop")
+    })
+    .expect("verifier");
+    let ready = verifier.ready().await.expect_err("no keys");
+    assert!(ready.contains("127.0.0.1:9"), "{ready}");
+    assert!(
+        matches!(
+            verifier.verify(&token).await,
+            Err(VerifyError::Unavailable(_))
+        ),
+        "a token that cannot be checked is not the caller's fault"
+    );
+}
+
+/// The Keycloak server that hosts the issuer (its URL up to `/realms/`).
+fn keycloak_base() -> String {
+    let issuer = issuer();
+    match issuer.find("/realms/") {
+        Some(at) => issuer[..at].to_owned(),
+        None => panic!("OIDC_ISSUER_URL {issuer} is not a Keycloak realm URL"),
+    }
+}
+
+/// Keycloak's admin REST API, as the master realm's admin (setup's
+/// bootstrap admin, `admin`/`admin` unless KC_BOOTSTRAP_ADMIN_* say
+/// otherwise).
+struct KeycloakAdmin {
+    base: String,
+    token: String,
+}
+
+impl KeycloakAdmin {
+    async fn login() -> Self {
+        let base = keycloak_base();
+        let user = std::env::var("KC_BOOTSTRAP_ADMIN_USERNAME").unwrap_or_else(|_| "admin".into());
+        let password =
+            std::env::var("KC_BOOTSTRAP_ADMIN_PASSWORD").unwrap_or_else(|_| "admin".into());
+        let token = token(
+            &format!("{base}/realms/master/protocol/openid-connect/token"),
+            &[
+                ("grant_type", "password"),
+                ("client_id", "admin-cli"),
+                ("username", &user),
+                ("password", &password),
+            ],
+        )
+        .await;
+        Self { base, token }
+    }
+
+    /// Sends `method path` with `body` and returns the answer's JSON (or
+    /// null), failing on anything but a 2xx.
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        let url = format!("{}/admin/realms{path}", self.base);
+        let mut request = client()
+            .request(method.clone(), &url)
+            .bearer_auth(&self.token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request
+            .send()
+            .await
+            .unwrap_or_else(|error| unreachable(&url, error));
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        assert!(status.is_success(), "{method} {url}: {status} {text}");
+        serde_json::from_str(&text).unwrap_or(Value::Null)
+    }
+}
+
+/// A realm of the test's own, so that rotating its keys troubles no other
+/// test: a confidential client with a service account whose tokens name
+/// the eshop API as audience. Deleted on drop.
+struct OwnRealm {
+    admin: KeycloakAdmin,
+    name: String,
+}
+
+const ROTATION_CLIENT: &str = "rotation-ops";
+const ROTATION_SECRET: &str = "rotation-dev-secret";
+
+impl OwnRealm {
+    async fn create() -> Self {
+        let admin = KeycloakAdmin::login().await;
+        let name = format!("rotation-{}", uuid::Uuid::now_v7().simple());
+        let realm = serde_json::json!({
+            "realm": name,
+            "enabled": true,
+            "clients": [{
+                "clientId": ROTATION_CLIENT,
+                "secret": ROTATION_SECRET,
+                "publicClient": false,
+                "serviceAccountsEnabled": true,
+                "standardFlowEnabled": false,
+                "directAccessGrantsEnabled": false,
+                "protocolMappers": [{
+                    "name": "eshop-api audience",
+                    "protocol": "openid-connect",
+                    "protocolMapper": "oidc-audience-mapper",
+                    "config": {
+                        "included.custom.audience": API_AUDIENCE,
+                        "access.token.claim": "true",
+                    },
+                }],
+            }],
+        });
+        admin.call(reqwest::Method::POST, "", Some(realm)).await;
+        Self { admin, name }
+    }
+
+    fn issuer(&self) -> String {
+        format!("{}/realms/{}", self.admin.base, self.name)
+    }
+
+    async fn client_token(&self) -> String {
+        token(
+            &format!("{}/protocol/openid-connect/token", self.issuer()),
+            &[
+                ("grant_type", "client_credentials"),
+                ("client_id", ROTATION_CLIENT),
+                ("client_secret", ROTATION_SECRET),
+            ],
+        )
+        .await
+    }
+
+    /// The realm's RSA signing key providers: (component id, name).
+    async fn rsa_signing_providers(&self) -> Vec<(String, String)> {
+        let components = self
+            .admin
+            .call(
+                reqwest::Method::GET,
+                &format!(
+                    "/{}/components?type=org.keycloak.keys.KeyProvider",
+                    self.name
+                ),
+                None,
+            )
+            .await;
+        components
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|c| c["providerId"] == "rsa-generated")
+            .filter_map(|c| Some((c["id"].as_str()?.to_owned(), c["name"].as_str()?.to_owned())))
+            .collect()
+    }
+
+    /// Adds an RS256 key that outranks the realm's first one: new tokens
+    /// are signed with it.
+    async fn add_signing_key(&self, name: &str) {
+        let realm = self
+            .admin
+            .call(reqwest::Method::GET, &format!("/{}", self.name), None)
+            .await;
+        let component = serde_json::json!({
+            "name": name,
+            "providerId": "rsa-generated",
+            "providerType": "org.keycloak.keys.KeyProvider",
+            "parentId": realm["id"],
+            "config": {"priority": ["500"], "keySize": ["2048"], "algorithm": ["RS256"]},
+        });
+        self.admin
+            .call(
+                reqwest::Method::POST,
+                &format!("/{}/components", self.name),
+                Some(component),
+            )
+            .await;
+    }
+
+    async fn remove_component(&self, id: &str) {
+        self.admin
+            .call(
+                reqwest::Method::DELETE,
+                &format!("/{}/components/{id}", self.name),
+                None,
+            )
+            .await;
+    }
+}
+
+impl Drop for OwnRealm {
+    fn drop(&mut self) {
+        let url = format!("{}/admin/realms/{}", self.admin.base, self.name);
+        let token = self.admin.token.clone();
+        // Best effort, on a thread of its own: the test's runtime may be
+        // shutting down.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build();
+            if let Ok(runtime) = runtime {
+                runtime.block_on(async {
+                    let _ = client().delete(&url).bearer_auth(token).send().await;
+                });
+            }
+        })
+        .join();
+    }
+}
+
+#[tokio::test]
+async fn after_a_key_rotation_new_tokens_verify_and_tokens_of_the_removed_key_do_not() {
+    let realm = OwnRealm::create().await;
+    let verifier = Verifier::new(IdentityConfig {
+        keys_refresh_ms: 500,
+        keys_min_interval_ms: 0,
+        ..IdentityConfig::for_issuer(&realm.issuer())
+    })
+    .expect("verifier");
+    let before = realm.client_token().await;
+    verifier
+        .verify(&before)
+        .await
+        .expect("a token of the first key");
+    let first_keys = realm.rsa_signing_providers().await;
+    assert_eq!(first_keys.len(), 1, "{first_keys:?}");
+
+    realm.add_signing_key("rotated").await;
+    let after = realm.client_token().await;
+    assert_ne!(
+        decode(&after).header["kid"],
+        decode(&before).header["kid"],
+        "the new token is signed with the new key"
+    );
+    verifier
+        .verify(&after)
+        .await
+        .expect("a token of the new key verifies without a restart");
+
+    for (id, _) in &first_keys {
+        realm.remove_component(id).await;
+    }
+    eventually(
+        Duration::from_secs(30),
+        "the token of the removed key to be refused",
+        || async {
+            matches!(
+                verifier.verify(&before).await,
+                Err(VerifyError::Rejected(Rejection::UnknownKey))
+            )
+            .then_some(())
+        },
+    )
+    .await;
+    verifier
+        .verify(&after)
+        .await
+        .expect("the new key's token still verifies");
 }
 
 #[test]
