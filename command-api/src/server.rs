@@ -37,7 +37,8 @@ use crate::error::ApiError;
 use crate::extract::MAX_BODY_BYTES;
 use crate::telemetry::correlate;
 
-/// How long clients may take, and how many may connect at once.
+/// How long clients may take, how many may connect at once, and which
+/// browser origins may call.
 #[derive(Debug, Clone, clap::Args)]
 pub struct HttpLimits {
     /// Longest a connection may take to send a request's headers, in
@@ -66,6 +67,17 @@ pub struct HttpLimits {
         default_value_t = 4_096
     )]
     pub max_connections: usize,
+
+    /// Browser origins allowed to call the API (CORS), comma-separated:
+    /// `https://shop.example,http://localhost:5173`, or `*` for any. None
+    /// by default: browsers then refuse cross-origin calls.
+    #[arg(
+        long = "cors-allowed-origins",
+        env = "CORS_ALLOWED_ORIGINS",
+        value_delimiter = ',',
+        value_parser = parse_origin
+    )]
+    pub cors_allowed_origins: Vec<String>,
 }
 
 impl Default for HttpLimits {
@@ -74,8 +86,75 @@ impl Default for HttpLimits {
             header_timeout_ms: 10_000,
             request_timeout_ms: 30_000,
             max_connections: 4_096,
+            cors_allowed_origins: Vec::new(),
         }
     }
+}
+
+/// An origin as browsers send it (`scheme://host[:port]`, nothing after),
+/// or `*`.
+fn parse_origin(text: &str) -> Result<String, String> {
+    let text = text.trim();
+    if text == "*" {
+        return Ok(text.to_owned());
+    }
+    let rest = text
+        .strip_prefix("https://")
+        .or_else(|| text.strip_prefix("http://"))
+        .ok_or_else(|| format!("{text}: an origin starts with https:// or http://"))?;
+    let valid = !rest.is_empty()
+        && rest
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'));
+    if !valid {
+        return Err(format!(
+            "{text}: an origin is scheme://host[:port], with no path"
+        ));
+    }
+    Ok(text.to_owned())
+}
+
+/// The CORS layer for `origins` (see [`HttpLimits::cors_allowed_origins`]):
+/// preflights are answered for the methods and headers the API uses, and
+/// answers expose the headers a frontend reads.
+fn cors(origins: &[String]) -> tower_http::cors::CorsLayer {
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    let allowed = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(
+            origins
+                .iter()
+                .filter_map(|o| header::HeaderValue::from_str(o).ok()),
+        )
+    };
+    let name = header::HeaderName::from_static;
+    CorsLayer::new()
+        .allow_origin(allowed)
+        .allow_methods([
+            axum::http::Method::GET,
+            axum::http::Method::POST,
+            axum::http::Method::PUT,
+            axum::http::Method::DELETE,
+        ])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            header::IF_MATCH,
+            name(crate::extract::IDEMPOTENCY_KEY),
+            name("x-correlation-id"),
+            name("x-consistency-token"),
+            name("traceparent"),
+            name("tracestate"),
+        ])
+        .expose_headers([
+            header::LOCATION,
+            header::ETAG,
+            header::RETRY_AFTER,
+            name("x-correlation-id"),
+            name("x-consistency-token"),
+        ])
+        .max_age(Duration::from_secs(600))
 }
 
 /// `router` with the layers every route gets (see the module's text).
@@ -92,6 +171,9 @@ pub fn with_common_layers(router: Router, limits: &HttpLimits) -> Router {
             ApiError::Internal.into_response()
         }))
         .layer(axum::middleware::from_fn(security_headers))
+        .layer(tower::util::option_layer(
+            (!limits.cors_allowed_origins.is_empty()).then(|| cors(&limits.cors_allowed_origins)),
+        ))
         .layer(axum::middleware::from_fn(correlate))
 }
 
