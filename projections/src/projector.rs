@@ -656,14 +656,13 @@ pub(crate) async fn dead_letter(
     if let Some(payload) = message.payload() {
         record = record.payload(payload);
     }
-    producer
-        .send(record, Duration::from_secs(10))
-        .await
-        .map_err(|(error, _)| {
+    crate::relay::confirmed(producer.send(record, Duration::from_secs(10)).await).map_err(
+        |error| {
             Failure::Transient(sqlx::Error::Protocol(format!(
                 "dead-letter topic unavailable: {error}"
             )))
-        })?;
+        },
+    )?;
     sqlx::query(
         "INSERT INTO projection_status (projection, dead_letters, last_dead_letter_at) VALUES ($1, 1, now()) \
          ON CONFLICT (projection) DO UPDATE \

@@ -121,3 +121,37 @@ impl TestSearch {
         })
     }
 }
+
+/// The test's indices go with it (the engine caps the shards a node holds
+/// open, and every test makes its own). A failed test keeps them, to be
+/// looked at.
+impl Drop for TestSearch {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            return;
+        }
+        let url = format!("{}/{}-*", self.url.trim_end_matches('/'), self.prefix);
+        // Drop runs inside the test's runtime; use a thread with its own.
+        let deleted = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            runtime.block_on(async move {
+                reqwest::Client::new()
+                    .delete(&url)
+                    .send()
+                    .await
+                    .ok()
+                    .filter(|r| r.status().is_success())
+            })
+        })
+        .join();
+        if !matches!(deleted, Ok(Some(_))) {
+            eprintln!(
+                "the test's search indices {}-* were not deleted",
+                self.prefix
+            );
+        }
+    }
+}

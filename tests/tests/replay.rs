@@ -357,6 +357,71 @@ async fn kill_9_during_a_rebuild_leaves_the_live_view_serving_and_a_rerun_finish
     assert!(serve.running(), "serve exited; see {}", serve.log.display());
 }
 
+/// The old tables a rebuild swapped out go in the same transaction as the
+/// swap: a rebuild killed at any moment leaves none behind, and retired
+/// tables kept on purpose (`--keep`) or left by an older version, even
+/// from the same second, never stop the next rebuild.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rebuild_beside_retired_tables_of_the_same_second_swaps_and_leaves_none_of_its_own() {
+    let stack = ProcessStack::new("rebuild-retired").await;
+    let mut serve = stack.env.spawn(&["serve"]);
+    let base = serve.wait_live(stack.port).await;
+    assert_history_ok(&random_history(&base, &stack.db.pool, 11, 5, 2, 6).await);
+    caught_up(&stack.env, Duration::from_secs(120)).await;
+    let before = views(&stack.db).await;
+
+    // Retired schemas named for every second of the next half minute, as
+    // a rebuild killed after its swap used to leave them.
+    let now = Utc::now();
+    let mut planted = Vec::new();
+    for second in 0..30 {
+        let at = now + chrono::Duration::seconds(second);
+        let name = format!(
+            "eshop_retired_product_catalog_{}",
+            at.format("%Y%m%d%H%M%S")
+        );
+        sqlx::raw_sql(&format!("CREATE SCHEMA {name}"))
+            .execute(&stack.db.pool)
+            .await
+            .expect("schema");
+        planted.push(name);
+    }
+    let out = stack
+        .env
+        .try_run(&["projections", "rebuild", "product_catalog"])
+        .unwrap_or_else(|error| panic!("the rebuild failed beside retired schemas: {error}"));
+    assert!(out.contains("product_catalog: rebuilt from"), "{out}");
+    assert_same_views(&views(&stack.db).await, &before);
+    let retired: Vec<String> = sqlx::query_scalar(
+        "SELECT nspname::text FROM pg_namespace WHERE nspname LIKE 'eshop\\_retired\\_%' ORDER BY 1",
+    )
+    .fetch_all(&stack.db.pool)
+    .await
+    .expect("schemas");
+    assert_eq!(
+        retired, planted,
+        "the rebuild left retired tables of its own"
+    );
+
+    // Kept on purpose, the old tables stay, under a name of their own.
+    let out = run(
+        &stack.env,
+        &["projections", "rebuild", "--keep", "product_catalog"],
+    )
+    .await;
+    assert!(
+        out.contains("the old tables are in schema eshop_retired_product_catalog_"),
+        "{out}"
+    );
+    let kept: i64 = count(
+        &stack.db,
+        "SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'eshop\\_retired\\_%'",
+    )
+    .await;
+    assert_eq!(kept, 31);
+    assert!(serve.running(), "serve exited; see {}", serve.log.display());
+}
+
 /// Places an order for `quantity` of `product`; returns its id.
 async fn place(http: &reqwest::Client, base: &str, product: &str, quantity: u32) -> String {
     let basket: Value = http

@@ -35,6 +35,7 @@ use sqlx::{Connection, PgConnection, PgPool};
 
 pub use checkpoint::{advance as advance_checkpoint, load as load_checkpoint};
 pub use config::{KafkaConfig, RelayConfig, RelayOptions, TopicMap};
+pub(crate) use publish::confirmed;
 pub use publish::{
     Acknowledgement, PublishError, Publisher, broker_reachable, create_topics, envelope_from,
     envelope_of,

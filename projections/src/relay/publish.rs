@@ -9,7 +9,7 @@ use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 
 use super::RelayConfig;
@@ -23,6 +23,39 @@ pub enum PublishError {
     Kafka(#[from] KafkaError),
     #[error("the envelope could not be encoded: {0}")]
     Encode(#[from] serde_json::Error),
+    #[error(
+        "a message to partition {partition} was reported delivered without an offset: \
+         not confirmed by the broker"
+    )]
+    Unconfirmed { partition: i32 },
+}
+
+/// Whether a delivery report confirms its message: only with the offset
+/// the broker wrote it at.
+///
+/// librdkafka's idempotent producer also reports as delivered, with no
+/// offset, the messages of a request whose outcome it never learnt (a
+/// timeout, a lost connection) once the broker acknowledges a later
+/// request ("implicitly acked by subsequent batch success"). It assumes
+/// the earlier ones were written; a broker that took the later request as
+/// the first of the producer had not written them. CI saw exactly that on
+/// a partition created a moment before: its log began at sequence 2, and
+/// the first two events were reported delivered. Such a report does not
+/// confirm: the relay publishes the batch again from its checkpoint, and
+/// consumers pass over what they already have.
+pub(crate) fn confirmed(
+    report: Result<rdkafka::producer::future_producer::Delivery, (KafkaError, OwnedMessage)>,
+) -> Result<(), PublishError> {
+    match report {
+        Ok(delivery) if delivery.offset >= 0 => Ok(()),
+        Ok(delivery) => {
+            metrics::counter!("eshop_kafka_unconfirmed_deliveries_total").increment(1);
+            Err(PublishError::Unconfirmed {
+                partition: delivery.partition,
+            })
+        }
+        Err((error, _)) => Err(error.into()),
+    }
 }
 
 /// The envelope of a stored event: payload upcast to its current schema,
@@ -230,8 +263,7 @@ impl Publisher {
         Ok(Box::pin(async move {
             for delivery in join_all(deliveries).await {
                 match delivery {
-                    Ok(Ok(_)) => {}
-                    Ok(Err((error, _))) => return Err(error.into()),
+                    Ok(report) => confirmed(report)?,
                     Err(_) => return Err(KafkaError::Canceled.into()),
                 }
             }
@@ -259,4 +291,48 @@ pub async fn broker_reachable(kafka: &super::KafkaConfig) -> Result<(), String> 
     })
     .await
     .map_err(|error| error.to_string())?
+}
+
+#[cfg(test)]
+mod tests {
+    use rdkafka::Timestamp;
+    use rdkafka::producer::future_producer::Delivery;
+
+    use super::*;
+
+    // rdkafka's own report type.
+    #[allow(clippy::result_large_err)]
+    fn delivered(offset: i64) -> Result<Delivery, (KafkaError, OwnedMessage)> {
+        Ok(Delivery {
+            partition: 2,
+            offset,
+            timestamp: Timestamp::NotAvailable,
+        })
+    }
+
+    #[test]
+    fn only_a_delivery_with_the_offset_the_broker_wrote_it_at_confirms() {
+        assert!(confirmed(delivered(0)).is_ok());
+        assert!(confirmed(delivered(41)).is_ok());
+        // librdkafka's implicit acknowledgement: no offset
+        // (RD_KAFKA_OFFSET_INVALID), and nothing says the broker has it.
+        assert!(matches!(
+            confirmed(delivered(-1001)),
+            Err(PublishError::Unconfirmed { partition: 2 })
+        ));
+        assert!(matches!(
+            confirmed(delivered(-1)),
+            Err(PublishError::Unconfirmed { .. })
+        ));
+        let refused = Err((
+            KafkaError::MessageProduction(RDKafkaErrorCode::NotEnoughReplicas),
+            OwnedMessage::new(None, None, "t".into(), Timestamp::NotAvailable, 0, 0, None),
+        ));
+        assert!(matches!(
+            confirmed(refused),
+            Err(PublishError::Kafka(KafkaError::MessageProduction(
+                RDKafkaErrorCode::NotEnoughReplicas
+            )))
+        ));
+    }
 }

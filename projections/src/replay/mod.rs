@@ -25,8 +25,10 @@
 //!    projectors take it, shared, in every transaction, so they pause here
 //!    and only here), applies the last events, recreates the live tables'
 //!    triggers on the new ones, replaces the projection's progress, and
-//!    moves the old tables out and the new ones in. Queries keep reading
-//!    the old tables until the commit, then the new ones.
+//!    moves the old tables out and the new ones in. The old tables are
+//!    dropped in the same transaction (or, with `--keep`, moved to a
+//!    schema of their own). Queries keep reading the old tables until the
+//!    commit, then the new ones.
 //!
 //! A crash before the swap leaves the live tables untouched; a rerun
 //! starts the shadow tables over.
@@ -765,7 +767,12 @@ async fn swap_in(
         }
     }
 
-    let retired = format!("eshop_retired_{name}_{}", Utc::now().format("%Y%m%d%H%M%S"));
+    // To the millisecond: rebuilds of one projection never overlap (see
+    // `Guard`), so no two of them retire tables under the same name.
+    let retired = format!(
+        "eshop_retired_{name}_{}",
+        Utc::now().format("%Y%m%d%H%M%S%3f")
+    );
     // The swap waits for live transactions of the projection (and, for a
     // moment, for every one that touches `projection_progress`), and makes
     // the ones after it wait. Rather than queue indefinitely behind a long
@@ -775,7 +782,8 @@ async fn swap_in(
     let (applied, pause) = loop {
         attempt += 1;
         let swap_started = Instant::now();
-        match swap(&mut db, projection, shadow, live, &retired, &since).await {
+        let kept = options.keep.then_some(retired.as_str());
+        match swap(&mut db, projection, shadow, live, kept, &since).await {
             Ok(applied) => break (applied, swap_started.elapsed()),
             Err(error) if attempt < SWAP_ATTEMPTS && lock_timed_out(&error) => {
                 tracing::warn!(
@@ -789,12 +797,6 @@ async fn swap_in(
         }
     };
     caught_up += applied;
-
-    if !options.keep {
-        sqlx::raw_sql(&format!("DROP SCHEMA {retired} CASCADE"))
-            .execute(&mut *db)
-            .await?;
-    }
 
     let seconds = loaded.as_secs_f64();
     let rows: Vec<String> = projection
@@ -891,17 +893,20 @@ fn lock_timed_out(error: &anyhow::Error) -> bool {
 
 /// One try at the swap, in one transaction: applies the last events to the
 /// shadow tables, gives them the live tables' triggers, and exchanges the
-/// tables and the projection's progress partition. Returns the events it
-/// applied.
+/// tables and the projection's progress partition. The old tables go to
+/// schema `kept`, or are dropped in the same transaction: a rebuild killed
+/// at any moment leaves none behind. Returns the events it applied.
 async fn swap(
     db: &mut PgConnection,
     projection: &dyn Projection,
     shadow: &str,
     live: &str,
-    retired: &str,
+    kept: Option<&str>,
     since: &str,
 ) -> anyhow::Result<u64> {
     let name = projection.name();
+    let retiring = format!("eshop_retiring_{name}");
+    let retired = kept.unwrap_or(&retiring);
     let mut tx = db.begin().await?;
     sqlx::raw_sql(&format!("SET LOCAL lock_timeout = '{SWAP_LOCK_TIMEOUT}'"))
         .execute(&mut *tx)
@@ -958,6 +963,9 @@ async fn swap(
         );
     }
     let _ = write!(sql, " DROP SCHEMA {shadow} CASCADE;");
+    if kept.is_none() {
+        let _ = write!(sql, " DROP SCHEMA {retired} CASCADE;");
+    }
     sqlx::raw_sql(&sql).execute(&mut *tx).await?;
     tx.commit().await?;
     Ok(applied)
