@@ -91,6 +91,11 @@ pub struct Caller {
     /// The token's subject (`sub`): the user, or a client's service
     /// account.
     pub subject: String,
+    /// The subject as a UUID, which is what eshop's customer ids are: the
+    /// subject itself when it is one (Keycloak's are), else a UUID derived
+    /// from the issuer and the subject (name-based, version 5), the same
+    /// for the same user every time.
+    pub subject_id: uuid::Uuid,
     /// The client the token was issued to (`azp`, or `client_id`).
     pub client_id: Option<String>,
     pub roles: Roles,
@@ -115,9 +120,45 @@ impl Caller {
     }
 }
 
+/// See [`Caller::subject_id`].
+pub(crate) fn subject_id(issuer: &str, subject: &str) -> uuid::Uuid {
+    uuid::Uuid::parse_str(subject).unwrap_or_else(|_| {
+        uuid::Uuid::new_v5(
+            &uuid::Uuid::NAMESPACE_URL,
+            format!("{issuer}#{subject}").as_bytes(),
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_subject_is_its_own_id_when_it_is_a_uuid_and_a_stable_derived_one_otherwise() {
+        let keycloak = "6f1d2c55-0d8e-4a55-9f2b-1c1e2f3a4b5c";
+        assert_eq!(
+            subject_id("http://kc/realms/eshop", keycloak).to_string(),
+            keycloak
+        );
+        let auth0 = subject_id(
+            "https://shop.eu.auth0.com/",
+            "auth0|5f7c8ec7c33c6c004bbafe82",
+        );
+        assert_eq!(
+            auth0,
+            subject_id(
+                "https://shop.eu.auth0.com/",
+                "auth0|5f7c8ec7c33c6c004bbafe82"
+            )
+        );
+        assert_eq!(auth0.get_version_num(), 5);
+        // The same subject at another issuer is another person.
+        assert_ne!(
+            auth0,
+            subject_id("https://other.auth0.com/", "auth0|5f7c8ec7c33c6c004bbafe82")
+        );
+    }
 
     #[test]
     fn roles_hold_what_was_added_and_nothing_else() {

@@ -2,6 +2,9 @@
 
 use std::time::Duration;
 
+/// The local Keycloak's realm that `scripts/setup` starts.
+pub const DEFAULT_ISSUER_URL: &str = "http://127.0.0.1:8180/realms/eshop";
+
 /// The OpenID Connect issuer whose access tokens eshop accepts.
 #[derive(Debug, Clone, clap::Args)]
 pub struct IdentityConfig {
@@ -9,13 +12,15 @@ pub struct IdentityConfig {
     /// `{issuer}/.well-known/openid-configuration`, and tokens must name it
     /// as `iss`.
     #[arg(
+        id = "oidc_issuer_url",
         long = "oidc-issuer-url",
         env = "OIDC_ISSUER_URL",
-        default_value = "http://127.0.0.1:8180/realms/eshop"
+        default_value = DEFAULT_ISSUER_URL
     )]
     pub issuer_url: String,
     /// The audience tokens must name (`aud`).
     #[arg(
+        id = "oidc_audience",
         long = "oidc-audience",
         env = "OIDC_AUDIENCE",
         default_value = "eshop-api"
@@ -24,6 +29,7 @@ pub struct IdentityConfig {
     /// Where the token keeps its roles: a dotted path to an array of
     /// strings (Keycloak: `realm_access.roles`).
     #[arg(
+        id = "oidc_roles_claim",
         long = "oidc-roles-claim",
         env = "OIDC_ROLES_CLAIM",
         default_value = "realm_access.roles"
@@ -32,6 +38,7 @@ pub struct IdentityConfig {
     /// How far `exp` and `nbf` may be off, for clocks that differ a little,
     /// in seconds.
     #[arg(
+        id = "oidc_leeway_seconds",
         long = "oidc-leeway-seconds",
         env = "OIDC_LEEWAY_SECONDS",
         default_value_t = 30
@@ -40,6 +47,7 @@ pub struct IdentityConfig {
     /// How old the issuer's keys may get before they are fetched again, in
     /// ms: a key the issuer removed stops being trusted after at most this.
     #[arg(
+        id = "oidc_keys_refresh_ms",
         long = "oidc-keys-refresh-ms",
         env = "OIDC_KEYS_REFRESH_MS",
         default_value_t = 300_000
@@ -48,6 +56,7 @@ pub struct IdentityConfig {
     /// The least time between two fetches of the keys, in ms: tokens that
     /// name unknown keys cannot make eshop hammer the issuer.
     #[arg(
+        id = "oidc_keys_min_interval_ms",
         long = "oidc-keys-min-interval-ms",
         env = "OIDC_KEYS_MIN_INTERVAL_MS",
         default_value_t = 10_000
@@ -55,11 +64,19 @@ pub struct IdentityConfig {
     pub keys_min_interval_ms: u64,
     /// The longest wait for the issuer (discovery and keys), in ms.
     #[arg(
+        id = "oidc_timeout_ms",
         long = "oidc-timeout-ms",
         env = "OIDC_TIMEOUT_MS",
         default_value_t = 5_000
     )]
     pub timeout_ms: u64,
+}
+
+impl Default for IdentityConfig {
+    /// The local Keycloak's realm, every other setting at its default.
+    fn default() -> Self {
+        Self::for_issuer(DEFAULT_ISSUER_URL)
+    }
 }
 
 impl IdentityConfig {

@@ -307,6 +307,7 @@ impl Verifier {
             })
             .unwrap_or_default();
         Ok(Caller {
+            subject_id: crate::caller::subject_id(config.issuer(), &subject),
             subject,
             client_id: text("azp").or_else(|| text("client_id")),
             roles,
