@@ -210,6 +210,10 @@ struct ServeArgs {
     /// projectors.
     #[arg(long, env = "SERVE_API_ONLY")]
     api_only: bool,
+    /// Serve /metrics (Prometheus) on this address, for operators only,
+    /// instead of beside the API.
+    #[arg(long, env = "METRICS_ADDR")]
+    metrics_addr: Option<SocketAddr>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -234,6 +238,8 @@ struct QueryApiArgs {
     listen: SocketAddr,
     #[command(flatten)]
     http: command_api::server::HttpLimits,
+    #[command(flatten)]
+    identity: identity::IdentityConfig,
 }
 
 /// Whether the command's logs go to stderr: one-shot commands print their
@@ -309,14 +315,19 @@ fn status_source(kafka: &KafkaConfig, relay_name: &str) -> StatusSource {
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let handle = metrics()?;
-    let mut app = command_api::Application::build(&args.api)
-        .await?
-        .with_metrics(handle);
+    let mut app = command_api::Application::build(&args.api).await?;
+    match args.metrics_addr {
+        Some(addr) => {
+            tokio::spawn(command_api::serve_metrics(addr, handle, shutdown_signal()));
+        }
+        None => app = app.with_metrics(handle),
+    }
     let graphql = query_api::QueryApi::new(
         event_store::connect(&args.api.database).context("invalid DATABASE_URL")?,
         &args.projector.search,
         status_source(&args.kafka, &args.relay.name),
         args.graphql.clone(),
+        app.verifier(),
     )
     .context("invalid SEARCH_URL")?;
     app = app.with_router(graphql.router());
@@ -416,11 +427,21 @@ async fn query_api(args: QueryApiArgs) -> anyhow::Result<()> {
         .context("failed to migrate the database")?;
     let handle = metrics()?;
     let pool = event_store::connect(&args.database).context("invalid DATABASE_URL")?;
+    let verifier =
+        identity::Verifier::new(args.identity).context("failed to set up token verification")?;
+    // The issuer's keys, fetched now rather than by the first request.
+    let warm = verifier.clone();
+    tokio::spawn(async move {
+        if let Err(error) = warm.ready().await {
+            tracing::warn!(%error, "the identity provider's keys could not be fetched yet");
+        }
+    });
     let api = query_api::QueryApi::new(
         pool,
         &args.search,
         status_source(&args.kafka, &args.relay_name),
         args.graphql,
+        verifier,
     )
     .context("invalid SEARCH_URL")?;
     let router = api
@@ -557,5 +578,17 @@ async fn main() -> anyhow::Result<()> {
             tracing::info!("database is up to date");
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every subcommand's arguments are consistent (unique names, valid
+    /// defaults): clap checks it when a command is built, so a clash would
+    /// otherwise only show when someone runs that subcommand.
+    #[test]
+    fn every_subcommand_parses_its_arguments() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
     }
 }

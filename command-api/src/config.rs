@@ -43,6 +43,9 @@ pub struct ServeConfig {
     /// idempotency-key-in-progress.
     #[arg(long, env = "IDEMPOTENCY_WAIT_MS", default_value_t = 5000)]
     pub idempotency_wait_ms: u64,
+
+    #[command(flatten)]
+    pub identity: identity::IdentityConfig,
 }
 
 impl ServeConfig {
@@ -57,6 +60,7 @@ impl ServeConfig {
             idempotency_ttl_hours: 24,
             command_max_retries: 30,
             idempotency_wait_ms: 5000,
+            identity: identity::IdentityConfig::default(),
         }
     }
 

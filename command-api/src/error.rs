@@ -69,6 +69,15 @@ pub enum ApiError {
     },
     #[error("{0}")]
     NotFound(String),
+    /// No token, or one that does not verify (`401`).
+    #[error("{0}")]
+    Unauthenticated(identity::Rejection),
+    /// The token lacks a role the operation needs (`403`).
+    #[error("{0}")]
+    Forbidden(String),
+    /// The issuer's keys cannot be had, so no token can be checked.
+    #[error("the identity provider is unavailable")]
+    IdentityUnavailable,
     #[error("method not allowed")]
     MethodNotAllowed,
     #[error("the request was not received and answered within {limit_ms} ms")]
@@ -160,6 +169,16 @@ impl ApiError {
                 vec![FieldError::new(*header, message)],
             ),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not-found", Vec::new()),
+            Self::Unauthenticated(identity::Rejection::Missing) => {
+                (StatusCode::UNAUTHORIZED, "unauthenticated", Vec::new())
+            }
+            Self::Unauthenticated(_) => (StatusCode::UNAUTHORIZED, "invalid-token", Vec::new()),
+            Self::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden", Vec::new()),
+            Self::IdentityUnavailable => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "identity-provider-unavailable",
+                Vec::new(),
+            ),
             Self::MethodNotAllowed => (
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method-not-allowed",
@@ -216,17 +235,34 @@ impl IntoResponse for ApiError {
             Json(problem),
         )
             .into_response();
-        if matches!(
-            self,
-            Self::Command(CommandError::IdempotencyKeyInProgress { .. })
-        ) {
+        match &self {
             // The first request usually finishes within moments.
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+            Self::Command(CommandError::IdempotencyKeyInProgress { .. }) => {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+            }
+            Self::IdentityUnavailable => {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
+            }
+            Self::Unauthenticated(rejection) => {
+                response
+                    .headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, www_authenticate(rejection));
+            }
+            _ => {}
         }
         response
     }
+}
+
+/// The RFC 6750 challenge for a refused token ([`identity::challenge`]).
+pub fn www_authenticate(rejection: &identity::Rejection) -> header::HeaderValue {
+    header::HeaderValue::from_str(&identity::challenge(rejection)).unwrap_or_else(|_| {
+        header::HeaderValue::from_static(r#"Bearer realm="eshop", error="invalid_token""#)
+    })
 }
 
 /// The errors every command endpoint may answer with (for the OpenAPI
@@ -237,7 +273,14 @@ pub enum CommandErrors {
     /// Malformed JSON or an invalid header (`If-Match`, `Idempotency-Key`).
     #[response(status = 400, content_type = "application/problem+json")]
     BadRequest(Problem),
-    /// No such aggregate.
+    /// No bearer token, or one that does not verify (expired, another
+    /// issuer or audience, a bad signature, …); see `WWW-Authenticate`.
+    #[response(status = 401, content_type = "application/problem+json")]
+    Unauthorized(Problem),
+    /// The token lacks a role the operation needs.
+    #[response(status = 403, content_type = "application/problem+json")]
+    Forbidden(Problem),
+    /// No such aggregate, or another customer's.
     #[response(status = 404, content_type = "application/problem+json")]
     NotFound(Problem),
     /// Not allowed in the aggregate's current state (the detail names it),
@@ -262,7 +305,8 @@ pub enum CommandErrors {
     /// An unexpected error; nothing was appended.
     #[response(status = 500, content_type = "application/problem+json")]
     Internal(Problem),
-    /// The event store is unavailable; nothing was appended.
+    /// The event store or the identity provider is unavailable; nothing
+    /// was appended.
     #[response(status = 503, content_type = "application/problem+json")]
     Unavailable(Problem),
 }

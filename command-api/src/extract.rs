@@ -9,6 +9,7 @@ use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
+use crate::auth::{Authenticated, Scope};
 use crate::commands::{CommandContext, IdempotencyKey};
 use crate::error::ApiError;
 use crate::telemetry::CorrelationId;
@@ -159,10 +160,21 @@ pub struct CommandHeaders {
 }
 
 impl CommandHeaders {
-    /// The command context for a request with this body fingerprint.
+    /// The command context for a request of `who`, allowed to touch
+    /// what `scope` says, with this body fingerprint.
     #[must_use]
-    pub fn context(&self, fingerprint: Option<Vec<u8>>) -> CommandContext {
+    pub fn context(
+        &self,
+        who: &Authenticated,
+        scope: Scope,
+        fingerprint: Option<Vec<u8>>,
+    ) -> CommandContext {
         let mut ctx = CommandContext::new(self.correlation_id.clone());
+        ctx.actor = who.0.actor();
+        ctx.owner = match scope {
+            Scope::Any => None,
+            Scope::Own(customer) => Some(customer),
+        };
         ctx.expected_version = self.if_match;
         ctx.traceparent = self.traceparent.clone();
         ctx.idempotency = self.idempotency_key.clone().map(|key| IdempotencyKey {

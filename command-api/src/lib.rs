@@ -1,6 +1,7 @@
 //! eshop's write side: command handlers over the event store and the REST
 //! command API that exposes them.
 
+pub mod auth;
 pub mod commands;
 pub mod config;
 pub mod error;

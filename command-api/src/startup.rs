@@ -17,6 +17,8 @@ use crate::server::{self, HttpLimits};
 pub struct AppState {
     pub commands: CommandService,
     pub readiness: Readiness,
+    /// Checks the bearer tokens of requests.
+    pub verifier: identity::Verifier,
 }
 
 /// The command API, migrated and bound to its port, ready to run.
@@ -42,9 +44,14 @@ impl Application {
             config.snapshot_every.clone(),
         )
         .with_idempotency_ttl(config.idempotency_ttl());
+        let verifier = identity::Verifier::new(config.identity.clone())
+            .context("failed to set up token verification")?;
         let state = AppState {
             commands: CommandService::new(store.clone(), config.retry_policy()),
-            readiness: Readiness::default().with("postgres", Readiness::postgres(pool)),
+            readiness: Readiness::default()
+                .with("postgres", Readiness::postgres(pool))
+                .with("identity", Readiness::identity(verifier.clone())),
+            verifier,
         };
         let listener = TcpListener::bind(config.listen)
             .await
@@ -82,6 +89,13 @@ impl Application {
         self
     }
 
+    /// The token verifier of the command API, to share with the GraphQL
+    /// API served beside it (one key cache).
+    #[must_use]
+    pub fn verifier(&self) -> identity::Verifier {
+        self.state.verifier.clone()
+    }
+
     /// The address actually bound (useful with port 0).
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
@@ -102,6 +116,13 @@ impl Application {
                     Ok(purged) => tracing::info!(purged, "expired idempotency keys purged"),
                     Err(error) => tracing::warn!(%error, "idempotency key purge failed"),
                 }
+            }
+        });
+        // The issuer's keys, fetched now rather than by the first request.
+        let verifier = self.state.verifier.clone();
+        tokio::spawn(async move {
+            if let Err(error) = verifier.ready().await {
+                tracing::warn!(%error, "the identity provider's keys could not be fetched yet");
             }
         });
         tracing::info!(addr = %self.local_addr()?, "command API listening");

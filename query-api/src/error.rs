@@ -20,6 +20,13 @@ pub enum QueryError {
     /// is logged, not shown.
     #[error("a backing service is unavailable; try again")]
     Unavailable,
+    /// No token, a token that does not verify, or one that has expired
+    /// (a subscription's).
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// The token lacks a role the field needs.
+    #[error("{0}")]
+    Forbidden(String),
 }
 
 /// At most the first 40 bytes of a client's value, for a message that
@@ -37,6 +44,8 @@ impl QueryError {
             Self::NotFound(_) => "NOT_FOUND",
             Self::ConsistencyTimeout { .. } => "CONSISTENCY_TIMEOUT",
             Self::Unavailable => "SERVICE_UNAVAILABLE",
+            Self::Unauthenticated(_) => "UNAUTHENTICATED",
+            Self::Forbidden(_) => "FORBIDDEN",
         }
     }
 

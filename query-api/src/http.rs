@@ -26,10 +26,12 @@ use crate::schema::EshopSchema;
 struct QueryState {
     executor: CodedSchema,
     config: Arc<QueryConfig>,
+    verifier: identity::Verifier,
 }
 
-/// The GraphQL routes over `schema`.
-pub fn router(schema: EshopSchema, config: QueryConfig) -> Router {
+/// The GraphQL routes over `schema`; `verifier` checks every request's
+/// token.
+pub fn router(schema: EshopSchema, config: QueryConfig, verifier: identity::Verifier) -> Router {
     let executor = CodedSchema::new(
         schema,
         Limits {
@@ -38,10 +40,11 @@ pub fn router(schema: EshopSchema, config: QueryConfig) -> Router {
             max_query_bytes: config.max_body_bytes,
         },
     );
-    let subscriptions = crate::ws::router(executor.clone(), &config);
+    let subscriptions = crate::ws::router(executor.clone(), &config, verifier.clone());
     let state = QueryState {
         executor,
         config: Arc::new(config),
+        verifier,
     };
     Router::new()
         .route("/graphql", get(graphql_get).post(graphql_post))
@@ -77,6 +80,60 @@ fn refused(status: StatusCode, code: &str, message: String) -> axum::response::R
     (status, Json(body)).into_response()
 }
 
+/// The caller of a request, from its `Authorization: Bearer` header; or
+/// the refusal: `401` with `UNAUTHENTICATED` and an RFC 6750 challenge,
+/// `503` when the issuer's keys cannot be had. Checked before the body is
+/// read.
+async fn authenticate(
+    verifier: &identity::Verifier,
+    headers: &HeaderMap,
+) -> Result<identity::Caller, axum::response::Response> {
+    use identity::{Rejection, VerifyError};
+    let mut values = headers.get_all(header::AUTHORIZATION).iter();
+    let token = match (values.next(), values.next()) {
+        (None, _) => Err(Rejection::Missing),
+        (Some(_), Some(_)) => Err(Rejection::Malformed),
+        (Some(value), None) => value
+            .to_str()
+            .map_err(|_| Rejection::Malformed)
+            .and_then(identity::bearer),
+    };
+    let verified = match token {
+        Ok(token) => verifier.verify(token).await,
+        Err(rejection) => Err(rejection.into()),
+    };
+    verified.map_err(|error| match error {
+        VerifyError::Rejected(rejection) => {
+            metrics::counter!("eshop_graphql_requests_total", "outcome" => "unauthenticated")
+                .increment(1);
+            let mut response = refused(
+                StatusCode::UNAUTHORIZED,
+                "UNAUTHENTICATED",
+                rejection.to_string(),
+            );
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_str(&identity::challenge(&rejection)).unwrap_or_else(
+                    |_| header::HeaderValue::from_static(r#"Bearer realm="eshop""#),
+                ),
+            );
+            response
+        }
+        VerifyError::Unavailable(unavailable) => {
+            tracing::warn!(error = %unavailable, "a token could not be checked");
+            let mut response = refused(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "SERVICE_UNAVAILABLE",
+                "the identity provider is unavailable; try again".to_owned(),
+            );
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
+            response
+        }
+    })
+}
+
 /// `POST /graphql`: a JSON body of at most `GRAPHQL_MAX_BODY_BYTES`. Any
 /// other content type is refused (415): the CORS-simple ones would let
 /// any web page send queries with a visitor's credentials.
@@ -84,6 +141,10 @@ async fn graphql_post(
     State(state): State<QueryState>,
     request: Request,
 ) -> axum::response::Response {
+    let caller = match authenticate(&state.verifier, request.headers()).await {
+        Ok(caller) => caller,
+        Err(refusal) => return refusal,
+    };
     let limit = state.config.max_body_bytes;
     let content_type = request
         .headers()
@@ -137,7 +198,7 @@ async fn graphql_post(
     };
     let request = Request::from_parts(parts, axum::body::Body::from(bytes));
     match GraphQLRequest::<Rejection>::from_request(request, &()).await {
-        Ok(request) => execute(&state, &headers, request.into_inner())
+        Ok(request) => execute(&state, &headers, request.into_inner().data(caller))
             .await
             .into_response(),
         Err(rejection) => rejection.into_response(),
@@ -157,8 +218,12 @@ async fn graphql_get(
     if wants_html && !has_query {
         return graphiql::page().into_response();
     }
+    let caller = match authenticate(&state.verifier, &headers).await {
+        Ok(caller) => caller,
+        Err(refusal) => return refusal,
+    };
     match GraphQLRequest::<Rejection>::from_request(request, &()).await {
-        Ok(request) => execute(&state, &headers, request.into_inner())
+        Ok(request) => execute(&state, &headers, request.into_inner().data(caller))
             .await
             .into_response(),
         Err(rejection) => rejection.into_response(),
@@ -194,8 +259,13 @@ async fn execute(
 }
 
 /// `/health/live` (the process answers) and `/health/ready` (PostgreSQL
-/// and the search engine answer; 503 naming the failing one otherwise).
-pub fn health(read_models: crate::read_models::ReadModels, search: crate::SearchIndex) -> Router {
+/// and the search engine answer, the issuer's keys are at hand; 503
+/// naming the failing one otherwise).
+pub fn health(
+    read_models: crate::read_models::ReadModels,
+    search: crate::SearchIndex,
+    verifier: identity::Verifier,
+) -> Router {
     Router::new()
         .route(
             "/health/live",
@@ -204,7 +274,8 @@ pub fn health(read_models: crate::read_models::ReadModels, search: crate::Search
         .route(
             "/health/ready",
             get(move || {
-                let (read_models, search) = (read_models.clone(), search.clone());
+                let (read_models, search, verifier) =
+                    (read_models.clone(), search.clone(), verifier.clone());
                 async move {
                     let postgres = sqlx::query("SELECT 1")
                         .execute(read_models.pool())
@@ -216,10 +287,15 @@ pub fn health(read_models: crate::read_models::ReadModels, search: crate::Search
                         Ok(()) => json!({ "status": "ok" }),
                         Err(error) => json!({ "status": "failing", "error": error }),
                     };
-                    let ready = postgres.is_ok() && engine.is_ok();
+                    let identity = verifier.ready().await;
+                    let ready = postgres.is_ok() && engine.is_ok() && identity.is_ok();
                     let body = json!({
                         "status": if ready { "ok" } else { "failing" },
-                        "checks": { "postgres": check(&postgres), "search": check(&engine) }
+                        "checks": {
+                            "postgres": check(&postgres),
+                            "search": check(&engine),
+                            "identity": check(&identity)
+                        }
                     });
                     let status = if ready {
                         StatusCode::OK

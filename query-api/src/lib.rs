@@ -8,6 +8,7 @@
 //! - [`http`] serves `/graphql` (POST and GET), `/graphql/ws`
 //!   (graphql-transport-ws) and the bundled GraphiQL page.
 
+mod access;
 pub mod config;
 pub mod consistency;
 mod cursor;
@@ -40,6 +41,7 @@ pub struct QueryApi {
     pub search: SearchIndex,
     status: StatusBoard,
     config: QueryConfig,
+    verifier: identity::Verifier,
 }
 
 /// How old a projection status the GraphQL API (and `/metrics` in
@@ -53,6 +55,7 @@ impl QueryApi {
         search: &SearchConfig,
         status: StatusSource,
         config: QueryConfig,
+        verifier: identity::Verifier,
     ) -> Result<Self, SearchError> {
         let read_models = read_models::ReadModels::new(pool.clone());
         let search = SearchIndex::new(SearchClient::new(&search.url)?, search.clone());
@@ -71,6 +74,7 @@ impl QueryApi {
             search,
             status,
             config,
+            verifier,
         })
     }
 
@@ -83,14 +87,21 @@ impl QueryApi {
 
     /// `/graphql`, `/graphql/ws` and GraphiQL.
     pub fn router(&self) -> axum::Router {
-        router(self.schema.clone(), self.config.clone())
+        router(
+            self.schema.clone(),
+            self.config.clone(),
+            self.verifier.clone(),
+        )
     }
 
     /// `/graphql` and friends, plus `/health/live` and `/health/ready`
     /// (PostgreSQL and the search engine), for a process that serves only
     /// the GraphQL API.
     pub fn router_with_health(&self) -> axum::Router {
-        self.router()
-            .merge(http::health(self.read_models.clone(), self.search.clone()))
+        self.router().merge(http::health(
+            self.read_models.clone(),
+            self.search.clone(),
+            self.verifier.clone(),
+        ))
     }
 }

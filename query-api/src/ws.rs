@@ -8,6 +8,12 @@
 //! | subscriptions per connection | `GRAPHQL_WS_MAX_SUBSCRIPTIONS` | that subscription gets `TOO_MANY_SUBSCRIPTIONS`; the connection stays |
 //! | time to `connection_init` | `GRAPHQL_WS_INIT_TIMEOUT_MS` | closed with 4408 |
 //! | `Origin` | `GRAPHQL_WS_ALLOWED_ORIGINS` | upgrade refused, 403 `FORBIDDEN_ORIGIN` |
+//! | a valid access token in `connection_init` | `OIDC_*` | closed with 4403 |
+//!
+//! The token comes in `connection_init`'s payload, as
+//! `{"Authorization": "Bearer <token>"}` (browsers cannot set headers on a
+//! WebSocket). Each subscription is checked against its caller when it
+//! starts, and ends when the token expires.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -35,6 +41,11 @@ use crate::limits::{CodedSchema, with_code};
 /// graphql-transport-ws's close code for a connection that sent no
 /// `connection_init` in time.
 const INIT_TIMEOUT_CODE: u16 = 4408;
+/// graphql-transport-ws's close code for a refused `connection_init`.
+const FORBIDDEN_CODE: u16 = 4403;
+/// How a refused `connection_init`'s reason begins, so that its close
+/// goes out with [`FORBIDDEN_CODE`] (async-graphql closes with 1002).
+const REFUSED: &str = "Forbidden: ";
 
 #[derive(Clone)]
 struct WsState {
@@ -47,11 +58,13 @@ struct WsState {
     init_timeout: Duration,
     /// Origins let in besides the API's own, without a trailing `/`.
     allowed_origins: Arc<[String]>,
+    verifier: identity::Verifier,
 }
 
 /// The `/graphql/ws` route over `executor`, capped as `config` says.
-pub fn router(executor: CodedSchema, config: &QueryConfig) -> Router {
+pub fn router(executor: CodedSchema, config: &QueryConfig, verifier: identity::Verifier) -> Router {
     let state = WsState {
+        verifier,
         executor,
         connections: Arc::new(Semaphore::new(
             config.ws_max_connections.min(Semaphore::MAX_PERMITS),
@@ -106,9 +119,12 @@ async fn ws(
         max_subscriptions: state.max_subscriptions,
     };
     let init_timeout = state.init_timeout;
+    let verifier = state.verifier;
     upgrade
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
-        .on_upgrade(move |socket| serve(socket, connection, protocol, init_timeout, permit))
+        .on_upgrade(move |socket| {
+            serve(socket, connection, protocol, init_timeout, permit, verifier)
+        })
         .into_response()
 }
 
@@ -148,6 +164,7 @@ async fn serve(
     protocol: GraphQLProtocol,
     init_timeout: Duration,
     permit: OwnedSemaphorePermit,
+    verifier: identity::Verifier,
 ) {
     let (mut sink, stream) = socket.split();
     // The protocol writes through a channel rather than to the socket, so
@@ -156,10 +173,19 @@ async fn serve(
     let (initialised, init) = oneshot::channel::<()>();
     let mut graphql = Box::pin(
         GraphQLWebSocket::new_with_pair(outgoing.clone(), stream, connection, protocol)
-            .on_connection_init(move |_payload| {
+            .on_connection_init(move |payload| {
                 // The supervisor may have given up already.
                 let _ = initialised.send(());
-                futures::future::ready(Ok(Data::default()))
+                async move {
+                    let caller = authenticate(&verifier, &payload).await.map_err(|reason| {
+                        metrics::counter!("eshop_graphql_ws_refused_total", "code" => "UNAUTHENTICATED")
+                            .increment(1);
+                        async_graphql::Error::new(format!("{REFUSED}{reason}"))
+                    })?;
+                    let mut data = Data::default();
+                    data.insert(caller);
+                    Ok(data)
+                }
             })
             .serve(),
     );
@@ -185,7 +211,12 @@ async fn serve(
         }
     };
     let write = async move {
-        while let Some(message) = to_send.next().await {
+        while let Some(mut message) = to_send.next().await {
+            if let Message::Close(Some(frame)) = &mut message
+                && frame.reason.starts_with(REFUSED)
+            {
+                frame.code = FORBIDDEN_CODE;
+            }
             if sink.send(message).await.is_err() {
                 return;
             }
@@ -194,6 +225,35 @@ async fn serve(
     };
     tokio::join!(supervise, write);
     drop(permit);
+}
+
+/// The caller of a connection, from the token in `connection_init`'s
+/// payload (`Authorization: Bearer …`, any case of the key); or why not.
+async fn authenticate(
+    verifier: &identity::Verifier,
+    payload: &serde_json::Value,
+) -> Result<identity::Caller, String> {
+    let header = payload.as_object().and_then(|fields| {
+        fields
+            .iter()
+            .find(|(key, _)| key.eq_ignore_ascii_case("authorization"))
+            .map(|(_, value)| value)
+    });
+    let token = match header {
+        None => Err(identity::Rejection::Missing),
+        Some(value) => value
+            .as_str()
+            .ok_or(identity::Rejection::Malformed)
+            .and_then(identity::bearer),
+    }
+    .map_err(|rejection| format!("{rejection} in connection_init's Authorization"))?;
+    verifier.verify(token).await.map_err(|error| match error {
+        identity::VerifyError::Rejected(rejection) => rejection.to_string(),
+        identity::VerifyError::Unavailable(unavailable) => {
+            tracing::warn!(error = %unavailable, "a token could not be checked");
+            "the identity provider is unavailable; try again".to_owned()
+        }
+    })
 }
 
 /// The executor of one connection: the schema, with a count of the

@@ -12,6 +12,7 @@ Usage: graphql_client.py BASE_URL ORDER_ID CUSTOMER_ID
 
 import asyncio
 import json
+import os
 import sys
 
 from gql import Client, gql
@@ -43,7 +44,11 @@ SUBSCRIPTION = gql(
 
 
 async def main(base: str, order_id: str, customer_id: str) -> None:
-    http = AIOHTTPTransport(url=f"{base}/graphql")
+    # An access token from the issuer eshop trusts, as any client gets one.
+    authorization = f"Bearer {os.environ['ESHOP_ACCESS_TOKEN']}"
+    http = AIOHTTPTransport(
+        url=f"{base}/graphql", headers={"Authorization": authorization}
+    )
     async with Client(transport=http, fetch_schema_from_transport=True) as session:
         result = await session.execute(
             QUERY, variable_values={"id": order_id, "customer": customer_id}
@@ -52,7 +57,9 @@ async def main(base: str, order_id: str, customer_id: str) -> None:
 
     ws_url = base.replace("http", "ws", 1) + "/graphql/ws"
     ws = WebsocketsTransport(
-        url=ws_url, subprotocols=[WebsocketsTransport.GRAPHQLWS_SUBPROTOCOL]
+        url=ws_url,
+        subprotocols=[WebsocketsTransport.GRAPHQLWS_SUBPROTOCOL],
+        init_payload={"Authorization": authorization},
     )
     async with Client(transport=ws) as session:
         async for pushed in session.subscribe(

@@ -6,7 +6,9 @@ use uuid::Uuid;
 
 use crate::db::TestDb;
 
-/// The command API served on an ephemeral port over a fresh database.
+/// The command API served on an ephemeral port over a fresh database. Its
+/// `client` acts as the operator client (an admin); [`TestApp::as_`]
+/// gives one acting as another caller.
 pub struct TestApp {
     pub address: String,
     pub client: reqwest::Client,
@@ -88,8 +90,16 @@ impl TestApp {
         tokio::spawn(app.run_until(std::future::pending()));
         Self {
             address,
-            client: reqwest::Client::new(),
+            client: crate::auth::client(crate::auth::Who::Ops).await,
             db,
+        }
+    }
+
+    /// The same application, its requests made as `who`.
+    pub async fn as_(&self, who: crate::auth::Who) -> Caller<'_> {
+        Caller {
+            app: self,
+            client: crate::auth::client(who).await,
         }
     }
 
@@ -101,9 +111,20 @@ impl TestApp {
         body: Option<Value>,
         headers: &[(&str, &str)],
     ) -> TestResponse {
-        let mut request = self
-            .client
-            .request(method, format!("{}{path}", self.address));
+        self.send_with(&self.client, method, path, body, headers)
+            .await
+    }
+
+    /// Sends a request with `client`; `body` of `None` sends none.
+    async fn send_with(
+        &self,
+        client: &reqwest::Client,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        headers: &[(&str, &str)],
+    ) -> TestResponse {
+        let mut request = client.request(method, format!("{}{path}", self.address));
         if let Some(body) = body {
             request = request.json(&body);
         }
@@ -207,5 +228,30 @@ impl TestApp {
 
     pub async fn event_count(&self) -> i64 {
         self.db.event_count().await
+    }
+}
+
+/// [`TestApp`], acting as another caller.
+pub struct Caller<'a> {
+    app: &'a TestApp,
+    client: reqwest::Client,
+}
+
+impl Caller<'_> {
+    /// Sends a request as this caller; `body` of `None` sends none.
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        headers: &[(&str, &str)],
+    ) -> TestResponse {
+        self.app
+            .send_with(&self.client, method, path, body, headers)
+            .await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> TestResponse {
+        self.send(Method::POST, path, Some(body), &[]).await
     }
 }

@@ -38,7 +38,7 @@ pub async fn shop_load(
     concurrency: usize,
     sent: Arc<AtomicU64>,
 ) -> LoadReport {
-    let http = reqwest::Client::new();
+    let http = crate::auth::client(crate::auth::Who::Ops).await;
     let failures = Arc::new(std::sync::Mutex::new(Vec::new()));
     let post = |path: String, body: Value| {
         let (http, failures, sent) = (http.clone(), failures.clone(), sent.clone());

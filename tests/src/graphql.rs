@@ -65,8 +65,16 @@ impl TestGraphql {
             kafka: broker.kafka(),
             relay_name: relay_name.to_owned(),
         };
-        let api = QueryApi::new(app.db.pool.clone(), &search.config(), status, config)
-            .expect("the GraphQL API builds");
+        let verifier =
+            identity::Verifier::new(identity::IdentityConfig::default()).expect("a token verifier");
+        let api = QueryApi::new(
+            app.db.pool.clone(),
+            &search.config(),
+            status,
+            config,
+            verifier,
+        )
+        .expect("the GraphQL API builds");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -76,7 +84,7 @@ impl TestGraphql {
         Self {
             base,
             api: Arc::new(api),
-            http: reqwest::Client::new(),
+            http: crate::auth::client(crate::auth::Who::Ops).await,
         }
     }
 
@@ -94,6 +102,19 @@ impl TestGraphql {
     /// POSTs a query with `X-Consistency-Token`.
     pub async fn query_after(&self, token: &str, query: &str, variables: Value) -> Value {
         self.send(query, variables, Some(token)).await
+    }
+
+    /// POSTs a query as `who`; returns the whole response.
+    pub async fn query_as(&self, who: crate::auth::Who, query: &str, variables: Value) -> Value {
+        let response = reqwest::Client::new()
+            .post(format!("{}/graphql", self.base))
+            .header("authorization", crate::auth::bearer(who).await)
+            .json(&json!({ "query": query, "variables": variables }))
+            .send()
+            .await
+            .expect("the GraphQL API answers");
+        assert!(response.status().is_success(), "HTTP {}", response.status());
+        response.json().await.expect("a JSON response")
     }
 
     async fn send(&self, query: &str, variables: Value, token: Option<&str>) -> Value {

@@ -86,7 +86,7 @@ pub async fn random_history(
     shoppers: usize,
     baskets: usize,
 ) -> History {
-    let http = reqwest::Client::new();
+    let http = crate::auth::client(crate::auth::Who::Ops).await;
     let mut keeper = Client {
         http: http.clone(),
         base: base.to_owned(),

@@ -9,11 +9,17 @@
 //! default `http://127.0.0.1:9200`; `scripts/setup` starts OpenSearch
 //! there).
 //!
+//! Every request carries a real access token from the identity provider
+//! (`OIDC_ISSUER_URL`, default the local Keycloak's realm `eshop` that
+//! `scripts/setup` starts); see [`auth`].
+//!
 //! Tests need a running PostgreSQL (`TEST_DATABASE_URL`, default
 //! `postgres://postgres@127.0.0.1:5432/postgres`); without one they fail
 //! with a message saying so, never skip.
 
 mod app;
+pub mod auth;
+pub mod bench;
 mod broker;
 mod db;
 pub mod fault;

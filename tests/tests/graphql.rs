@@ -627,7 +627,9 @@ async fn subscribe(
     );
     let send = |value: Value| Message::Text(value.to_string().into());
     socket
-        .send(send(json!({"type": "connection_init"})))
+        .send(send(
+            eshop_tests::auth::connection_init(eshop_tests::auth::Who::Ops).await,
+        ))
         .await
         .expect("init");
     let ack = next_message(&mut socket).await;
@@ -870,7 +872,8 @@ async fn bombs_bad_input_and_missing_objects_get_coded_errors() {
         assert_eq!(response["data"], Value::Null, "{query}");
     }
     // A body that is not a GraphQL request at all.
-    let response = reqwest::Client::new()
+    let response = eshop_tests::auth::client(eshop_tests::auth::Who::Ops)
+        .await
         .post(format!("{}/graphql", gql.base))
         .header("content-type", "application/json")
         .body("{not json")
@@ -948,12 +951,17 @@ async fn graphiql_is_served_from_the_binary_without_a_cdn() {
         assert_eq!(asset.status(), 200, "{source}");
         assert!(asset.bytes().await.expect("bytes").len() > 1000, "{source}");
     }
-    // GET with a query is a GraphQL request, not the page.
+    // GET with a query is a GraphQL request, not the page: it needs a
+    // token like any other (the page and its assets need none).
+    let url = format!("{}/graphql?query=%7B__typename%7D", side.graphql.base);
+    let anonymous = http.get(&url).send().await.expect("GET query");
+    assert_eq!(anonymous.status(), 401);
     let answer: Value = http
-        .get(format!(
-            "{}/graphql?query=%7B__typename%7D",
-            side.graphql.base
-        ))
+        .get(&url)
+        .header(
+            "authorization",
+            eshop_tests::auth::bearer(eshop_tests::auth::Who::Alice).await,
+        )
         .send()
         .await
         .expect("GET query")
@@ -975,6 +983,10 @@ async fn an_independent_python_client_queries_and_subscribes() {
         .arg(&gql.base)
         .arg(order.to_string())
         .arg(customer.to_string())
+        .env(
+            "ESHOP_ACCESS_TOKEN",
+            eshop_tests::auth::token(eshop_tests::auth::Who::Ops).await,
+        )
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()

@@ -44,7 +44,7 @@ impl Target {
         let target = Self {
             base,
             port: stack.port,
-            http: reqwest::Client::new(),
+            http: eshop_tests::auth::client(eshop_tests::auth::Who::Ops).await,
             process,
             _stack: stack,
         };
@@ -261,8 +261,12 @@ async fn stream_body(port: u16, total: usize) -> Option<String> {
     let mut socket = TcpStream::connect(("127.0.0.1", port))
         .await
         .expect("connect");
-    let head = "POST /graphql HTTP/1.1\r\nHost: eshop\r\nContent-Type: application/json\r\n\
-                Transfer-Encoding: chunked\r\n\r\n";
+    // Authenticated: the body is only read for a caller with a token.
+    let token = eshop_tests::auth::bearer(eshop_tests::auth::Who::Ops).await;
+    let head = format!(
+        "POST /graphql HTTP/1.1\r\nHost: eshop\r\nContent-Type: application/json\r\n\
+         Authorization: {token}\r\nTransfer-Encoding: chunked\r\n\r\n"
+    );
     socket.write_all(head.as_bytes()).await.expect("headers");
     let chunk = format!("{:x}\r\n{}\r\n", 64 * 1024, " ".repeat(64 * 1024));
     let (mut reader, mut writer) = socket.into_split();
@@ -428,10 +432,14 @@ async fn slow_clients_are_cut_off_and_connections_are_capped() {
     let mut socket = TcpStream::connect(("127.0.0.1", target.port))
         .await
         .expect("connect");
+    let token = eshop_tests::auth::bearer(eshop_tests::auth::Who::Ops).await;
     socket
         .write_all(
-            b"POST /products HTTP/1.1\r\nHost: eshop\r\nContent-Type: application/json\r\n\
-              Content-Length: 200\r\n\r\n{\"sku\":",
+            format!(
+                "POST /products HTTP/1.1\r\nHost: eshop\r\nContent-Type: application/json\r\n\
+                 Authorization: {token}\r\nContent-Length: 200\r\n\r\n{{\"sku\":"
+            )
+            .as_bytes(),
         )
         .await
         .expect("part of a body");

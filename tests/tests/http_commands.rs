@@ -320,7 +320,12 @@ async fn events_carry_the_request_metadata() {
     assert_eq!(metadata["correlation_id"], "checkout-flow-42");
     assert_eq!(metadata["traceparent"], traceparent);
     assert_eq!(metadata["schema_version"], "1.0");
-    assert_eq!(metadata["actor"], "anonymous");
+    // The actor is the token's subject and client: here the operator
+    // client's service account.
+    let actor = metadata["actor"].as_str().expect("an actor");
+    let (subject, client) = actor.split_once('/').expect("<subject>/<client>");
+    assert_eq!(client, "eshop-ops", "{actor}");
+    assert!(subject.parse::<Uuid>().is_ok(), "{actor}");
     assert!(
         metadata["causation_id"]
             .as_str()

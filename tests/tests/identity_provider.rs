@@ -8,6 +8,7 @@
 
 use std::time::Duration;
 
+use eshop_tests::auth::KeycloakAdmin;
 use eshop_tests::eventually;
 use identity::{IdentityConfig, Rejection, Role, Verifier, VerifyError};
 use serde_json::Value;
@@ -188,7 +189,9 @@ fn realm_roles(claims: &Value) -> Vec<&str> {
 
 /// Checks what every eshop access token must carry: an RS256 signature by a
 /// published key, this issuer, the API as audience, a 300 s lifetime.
-async fn assert_api_access_token(discovery: &Discovery, token: &Jwt) {
+/// `lifetime`: how long the realm makes the client's tokens live, in
+/// seconds (300 for users, an hour for the operators' client).
+async fn assert_api_access_token(discovery: &Discovery, token: &Jwt, lifetime: i64) {
     assert_eq!(token.header["alg"], "RS256", "header: {}", token.header);
     let kid = token.header["kid"]
         .as_str()
@@ -215,8 +218,8 @@ async fn assert_api_access_token(discovery: &Discovery, token: &Jwt) {
         panic!("no numeric iat/exp: {claims}");
     };
     assert!(
-        (295..=305).contains(&(exp - iat)),
-        "lifetime {} s, want about 300: {claims}",
+        (lifetime - 5..=lifetime + 5).contains(&(exp - iat)),
+        "lifetime {} s, want about {lifetime}: {claims}",
         exp - iat
     );
 }
@@ -249,7 +252,7 @@ async fn alice_logs_in_through_the_web_client_and_gets_a_customer_token_for_the_
     let discovery = discovery().await;
     let token =
         decode(&password_grant(&discovery.token_endpoint, "alice", "alice-dev-password").await);
-    assert_api_access_token(&discovery, &token).await;
+    assert_api_access_token(&discovery, &token, 300).await;
     let claims = &token.claims;
     assert_eq!(claims["azp"], WEB_CLIENT, "claims: {claims}");
     assert_eq!(claims["preferred_username"], "alice", "claims: {claims}");
@@ -274,7 +277,7 @@ async fn every_demo_user_logs_in_with_their_role_and_nothing_more() {
     for (user, role) in users {
         let password = format!("{user}-dev-password");
         let token = decode(&password_grant(&discovery.token_endpoint, user, &password).await);
-        assert_api_access_token(&discovery, &token).await;
+        assert_api_access_token(&discovery, &token, 300).await;
         let roles = realm_roles(&token.claims);
         for eshop_role in ["customer", "staff", "admin"] {
             assert_eq!(
@@ -322,7 +325,7 @@ async fn the_ops_client_gets_an_admin_token_for_the_api_with_client_credentials(
         )
         .await,
     );
-    assert_api_access_token(&discovery, &token).await;
+    assert_api_access_token(&discovery, &token, 3600).await;
     let claims = &token.claims;
     assert_eq!(claims["azp"], OPS_CLIENT, "claims: {claims}");
     let roles = realm_roles(claims);
@@ -406,63 +409,6 @@ async fn an_unreachable_issuer_makes_verification_unavailable_rather_than_refuse
         ),
         "a token that cannot be checked is not the caller's fault"
     );
-}
-
-/// The Keycloak server that hosts the issuer (its URL up to `/realms/`).
-fn keycloak_base() -> String {
-    let issuer = issuer();
-    match issuer.find("/realms/") {
-        Some(at) => issuer[..at].to_owned(),
-        None => panic!("OIDC_ISSUER_URL {issuer} is not a Keycloak realm URL"),
-    }
-}
-
-/// Keycloak's admin REST API, as the master realm's admin (setup's
-/// bootstrap admin, `admin`/`admin` unless KC_BOOTSTRAP_ADMIN_* say
-/// otherwise).
-struct KeycloakAdmin {
-    base: String,
-    token: String,
-}
-
-impl KeycloakAdmin {
-    async fn login() -> Self {
-        let base = keycloak_base();
-        let user = std::env::var("KC_BOOTSTRAP_ADMIN_USERNAME").unwrap_or_else(|_| "admin".into());
-        let password =
-            std::env::var("KC_BOOTSTRAP_ADMIN_PASSWORD").unwrap_or_else(|_| "admin".into());
-        let token = token(
-            &format!("{base}/realms/master/protocol/openid-connect/token"),
-            &[
-                ("grant_type", "password"),
-                ("client_id", "admin-cli"),
-                ("username", &user),
-                ("password", &password),
-            ],
-        )
-        .await;
-        Self { base, token }
-    }
-
-    /// Sends `method path` with `body` and returns the answer's JSON (or
-    /// null), failing on anything but a 2xx.
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
-        let url = format!("{}/admin/realms{path}", self.base);
-        let mut request = client()
-            .request(method.clone(), &url)
-            .bearer_auth(&self.token);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request
-            .send()
-            .await
-            .unwrap_or_else(|error| unreachable(&url, error));
-        let status = response.status();
-        let text = response.text().await.unwrap_or_default();
-        assert!(status.is_success(), "{method} {url}: {status} {text}");
-        serde_json::from_str(&text).unwrap_or(Value::Null)
-    }
 }
 
 /// A realm of the test's own, so that rotating its keys troubles no other

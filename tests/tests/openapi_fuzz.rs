@@ -23,6 +23,12 @@ async fn the_api_answers_generated_requests_as_its_document_says() {
     let app = TestApp::spawn().await;
     let examples = std::env::var("FUZZ_MAX_EXAMPLES").unwrap_or_else(|_| "30".into());
     let schema = format!("{}/openapi.json", app.address);
+    // Generated requests carry a real token: the fuzzing is of the
+    // commands, not of the door (forged tokens have tests of their own).
+    let authorization = format!(
+        "Authorization: {}",
+        eshop_tests::auth::bearer(eshop_tests::auth::Who::Ops).await
+    );
     let run = tokio::task::spawn_blocking(move || {
         Command::new(std::env::var("SCHEMATHESIS_BIN").unwrap_or_else(|_| "st".into()))
             .args([
@@ -32,6 +38,8 @@ async fn the_api_answers_generated_requests_as_its_document_says() {
                 CHECKS,
                 "--max-examples",
                 &examples,
+                "--header",
+                &authorization,
             ])
             .args([
                 "--workers",

@@ -71,6 +71,8 @@ async fn the_readme_examples_work_as_written() {
     );
 
     for expected in [
+        "\"code\":\"unauthenticated\"",
+        "\"code\":\"forbidden\"",
         "\"version\":2",
         "\"code\":\"invalid-transition\"",
         "cannot cancel an order that is delivered",

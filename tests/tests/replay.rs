@@ -191,7 +191,8 @@ async fn a_rebuild_from_scratch_equals_the_incremental_projection_on_a_random_hi
     assert_eq!(upcast, ("OLD-1".to_owned(), 1299, "EUR".to_owned(), 7));
 
     // The live projector goes on over the swapped-in tables.
-    let basket = reqwest::Client::new()
+    let basket = eshop_tests::auth::client(eshop_tests::auth::Who::Ops)
+        .await
         .post(format!("{base}/baskets"))
         .json(&json!({"customer_id": Uuid::now_v7()}))
         .send()
@@ -471,7 +472,7 @@ async fn point_in_time_snapshots_match_a_hand_computed_expectation() {
     let stack = ProcessStack::new("rebuild-asof").await;
     let mut serve = stack.env.spawn(&["serve"]);
     let base = serve.wait_live(stack.port).await;
-    let http = reqwest::Client::new();
+    let http = eshop_tests::auth::client(eshop_tests::auth::Who::Ops).await;
     let product: Value = http
         .post(format!("{base}/products"))
         .json(

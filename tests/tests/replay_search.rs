@@ -187,7 +187,8 @@ async fn a_search_rebuild_yields_exactly_the_incremental_documents_behind_moved_
     assert!(!index_exists(&stack, &format!("{products}-v1")).await);
 
     // The live projector goes on through the aliases, into the new index.
-    let registered = reqwest::Client::new()
+    let registered = eshop_tests::auth::client(eshop_tests::auth::Who::Ops)
+        .await
         .post(format!("{base}/products"))
         .json(&json!({"sku": "AFTER-REBUILD", "name": "After the rebuild",
             "description": "registered once the aliases moved", "initial_stock": 3,
@@ -435,7 +436,8 @@ async fn a_search_rebuild_on_a_fresh_system_makes_the_aliases_the_projector_then
 
     let mut serve = stack.env.spawn(&["serve"]);
     let base = serve.wait_live(stack.port).await;
-    let registered = reqwest::Client::new()
+    let registered = eshop_tests::auth::client(eshop_tests::auth::Who::Ops)
+        .await
         .post(format!("{base}/products"))
         .json(
             &json!({"sku": "FRESH-1", "name": "Fresh", "description": "first product",

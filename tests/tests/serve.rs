@@ -15,10 +15,10 @@ struct Api {
 }
 
 impl Api {
-    fn new(port: u16) -> Self {
+    async fn new(port: u16) -> Self {
         Self {
             base: format!("http://127.0.0.1:{port}"),
-            http: reqwest::Client::new(),
+            http: eshop_tests::auth::client(eshop_tests::auth::Who::Ops).await,
         }
     }
 
@@ -120,7 +120,7 @@ async fn one_process_serves_commands_and_projects_them() {
         ..
     } = ProcessStack::new("serve").await;
     let mut serve = env.spawn(&["serve"]);
-    let api = Api::new(port);
+    let api = Api::new(port).await;
     serve.wait_live(port).await;
 
     let ready = eventually(
@@ -140,7 +140,10 @@ async fn one_process_serves_commands_and_projects_them() {
         .map(|c| c["name"].as_str().unwrap_or_default())
         .collect();
     checks.sort_unstable();
-    assert_eq!(checks, ["kafka", "postgres", "projections", "search"]);
+    assert_eq!(
+        checks,
+        ["identity", "kafka", "postgres", "projections", "search"]
+    );
 
     let order = api.place_order().await;
     eventually(
@@ -188,7 +191,7 @@ async fn one_process_serves_commands_and_projects_them() {
 async fn status_reports_lag_while_projectors_are_down_and_drains_after() {
     let ProcessStack { db, port, env, .. } = ProcessStack::new("status").await;
     let mut api_process = env.spawn(&["serve", "--api-only"]);
-    let api = Api::new(port);
+    let api = Api::new(port).await;
     api_process.wait_live(port).await;
 
     // Nothing published yet: every order event is behind, none is lost.
@@ -271,4 +274,33 @@ async fn status_reports_lag_while_projectors_are_down_and_drains_after() {
         relay.log.display()
     );
     relay.kill();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_can_be_served_to_operators_on_an_address_of_their_own() {
+    let ProcessStack { port, env, .. } = ProcessStack::new("metrics-addr").await;
+    let metrics_port = eshop_tests::free_port();
+    let env = env.with("METRICS_ADDR", &format!("127.0.0.1:{metrics_port}"));
+    let mut serve = env.spawn(&["serve", "--api-only"]);
+    serve.wait_live(port).await;
+    let api = Api::new(port).await;
+    api.place_order().await;
+    // Not beside the API any more: only on the operators' address.
+    assert_eq!(api.get("/metrics").await.0, 404);
+    let metrics = eventually(
+        Duration::from_secs(30),
+        "metrics on their address",
+        || async {
+            let response = reqwest::get(format!("http://127.0.0.1:{metrics_port}/metrics"))
+                .await
+                .ok()?;
+            (response.status() == 200).then_some(())?;
+            response.text().await.ok()
+        },
+    )
+    .await;
+    assert!(
+        metrics.contains("eshop_http_requests_total{method=\"POST\",route=\"/baskets/{id}/checkout\",status=\"201\"} 1"),
+        "{metrics}"
+    );
 }

@@ -79,7 +79,11 @@ async fn send(socket: &mut Socket, message: Value) {
 /// A connection that the server acknowledged.
 async fn initialised(url: &str) -> Socket {
     let mut socket = connect(url, None).await.expect("the WebSocket connects");
-    send(&mut socket, json!({"type": "connection_init"})).await;
+    send(
+        &mut socket,
+        eshop_tests::auth::connection_init(eshop_tests::auth::Who::Ops).await,
+    )
+    .await;
     let ack = next_message(&mut socket).await;
     assert_eq!(ack["type"], "connection_ack", "{ack}");
     socket
@@ -213,7 +217,11 @@ async fn past_the_connection_cap_an_upgrade_is_refused_with_503_until_one_closes
         async move { connect(&url, None).await.ok() }
     })
     .await;
-    send(&mut third, json!({"type": "connection_init"})).await;
+    send(
+        &mut third,
+        eshop_tests::auth::connection_init(eshop_tests::auth::Who::Ops).await,
+    )
+    .await;
     assert_eq!(next_message(&mut third).await["type"], "connection_ack");
 }
 
@@ -272,7 +280,11 @@ async fn a_foreign_origin_is_refused_with_403_and_the_apis_own_or_none_is_let_in
         let mut socket = connect(&url, origin)
             .await
             .unwrap_or_else(|error| panic!("{origin:?} is let in: {error}"));
-        send(&mut socket, json!({"type": "connection_init"})).await;
+        send(
+            &mut socket,
+            eshop_tests::auth::connection_init(eshop_tests::auth::Who::Ops).await,
+        )
+        .await;
         assert_eq!(next_message(&mut socket).await["type"], "connection_ack");
     }
 }

@@ -18,7 +18,11 @@ pub struct CommandContext {
     /// The id of this command; the causation id of the events it appends.
     pub command_id: Uuid,
     pub correlation_id: String,
+    /// Who asked: the token's subject and client (`<sub>/<client>`).
     pub actor: String,
+    /// Only this customer's baskets and orders may be touched; `None`:
+    /// anyone's.
+    pub owner: Option<domain::CustomerId>,
     pub traceparent: Option<String>,
     /// `If-Match`: apply only if the aggregate is at this version.
     pub expected_version: Option<usize>,
@@ -34,6 +38,7 @@ impl CommandContext {
             command_id: Uuid::now_v7(),
             correlation_id: correlation_id.into(),
             actor: "anonymous".into(),
+            owner: None,
             traceparent: None,
             expected_version: None,
             idempotency: None,

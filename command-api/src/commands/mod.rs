@@ -33,6 +33,10 @@ use std::time::Duration;
 use backon::{BackoffBuilder, ExponentialBuilder};
 use cqrs_es::Aggregate;
 use cqrs_es::event_sink::EventSink;
+use domain::CustomerId;
+use domain::basket::{Basket, BasketError};
+use domain::order::{Order, OrderError};
+use domain::product::{Product, ProductError};
 use event_store::{Commit, CommitError, EventStore, IdempotencyRecord, Loaded, UnitOfWork};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
@@ -170,6 +174,42 @@ pub(crate) fn token(position: Option<i64>) -> String {
     position.unwrap_or(0).to_string()
 }
 
+/// Aggregates that may belong to a customer.
+pub(crate) trait Owned: Aggregate {
+    /// The customer it belongs to; none for the catalog's products.
+    fn owner(&self) -> Option<CustomerId>;
+    /// The error for an id that does not exist, which is also what another
+    /// customer's aggregate answers.
+    fn absent() -> CommandError;
+}
+
+impl Owned for Basket {
+    fn owner(&self) -> Option<CustomerId> {
+        self.customer_id()
+    }
+    fn absent() -> CommandError {
+        BasketError::NotOpened.into()
+    }
+}
+
+impl Owned for Order {
+    fn owner(&self) -> Option<CustomerId> {
+        self.customer_id()
+    }
+    fn absent() -> CommandError {
+        OrderError::NotPlaced.into()
+    }
+}
+
+impl Owned for Product {
+    fn owner(&self) -> Option<CustomerId> {
+        None
+    }
+    fn absent() -> CommandError {
+        ProductError::NotRegistered.into()
+    }
+}
+
 /// Runs a command handler on a loaded aggregate and returns the events it
 /// decided (already applied to the aggregate by cqrs-es's sink).
 pub(crate) async fn decide<A>(
@@ -195,11 +235,19 @@ impl CommandService {
         &self.store
     }
 
-    /// Checks `If-Match` against the aggregate a command addresses.
-    pub(crate) fn check_version<A>(
+    /// Checks that the caller may touch the aggregate a command addresses
+    /// (another customer's answers as one that does not exist), then
+    /// `If-Match` against it.
+    pub(crate) fn check_version<A: Owned>(
         ctx: &CommandContext,
         loaded: &Loaded<A>,
     ) -> Result<(), CommandError> {
+        if let Some(customer) = ctx.owner
+            && loaded.exists()
+            && loaded.aggregate.owner() != Some(customer)
+        {
+            return Err(A::absent());
+        }
         match ctx.expected_version {
             Some(expected) if loaded.exists() && expected != loaded.version => {
                 Err(CommandError::StaleVersion {
@@ -394,7 +442,7 @@ impl CommandService {
         command: A::Command,
     ) -> Result<Outcome, CommandError>
     where
-        A: Aggregate<Services = ()>,
+        A: Owned + Aggregate<Services = ()>,
         A::Command: Clone,
         CommandError: From<A::Error>,
     {

@@ -7,6 +7,7 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::{CommandHeaderParams, NoBody};
+use crate::auth::{Authenticated, Scope};
 use crate::commands::Outcome;
 use crate::error::{ApiError, CommandErrors};
 use crate::extract::{ApiJson, ApiPath, CommandHeaders};
@@ -25,10 +26,13 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OpenBasket {
-    customer_id: Uuid,
+    /// The basket's customer: the caller (the token's subject) when
+    /// absent. A customer may name only themself; an admin anyone.
+    customer_id: Option<Uuid>,
 }
 
-/// Opens a basket for a customer.
+/// Opens a basket for the calling customer (or, for an admin, for the
+/// customer named).
 #[utoipa::path(post, path = "/baskets", tag = "baskets", params(CommandHeaderParams),
     request_body = OpenBasket,
     responses((status = 201, description = "Opened", body = CommandAccepted,
@@ -37,13 +41,25 @@ pub struct OpenBasket {
         CommandErrors))]
 async fn open_basket(
     State(app): State<AppState>,
+    who: Authenticated,
     headers: CommandHeaders,
     body: ApiJson<OpenBasket>,
 ) -> Result<Outcome, ApiError> {
-    let customer = CustomerId::from_uuid(body.value.customer_id);
+    let scope = who.shopper_scope()?;
+    let named = body.value.customer_id.map(CustomerId::from_uuid);
+    let customer = match (scope, named) {
+        (Scope::Own(own), Some(named)) if named != own => {
+            return Err(ApiError::Forbidden(
+                "a customer opens baskets for themself: customer_id must be yours, or left out"
+                    .into(),
+            ));
+        }
+        (Scope::Own(own), _) => own,
+        (Scope::Any, named) => named.unwrap_or_else(|| who.customer_id()),
+    };
     Ok(app
         .commands
-        .open_basket(&headers.context(body.fingerprint), customer)
+        .open_basket(&headers.context(&who, scope, body.fingerprint), customer)
         .await?)
 }
 
@@ -64,12 +80,14 @@ pub struct AddItem {
         headers(("ETag" = String, description = "version"))), CommandErrors))]
 async fn add_item(
     State(app): State<AppState>,
+    who: Authenticated,
     ApiPath(id): ApiPath<BasketId>,
     headers: CommandHeaders,
     body: ApiJson<AddItem>,
 ) -> Result<Outcome, ApiError> {
+    let scope = who.shopper_scope()?;
     let product_id = ProductId::from_uuid(body.value.product_id);
-    let ctx = headers.context(body.fingerprint);
+    let ctx = headers.context(&who, scope, body.fingerprint);
     Ok(app
         .commands
         .add_item(&ctx, id, product_id, body.value.quantity)
@@ -83,13 +101,15 @@ async fn add_item(
         headers(("ETag" = String, description = "version"))), CommandErrors))]
 async fn clear_basket(
     State(app): State<AppState>,
+    who: Authenticated,
     ApiPath(id): ApiPath<BasketId>,
     headers: CommandHeaders,
     body: ApiJson<NoBody>,
 ) -> Result<Outcome, ApiError> {
+    let scope = who.shopper_scope()?;
     Ok(app
         .commands
-        .clear_basket(&headers.context(body.fingerprint), id)
+        .clear_basket(&headers.context(&who, scope, body.fingerprint), id)
         .await?)
 }
 
@@ -109,11 +129,13 @@ pub struct ChangeQuantity {
         headers(("ETag" = String, description = "version"))), CommandErrors))]
 async fn change_quantity(
     State(app): State<AppState>,
+    who: Authenticated,
     ApiPath((id, product_id)): ApiPath<(BasketId, ProductId)>,
     headers: CommandHeaders,
     body: ApiJson<ChangeQuantity>,
 ) -> Result<Outcome, ApiError> {
-    let ctx = headers.context(body.fingerprint);
+    let scope = who.shopper_scope()?;
+    let ctx = headers.context(&who, scope, body.fingerprint);
     Ok(app
         .commands
         .change_quantity(&ctx, id, product_id, body.value.quantity)
@@ -128,13 +150,19 @@ async fn change_quantity(
         headers(("ETag" = String, description = "version"))), CommandErrors))]
 async fn remove_item(
     State(app): State<AppState>,
+    who: Authenticated,
     ApiPath((id, product_id)): ApiPath<(BasketId, ProductId)>,
     headers: CommandHeaders,
     body: ApiJson<NoBody>,
 ) -> Result<Outcome, ApiError> {
+    let scope = who.shopper_scope()?;
     Ok(app
         .commands
-        .remove_item(&headers.context(body.fingerprint), id, product_id)
+        .remove_item(
+            &headers.context(&who, scope, body.fingerprint),
+            id,
+            product_id,
+        )
         .await?)
 }
 
@@ -155,10 +183,12 @@ pub struct Checkout {
         CommandErrors))]
 async fn checkout(
     State(app): State<AppState>,
+    who: Authenticated,
     ApiPath(id): ApiPath<BasketId>,
     headers: CommandHeaders,
     body: ApiJson<Checkout>,
 ) -> Result<Outcome, ApiError> {
+    let scope = who.shopper_scope()?;
     let mut fields = Fields::default();
     let Some(address) = body
         .value
@@ -169,6 +199,6 @@ async fn checkout(
     };
     Ok(app
         .commands
-        .checkout(&headers.context(body.fingerprint), id, address)
+        .checkout(&headers.context(&who, scope, body.fingerprint), id, address)
         .await?)
 }

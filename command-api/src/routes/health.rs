@@ -42,6 +42,16 @@ impl Readiness {
             })
         })
     }
+
+    /// The identity provider's signing keys are at hand (fetched when
+    /// there are none yet), so tokens can be checked.
+    #[must_use]
+    pub fn identity(verifier: identity::Verifier) -> ReadinessCheck {
+        Arc::new(move || {
+            let verifier = verifier.clone();
+            Box::pin(async move { verifier.ready().await })
+        })
+    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -75,7 +85,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 }
 
 /// The process is running.
-#[utoipa::path(get, path = "/health/live", tag = "health",
+#[utoipa::path(get, path = "/health/live", tag = "health", security(()),
     responses((status = 200, description = "Alive", body = Liveness)))]
 async fn live() -> Json<Liveness> {
     Json(Liveness { status: "up" })
@@ -84,7 +94,7 @@ async fn live() -> Json<Liveness> {
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Every backing service this process needs answers.
-#[utoipa::path(get, path = "/health/ready", tag = "health",
+#[utoipa::path(get, path = "/health/ready", tag = "health", security(()),
     responses((status = 200, description = "Ready", body = ReadinessReport),
         (status = 503, description = "A backing service is down", body = ReadinessReport)))]
 async fn ready(State(app): State<AppState>) -> (StatusCode, Json<ReadinessReport>) {

@@ -60,6 +60,8 @@ pub struct NoBody {}
                        version (also as ETag) and a consistency token; every error is RFC 9457 problem+json."
     ),
     components(schemas(Problem, FieldError)),
+    modifiers(&BearerAuth),
+    security(("bearer" = [])),
     tags(
         (name = "products", description = "The catalog: prices and stock"),
         (name = "baskets", description = "Customers' baskets and checkout"),
@@ -68,6 +70,33 @@ pub struct NoBody {}
     )
 )]
 struct ApiDoc;
+
+/// Every command needs an access token from the OpenID Connect issuer
+/// (`OIDC_ISSUER_URL`); the health endpoints do not.
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        openapi
+            .components
+            .get_or_insert_with(Default::default)
+            .add_security_scheme(
+                "bearer",
+                SecurityScheme::Http(
+                    HttpBuilder::new()
+                        .scheme(HttpAuthScheme::Bearer)
+                        .bearer_format("JWT")
+                        .description(Some(
+                            "An access token from the OpenID Connect issuer eshop trusts \
+                             (OIDC_ISSUER_URL), naming the audience OIDC_AUDIENCE; roles \
+                             customer, staff or admin",
+                        ))
+                        .build(),
+                ),
+            );
+    }
+}
 
 /// The OpenAPI document of the command API, as served at `/openapi.json`.
 #[must_use]

@@ -7,6 +7,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::{CommandHeaderParams, NoBody};
+use crate::auth::Authenticated;
 use crate::commands::Outcome;
 use crate::error::{ApiError, CommandErrors};
 use crate::extract::{ApiJson, ApiPath, CommandHeaders};
@@ -44,10 +45,12 @@ pub struct Pay {
         headers(("ETag" = String, description = "version"))), CommandErrors))]
 async fn pay(
     State(app): State<AppState>,
+    who: Authenticated,
     ApiPath(id): ApiPath<OrderId>,
     headers: CommandHeaders,
     body: ApiJson<Pay>,
 ) -> Result<Outcome, ApiError> {
+    let scope = who.shopper_scope()?;
     let mut fields = Fields::default();
     let reference = fields.check(
         "payment_reference",
@@ -59,7 +62,12 @@ async fn pay(
     };
     Ok(app
         .commands
-        .pay(&headers.context(body.fingerprint), id, reference, amount)
+        .pay(
+            &headers.context(&who, scope, body.fingerprint),
+            id,
+            reference,
+            amount,
+        )
         .await?)
 }
 
@@ -83,17 +91,23 @@ pub struct Ship {
         headers(("ETag" = String, description = "version"))), CommandErrors))]
 async fn ship(
     State(app): State<AppState>,
+    who: Authenticated,
     ApiPath(id): ApiPath<OrderId>,
     headers: CommandHeaders,
     body: ApiJson<Ship>,
 ) -> Result<Outcome, ApiError> {
+    let scope = who.staff_scope()?;
     let tracking = input::one(
         "tracking_number",
         ShortText::parse(&body.value.tracking_number),
     )?;
     Ok(app
         .commands
-        .ship(&headers.context(body.fingerprint), id, tracking)
+        .ship(
+            &headers.context(&who, scope, body.fingerprint),
+            id,
+            tracking,
+        )
         .await?)
 }
 
@@ -105,13 +119,15 @@ async fn ship(
         headers(("ETag" = String, description = "version"))), CommandErrors))]
 async fn deliver(
     State(app): State<AppState>,
+    who: Authenticated,
     ApiPath(id): ApiPath<OrderId>,
     headers: CommandHeaders,
     body: ApiJson<NoBody>,
 ) -> Result<Outcome, ApiError> {
+    let scope = who.staff_scope()?;
     Ok(app
         .commands
-        .deliver(&headers.context(body.fingerprint), id)
+        .deliver(&headers.context(&who, scope, body.fingerprint), id)
         .await?)
 }
 
@@ -135,13 +151,15 @@ pub struct Cancel {
         headers(("ETag" = String, description = "version"))), CommandErrors))]
 async fn cancel(
     State(app): State<AppState>,
+    who: Authenticated,
     ApiPath(id): ApiPath<OrderId>,
     headers: CommandHeaders,
     body: ApiJson<Cancel>,
 ) -> Result<Outcome, ApiError> {
+    let scope = who.shopper_scope()?;
     let reason = input::one("reason", ShortText::parse(&body.value.reason))?;
     Ok(app
         .commands
-        .cancel(&headers.context(body.fingerprint), id, reason)
+        .cancel(&headers.context(&who, scope, body.fingerprint), id, reason)
         .await?)
 }

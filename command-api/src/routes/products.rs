@@ -7,6 +7,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::{CommandHeaderParams, NoBody};
+use crate::auth::Authenticated;
 use crate::commands::Outcome;
 use crate::commands::catalog::NewProduct;
 use crate::error::{ApiError, CommandErrors};
@@ -60,9 +61,11 @@ pub struct RegisterProduct {
         CommandErrors))]
 async fn register_product(
     State(app): State<AppState>,
+    who: Authenticated,
     headers: CommandHeaders,
     body: ApiJson<RegisterProduct>,
 ) -> Result<Outcome, ApiError> {
+    let scope = who.staff_scope()?;
     let input = &body.value;
     let mut fields = Fields::default();
     let sku = fields.check("sku", Sku::parse(&input.sku));
@@ -82,7 +85,7 @@ async fn register_product(
     };
     Ok(app
         .commands
-        .register_product(&headers.context(body.fingerprint), product)
+        .register_product(&headers.context(&who, scope, body.fingerprint), product)
         .await?)
 }
 
@@ -101,17 +104,19 @@ pub struct ChangePrice {
         headers(("ETag" = String, description = "version"))), CommandErrors))]
 async fn change_price(
     State(app): State<AppState>,
+    who: Authenticated,
     ApiPath(id): ApiPath<ProductId>,
     headers: CommandHeaders,
     body: ApiJson<ChangePrice>,
 ) -> Result<Outcome, ApiError> {
+    let scope = who.staff_scope()?;
     let mut fields = Fields::default();
     let Some(price) = body.value.price.parse(&mut fields, "price") else {
         return Err(fields.into_error());
     };
     Ok(app
         .commands
-        .change_price(&headers.context(body.fingerprint), id, price)
+        .change_price(&headers.context(&who, scope, body.fingerprint), id, price)
         .await?)
 }
 
@@ -139,15 +144,17 @@ pub struct AdjustStock {
         headers(("ETag" = String, description = "version"))), CommandErrors))]
 async fn adjust_stock(
     State(app): State<AppState>,
+    who: Authenticated,
     ApiPath(id): ApiPath<ProductId>,
     headers: CommandHeaders,
     body: ApiJson<AdjustStock>,
 ) -> Result<Outcome, ApiError> {
+    let scope = who.staff_scope()?;
     let reason = input::one("reason", ShortText::parse(&body.value.reason))?;
     Ok(app
         .commands
         .adjust_stock(
-            &headers.context(body.fingerprint),
+            &headers.context(&who, scope, body.fingerprint),
             id,
             body.value.delta,
             reason,
@@ -163,12 +170,14 @@ async fn adjust_stock(
         headers(("ETag" = String, description = "version"))), CommandErrors))]
 async fn discontinue(
     State(app): State<AppState>,
+    who: Authenticated,
     ApiPath(id): ApiPath<ProductId>,
     headers: CommandHeaders,
     body: ApiJson<NoBody>,
 ) -> Result<Outcome, ApiError> {
+    let scope = who.staff_scope()?;
     Ok(app
         .commands
-        .discontinue(&headers.context(body.fingerprint), id)
+        .discontinue(&headers.context(&who, scope, body.fingerprint), id)
         .await?)
 }

@@ -124,10 +124,12 @@ impl BasketQueries {
     /// One basket; null with a `NOT_FOUND` error when there is none with
     /// this id.
     async fn basket(&self, ctx: &Context<'_>, id: ID) -> QueryResult<Option<Basket>> {
+        let sees = crate::access::baskets(ctx)?;
         let id = parse_id(&id, "basket")?;
         let services = read(ctx, &[ReadModel::BasketView]).await?;
         let basket = services.read_models.basket(id).await.coded()?;
         basket
+            .filter(|basket| sees.sees(basket.customer_id))
             .map(Basket)
             .map(Some)
             .ok_or_else(|| not_found("basket", id))

@@ -46,6 +46,7 @@ impl OpsQueries {
     /// collected (at most 5 seconds ago; see `observedAt`). An operator's
     /// field.
     async fn projections(&self, ctx: &Context<'_>) -> QueryResult<Vec<ProjectionStatus>> {
+        crate::access::admin(ctx, "projections")?;
         let services = services(ctx);
         let snapshot = services.status.latest().await.map_err(|error| {
             tracing::error!(error = format!("{error:#}"), "projection status failed");

@@ -195,10 +195,12 @@ impl OrderQueries {
     /// One order; null with a `NOT_FOUND` error when there is none with
     /// this id.
     async fn order(&self, ctx: &Context<'_>, id: ID) -> QueryResult<Option<Order>> {
+        let sees = crate::access::orders(ctx)?;
         let id = parse_id(&id, "order")?;
         let services = read(ctx, &[ReadModel::OrderView]).await?;
         let order = services.read_models.order(id).await.coded()?;
         order
+            .filter(|order| sees.sees(order.customer_id))
             .map(Order)
             .map(Some)
             .ok_or_else(|| not_found("order", id))
@@ -221,12 +223,14 @@ impl OrderQueries {
         id: ID,
         at: DateTime<Utc>,
     ) -> QueryResult<Option<Order>> {
+        let sees = crate::access::orders(ctx)?;
         let id = parse_id(&id, "order")?;
         // The event store is no projection: nothing to wait for.
         let services = read(ctx, &[]).await?;
         let events = services.read_models.order_events(id).await.coded()?;
         let order = order_as_of(&events, at).coded()?;
         order
+            .filter(|row| sees.sees(row.customer_id))
             .map(|row| Some(Order(row)))
             .ok_or_else(|| not_found_at("order", id, at))
     }
@@ -245,7 +249,14 @@ impl OrderQueries {
         first: Option<i32>,
         after: Option<String>,
     ) -> QueryResult<Connection<Cursor, Order>> {
+        let sees = crate::access::orders(ctx)?;
         let customer = parse_id(&customer_id, "customer")?;
+        if !sees.sees(customer) {
+            return Err(QueryError::Forbidden(
+                "a customer reads only their own orders: customerId must be yours".into(),
+            ))
+            .coded();
+        }
         if let (Some(from), Some(to)) = (placed_after, placed_before)
             && from >= to
         {
@@ -309,7 +320,7 @@ pub(crate) async fn orders_in_order(services: &Services, ids: &[Uuid]) -> QueryR
 /// event may carry an earlier time, and skipping the one between would fold
 /// a state the order never had (shipped, but not paid). None before the
 /// order was placed.
-fn order_as_of(
+pub(crate) fn order_as_of(
     recorded: &[RecordedEvent],
     at: DateTime<Utc>,
 ) -> Result<Option<OrderRow>, QueryError> {

@@ -56,6 +56,7 @@ impl SalesQueries {
         to: Date,
         product_id: Option<ID>,
     ) -> QueryResult<Vec<SalesDay>> {
+        crate::access::staff(ctx, "sales")?;
         if from.0 > to.0 {
             return Err(QueryError::bad_input("`from` must not be after `to`")).coded();
         }

@@ -13,6 +13,7 @@ use super::order::{Order, orders_in_order};
 use super::product::{Product, ProductFilter, ProductStatus};
 use super::scalars::MinorUnits;
 use super::{count, read};
+use crate::access::Sees;
 use crate::consistency::ReadModel;
 use crate::cursor::{Cursor, Listing, page_size};
 use crate::error::{Coded, QueryError, QueryResult};
@@ -365,6 +366,7 @@ impl SearchQueries {
         first: Option<i32>,
         after: Option<String>,
     ) -> QueryResult<OrderSearch> {
+        let sees = crate::access::orders(ctx)?;
         let text = checked_text(&query).coded()?;
         if text.is_empty() {
             return Err(QueryError::bad_input("`query` must not be empty")).coded();
@@ -386,7 +388,13 @@ impl SearchQueries {
                     { "term": { "skus": { "value": text, "boost": 3 } } },
                     { "term": { "status": { "value": exact, "boost": 2 } } }
                 ],
-                "minimum_should_match": 1
+                "minimum_should_match": 1,
+                // A customer finds only their own orders: the engine
+                // filters, so counts and pages hold nothing else either.
+                "filter": match sees {
+                    Sees::Everyone => json!([]),
+                    Sees::Own(customer) => json!([{ "term": { "customer_id": customer.to_string() } }]),
+                }
             } },
             "highlight": { "encoder": "html", "fields": { "product_names": {}, "recipient": {}, "city": {} } },
             "sort": [{ "_score": "desc" }, { "placed_at": "desc" }, { "order_id": "asc" }]
@@ -401,7 +409,8 @@ impl SearchQueries {
             .iter()
             .filter_map(|hit| hit["_id"].as_str().and_then(|id| Uuid::parse_str(id).ok()))
             .collect();
-        let orders = orders_in_order(services, &ids).await?;
+        let mut orders = orders_in_order(services, &ids).await?;
+        orders.retain(|order| sees.sees(order.0.customer_id));
         let mut connection = OrderSearch::with_additional_fields(
             from > 0,
             hits(&reply).len() > first,

@@ -136,11 +136,18 @@ struct Load {
     ok: u64,
     failed: u64,
     elapsed: Duration,
+    /// CPU time the eshop process used while measured.
+    cpu: Duration,
 }
 
 /// Runs the clients for warm-up plus measured time; records only the
 /// measured part.
-async fn run_load(args: &Args, base: &str, products: Arc<Vec<String>>) -> anyhow::Result<Load> {
+async fn run_load(
+    args: &Args,
+    base: &str,
+    pid: u32,
+    products: Arc<Vec<String>>,
+) -> anyhow::Result<Load> {
     let measuring = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicU64::new(0));
@@ -148,7 +155,11 @@ async fn run_load(args: &Args, base: &str, products: Arc<Vec<String>>) -> anyhow
     let histogram = Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(
         1, 60_000_000, 3,
     )?));
-    let client = reqwest::Client::builder()
+    // Every request carries a real access token of the operators' client
+    // (an admin, so that it may open baskets for many customers), from the
+    // local Keycloak.
+    let client = eshop_tests::auth::client_builder(eshop_tests::auth::Who::Ops)
+        .await
         .pool_max_idle_per_host(args.clients)
         .build()?;
     let mut tasks = Vec::new();
@@ -200,6 +211,7 @@ async fn run_load(args: &Args, base: &str, products: Arc<Vec<String>>) -> anyhow
 
     tokio::time::sleep(Duration::from_secs(args.warmup)).await;
     measuring.store(true, Ordering::Relaxed);
+    let cpu_before = eshop_tests::bench::process_cpu(pid)?;
     let started = Instant::now();
     let bar = ProgressBar::new(args.duration);
     bar.set_style(
@@ -215,6 +227,7 @@ async fn run_load(args: &Args, base: &str, products: Arc<Vec<String>>) -> anyhow
     stop.store(true, Ordering::Relaxed);
     measuring.store(false, Ordering::Relaxed);
     let elapsed = started.elapsed();
+    let cpu = eshop_tests::bench::process_cpu(pid)?.saturating_sub(cpu_before);
     bar.finish_and_clear();
     for task in tasks {
         task.await??;
@@ -227,6 +240,7 @@ async fn run_load(args: &Args, base: &str, products: Arc<Vec<String>>) -> anyhow
         ok: done.load(Ordering::Relaxed),
         failed: failed.load(Ordering::Relaxed),
         elapsed,
+        cpu,
     })
 }
 
@@ -293,7 +307,7 @@ async fn main() -> anyhow::Result<()> {
 
     let result = async {
         let server = start_server(&args, &db_url).await?;
-        let client = reqwest::Client::new();
+        let client = eshop_tests::auth::client(eshop_tests::auth::Who::Ops).await;
         let mut products = Vec::new();
         for n in 0..PRODUCTS {
             let body = json!({"sku": format!("BENCH-{n}"), "name": format!("Product {n}"),
@@ -313,7 +327,7 @@ async fn main() -> anyhow::Result<()> {
             "eshop: {} clients, {} s warm-up, {} s measured …",
             args.clients, args.warmup, args.duration
         );
-        let load = run_load(&args, &server.base, Arc::new(products)).await?;
+        let load = run_load(&args, &server.base, server.child.id(), Arc::new(products)).await?;
         drop(server);
         let after = run_pgbench(&args, &db_url)?;
         anyhow::Ok((load, before, after))
@@ -324,6 +338,8 @@ async fn main() -> anyhow::Result<()> {
         .await?;
     let (load, before, after) = result?;
     let tps = (before + after) / 2.0;
+    // The verifier alone, in the same run, against eshop's CPU per command.
+    let cost = eshop_tests::bench::verifier_cost(500, 100_000)?;
 
     let rate = load.ok as f64 / load.elapsed.as_secs_f64();
     let p50 = load.histogram.value_at_quantile(0.50) as f64 / 1000.0;
@@ -340,6 +356,10 @@ async fn main() -> anyhow::Result<()> {
         "pgbench equivalent:   {tps:.0} transactions/s (before {before:.0}, after {after:.0})"
     );
     println!("ratio eshop/pgbench:  {:.2}", rate / tps);
+    println!(
+        "{}",
+        eshop_tests::bench::verifier_share(load.cpu, load.ok + load.failed, &cost)
+    );
     println!(
         "| {} | {rate:.0} | {p50:.2} | {p99:.2} | {before:.0} / {after:.0} | {:.2} |",
         args.clients,

@@ -59,7 +59,7 @@ async fn post(http: &reqwest::Client, url: String, body: Value) -> anyhow::Resul
 
 /// Places `orders` orders for `customers` customers through the API.
 async fn populate(base: &str, args: &Args) -> anyhow::Result<Vec<(Uuid, Uuid)>> {
-    let http = reqwest::Client::new();
+    let http = eshop_tests::auth::client(eshop_tests::auth::Who::Ops).await;
     let mut products = Vec::new();
     for n in 0..20 {
         let body = post(&http, format!("{base}/products"), json!({
@@ -118,17 +118,24 @@ struct Measured {
     rate: f64,
     p50_ms: f64,
     p99_ms: f64,
+    requests: u64,
+    /// CPU time the eshop process used while measured.
+    cpu: Duration,
 }
 
 /// Every client sends `make(random index)` for `duration`.
 async fn drive(
     base: &str,
+    pid: u32,
     args: &Args,
     what: &str,
     make: Arc<dyn Fn(usize) -> Value + Send + Sync>,
     keys: usize,
 ) -> anyhow::Result<Measured> {
-    let http = reqwest::Client::builder()
+    // A real access token of the operators' client (an admin reads every
+    // customer's orders), from the local Keycloak, on every request.
+    let http = eshop_tests::auth::client_builder(eshop_tests::auth::Who::Ops)
+        .await
         .pool_max_idle_per_host(args.clients)
         .build()?;
     let stop = Arc::new(AtomicBool::new(false));
@@ -143,6 +150,7 @@ async fn drive(
             .await?;
     }
     eprintln!("{what}: {} clients for {} s …", args.clients, args.duration);
+    let cpu_before = eshop_tests::bench::process_cpu(pid)?;
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..args.clients {
@@ -178,7 +186,10 @@ async fn drive(
         all.add(task.await??)?;
     }
     let elapsed = started.elapsed().as_secs_f64();
+    let cpu = eshop_tests::bench::process_cpu(pid)?.saturating_sub(cpu_before);
     Ok(Measured {
+        requests: all.len(),
+        cpu,
         rate: all.len() as f64 / elapsed,
         p50_ms: all.value_at_quantile(0.5) as f64 / 1000.0,
         p99_ms: all.value_at_quantile(0.99) as f64 / 1000.0,
@@ -248,14 +259,14 @@ async fn main() -> anyhow::Result<()> {
     let by_id =
         {
             let keys = orders.clone();
-            drive(&base, &args, "order(id)", Arc::new(move |n| json!({
+            drive(&base, query_api.pid(), &args, "order(id)", Arc::new(move |n| json!({
             "query": format!("query($id: ID!) {{ order(id: $id) {{ {ORDER_FIELDS} }} }}"),
             "variables": {"id": keys[n]}
         })), orders.len()).await?
         };
     let by_customer = {
         let keys = customers.clone();
-        drive(&base, &args, "orders(customerId)", Arc::new(move |n| json!({
+        drive(&base, query_api.pid(), &args, "orders(customerId)", Arc::new(move |n| json!({
             "query": format!("query($c: ID!) {{ orders(customerId: $c, first: 10) {{ edges {{ cursor node {{ {ORDER_FIELDS} }} }} pageInfo {{ hasNextPage endCursor }} }} }}"),
             "variables": {"c": keys[n]}
         })), customers.len()).await?
@@ -304,6 +315,15 @@ async fn main() -> anyhow::Result<()> {
             measured.p99_ms,
             baseline,
             measured.rate / baseline
+        );
+    }
+    // The verifier alone, in the same run, against eshop's CPU per query.
+    let cost = eshop_tests::bench::verifier_cost(500, 100_000)?;
+    println!();
+    for (name, measured) in [("order(id)", &by_id), ("orders(customerId)", &by_customer)] {
+        println!(
+            "{name}: {}",
+            eshop_tests::bench::verifier_share(measured.cpu, measured.requests, &cost)
         );
     }
     Ok(())

@@ -13,13 +13,8 @@
 //! Prints ns per verification and the ratio to the baseline. See
 //! docs/benchmarks.md.
 
-use std::hint::black_box;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
-
 use clap::Parser;
-use identity::{IdentityConfig, Verifier};
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use serde_json::json;
+use eshop_tests::bench::verifier_cost;
 
 #[derive(Debug, Parser)]
 struct Args {
@@ -31,61 +26,11 @@ struct Args {
     repeat: usize,
 }
 
-const ISSUER: &str = "https://issuer.test/realms/eshop";
-const ISSUER_KEY: &[u8] = include_bytes!("../../../identity/tests/keys/issuer.pem");
-const JWKS: &[u8] = include_bytes!("../../../identity/tests/keys/jwks.json");
-
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let runtime = tokio::runtime::Builder::new_current_thread().build()?;
-    let verifier = Verifier::with_keys(IdentityConfig::for_issuer(ISSUER), JWKS)
-        .map_err(anyhow::Error::msg)?;
-    let key = EncodingKey::from_rsa_pem(ISSUER_KEY)?;
-    let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
-    let header = Header {
-        kid: Some("issuer-key".to_owned()),
-        ..Header::new(Algorithm::RS256)
-    };
-    let tokens = (0..args.tokens)
-        .map(|i| {
-            let claims = json!({
-                "iss": ISSUER, "aud": ["eshop-api", "account"], "sub": format!("user-{i}"),
-                "azp": "eshop-web", "exp": now + 3_600, "iat": now, "jti": format!("token-{i}"),
-                "typ": "Bearer", "preferred_username": format!("user{i}"),
-                "email": format!("user{i}@eshop.test"),
-                "realm_access": {"roles": ["customer", "offline_access", "uma_authorization"]},
-                "scope": "openid profile email",
-            });
-            jsonwebtoken::encode(&header, &claims, &key)
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    eprintln!(
-        "{} tokens of {} bytes",
-        tokens.len(),
-        tokens.first().map_or(0, String::len)
-    );
-
-    let started = Instant::now();
-    for token in &tokens {
-        runtime.block_on(verifier.verify(black_box(token)))?;
-    }
-    let first_sight = started.elapsed().as_nanos() as f64 / tokens.len() as f64;
-
-    let token = &tokens[0];
-    let started = Instant::now();
-    for _ in 0..args.repeat {
-        runtime.block_on(verifier.verify(black_box(token)))?;
-    }
-    let again = started.elapsed().as_nanos() as f64 / args.repeat as f64;
-
-    let body = r#"{"product_id":"01a22412-4b48-7727-848f-b77b95ca64ae","quantity":2}"#;
-    let started = Instant::now();
-    for _ in 0..args.repeat {
-        let parsed: serde_json::Value = serde_json::from_str(black_box(body))?;
-        black_box(parsed);
-    }
-    let baseline = started.elapsed().as_nanos() as f64 / args.repeat as f64;
-
+    let cost = verifier_cost(args.tokens, args.repeat)?;
+    eprintln!("{} tokens of {} bytes", args.tokens, cost.token_bytes);
+    let (first_sight, again, baseline) = (cost.first_sight_ns, cost.again_ns, cost.baseline_ns);
     println!("verification        ns/op   ratio to baseline");
     println!(
         "first sight  {first_sight:>14.0}   {:>8.2}",

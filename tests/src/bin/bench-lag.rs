@@ -397,7 +397,7 @@ async fn register_products(
 /// Writes `args.backlog_orders` orders as fast as `args.backlog_clients`
 /// clients can.
 async fn write_backlog(args: &Args, base: &str, products: &Arc<Vec<String>>) -> anyhow::Result<()> {
-    let client = reqwest::Client::new();
+    let client = eshop_tests::auth::client(eshop_tests::auth::Who::Ops).await;
     let next = Arc::new(AtomicUsize::new(0));
     let bar = bar(
         args.backlog_orders as u64,
@@ -890,7 +890,8 @@ async fn run_paced(
         Arc::clone(&shared),
     ));
 
-    let client = reqwest::Client::builder()
+    let client = eshop_tests::auth::client_builder(eshop_tests::auth::Who::Ops)
+        .await
         .pool_max_idle_per_host(64)
         .build()?;
     let gap = Duration::from_secs_f64(1.0 / args.rate);
@@ -1172,7 +1173,7 @@ async fn bench(run: &Run, args: &Args) -> anyhow::Result<Report> {
     wait_ready(&mut api, &base).await?;
     let mut db = PgConnection::connect(&run.db_url).await?;
 
-    let client = reqwest::Client::new();
+    let client = eshop_tests::auth::client(eshop_tests::auth::Who::Ops).await;
     eprintln!("registering {} products …", args.products);
     let products = Arc::new(register_products(&client, &base, args.products).await?);
     eprintln!(

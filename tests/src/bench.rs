@@ -1,0 +1,140 @@
+//! Shared by the benchmarks (`src/bin/bench-*`): the token verifier's own
+//! cost, measured alone, and the CPU time a process has used, so that a
+//! benchmark can say what share of a request's CPU time checking its token
+//! takes.
+
+use std::hint::black_box;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use identity::{IdentityConfig, Verifier};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::json;
+
+const ISSUER: &str = "https://issuer.test/realms/eshop";
+const ISSUER_KEY: &[u8] = include_bytes!("../../identity/tests/keys/issuer.pem");
+const JWKS: &[u8] = include_bytes!("../../identity/tests/keys/jwks.json");
+
+/// What verifying a token costs, in nanoseconds.
+#[derive(Debug, Clone, Copy)]
+pub struct VerifierCost {
+    /// A token seen for the first time: signature, claims, roles.
+    pub first_sight_ns: f64,
+    /// A token verified before (remembered by its SHA-256): every later
+    /// request of a client.
+    pub again_ns: f64,
+    /// Parsing an add-item body with serde_json, in the same run.
+    pub baseline_ns: f64,
+    /// The size of the tokens, in bytes.
+    pub token_bytes: usize,
+}
+
+/// Measures the verifier alone on `tokens` distinct tokens (once each) and
+/// one token `repeat` times. Tokens are RS256 with claims shaped like
+/// Keycloak's, minted with the test keys of `identity/tests/keys`; no
+/// issuer is involved.
+///
+/// # Errors
+/// When the test keys do not load or a token does not verify.
+pub fn verifier_cost(tokens: usize, repeat: usize) -> anyhow::Result<VerifierCost> {
+    let runtime = tokio::runtime::Builder::new_current_thread().build()?;
+    let verifier = Verifier::with_keys(IdentityConfig::for_issuer(ISSUER), JWKS)
+        .map_err(anyhow::Error::msg)?;
+    let key = EncodingKey::from_rsa_pem(ISSUER_KEY)?;
+    let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
+    let header = Header {
+        kid: Some("issuer-key".to_owned()),
+        ..Header::new(Algorithm::RS256)
+    };
+    let tokens = (0..tokens.max(1))
+        .map(|i| {
+            let claims = json!({
+                "iss": ISSUER, "aud": ["eshop-api", "account"], "sub": format!("user-{i}"),
+                "azp": "eshop-web", "exp": now + 3_600, "iat": now, "jti": format!("token-{i}"),
+                "typ": "Bearer", "preferred_username": format!("user{i}"),
+                "email": format!("user{i}@eshop.test"),
+                "realm_access": {"roles": ["customer", "offline_access", "uma_authorization"]},
+                "scope": "openid profile email",
+            });
+            jsonwebtoken::encode(&header, &claims, &key)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+
+    let started = Instant::now();
+    for token in &tokens {
+        runtime.block_on(verifier.verify(black_box(token)))?;
+    }
+    let first_sight_ns = started.elapsed().as_nanos() as f64 / tokens.len() as f64;
+
+    let token = &tokens[0];
+    let repeat = repeat.max(1);
+    let started = Instant::now();
+    for _ in 0..repeat {
+        runtime.block_on(verifier.verify(black_box(token)))?;
+    }
+    let again_ns = started.elapsed().as_nanos() as f64 / repeat as f64;
+
+    let body = r#"{"product_id":"01a22412-4b48-7727-848f-b77b95ca64ae","quantity":2}"#;
+    let started = Instant::now();
+    for _ in 0..repeat {
+        let parsed: serde_json::Value = serde_json::from_str(black_box(body))?;
+        black_box(parsed);
+    }
+    let baseline_ns = started.elapsed().as_nanos() as f64 / repeat as f64;
+    Ok(VerifierCost {
+        first_sight_ns,
+        again_ns,
+        baseline_ns,
+        token_bytes: token.len(),
+    })
+}
+
+/// The CPU time (user and system) process `pid` has used so far, from
+/// `/proc/<pid>/stat`.
+///
+/// # Errors
+/// When the process's stat cannot be read (it exited, or no `/proc`).
+pub fn process_cpu(pid: u32) -> anyhow::Result<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // After the command name, which may hold spaces, in parentheses.
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .ok_or_else(|| anyhow::anyhow!("unexpected /proc/{pid}/stat"))?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |index: usize| -> anyhow::Result<u64> {
+        Ok(fields
+            .get(index)
+            .ok_or_else(|| anyhow::anyhow!("short /proc/{pid}/stat"))?
+            .parse()?)
+    };
+    // utime and stime: fields 14 and 15 of stat(5), counted from the pid.
+    let used = ticks(11)? + ticks(12)?;
+    Ok(Duration::from_secs_f64(used as f64 / clock_ticks()? as f64))
+}
+
+/// The kernel's clock ticks per second (`getconf CLK_TCK`).
+fn clock_ticks() -> anyhow::Result<u64> {
+    let output = std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()?;
+    Ok(String::from_utf8_lossy(&output.stdout).trim().parse()?)
+}
+
+/// The report line of a benchmark that served `requests` requests while
+/// eshop used `cpu`: eshop's CPU per request, and the verifier's share of
+/// it with a remembered token (what the benchmark's clients send) and with
+/// a token seen for the first time on every request (the worst case).
+#[must_use]
+pub fn verifier_share(cpu: Duration, requests: u64, cost: &VerifierCost) -> String {
+    let per_request_ns = cpu.as_nanos() as f64 / requests.max(1) as f64;
+    format!(
+        "eshop CPU per request: {:.0} µs; token verification (measured alone, {}-byte RS256): \
+         remembered {:.2} µs = {:.2} % of it, first sight {:.1} µs = {:.1} %",
+        per_request_ns / 1000.0,
+        cost.token_bytes,
+        cost.again_ns / 1000.0,
+        100.0 * cost.again_ns / per_request_ns,
+        cost.first_sight_ns / 1000.0,
+        100.0 * cost.first_sight_ns / per_request_ns,
+    )
+}
