@@ -684,6 +684,12 @@ async fn every_graphql_field_answers_each_caller_as_the_matrix_says() {
             [Code("UNAUTHENTICATED"), Data, Data, Data, Data],
         ),
         (
+            "products",
+            "{ products(first: 5) { edges { node { id } } } }".into(),
+            json!({}),
+            [Code("UNAUTHENTICATED"), Data, Data, Data, Data],
+        ),
+        (
             "searchProducts",
             "{ searchProducts(query: \"mug\") { totalCount } }".into(),
             json!({}),
