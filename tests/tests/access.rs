@@ -606,6 +606,64 @@ async fn forged_and_broken_tokens_are_refused_with_401_and_nothing_is_appended()
         events,
         "a refused token appended events"
     );
+
+    // The GraphQL API, trusting the same issuer: the same tokens are 401
+    // UNAUTHENTICATED over HTTP, and close a WebSocket at init with 4403.
+    let broker = eshop_tests::TestBroker::new();
+    let search = eshop_tests::TestSearch::new(&broker.prefix).await;
+    let verifier = identity::Verifier::new(issuer.config()).expect("a verifier");
+    let api = query_api::QueryApi::new(
+        app.db.pool.clone(),
+        &search.config(),
+        projections::status::StatusSource {
+            kafka: broker.kafka(),
+            relay_name: "forged".into(),
+        },
+        query_api::QueryConfig::default(),
+        verifier,
+    )
+    .expect("the GraphQL API builds");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("address"));
+    let router = api.router();
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    let query = |token: String| {
+        let url = format!("{base}/graphql");
+        async move {
+            let response = reqwest::Client::new()
+                .post(url)
+                .bearer_auth(token)
+                .json(&json!({"query": "{ products(first: 1) { edges { node { id } } } }"}))
+                .send()
+                .await
+                .expect("answers");
+            let status = response.status().as_u16();
+            (status, response.json::<Value>().await.expect("JSON"))
+        }
+    };
+    let (status, accepted) = query(good.clone()).await;
+    assert_eq!(status, 200, "{accepted}");
+    assert!(accepted["errors"].is_null(), "{accepted}");
+    let ws_url = format!("{}/graphql/ws", base.replacen("http", "ws", 1));
+    for (what, token, reason) in &forged {
+        let (status, refused) = query(token.clone()).await;
+        assert_eq!(status, 401, "{what}: {refused}");
+        assert_eq!(
+            error_codes(&refused),
+            ["UNAUTHENTICATED"],
+            "{what}: {refused}"
+        );
+        let message = refused["errors"][0]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(reason), "{what}: {message}");
+        let (_, answer) = connect_to(
+            &ws_url,
+            json!({"type": "connection_init", "payload": {"Authorization": format!("Bearer {token}")}}),
+        )
+        .await;
+        assert_eq!(answer, json!({"close": 4403}), "{what}");
+    }
 }
 
 /// The GraphQL API of a read side, as `caller` (anonymous: no token).
@@ -819,11 +877,13 @@ async fn every_graphql_field_answers_each_caller_as_the_matrix_says() {
 
 /// A graphql-transport-ws connection initialised with `init`.
 async fn connect(side: &ReadSide, init: Value) -> (WsSocket, Value) {
-    let mut request = side
-        .graphql
-        .ws_url()
-        .into_client_request()
-        .expect("ws request");
+    connect_to(&side.graphql.ws_url(), init).await
+}
+
+/// A graphql-transport-ws connection to `url` initialised with `init`, and
+/// the server's first answer.
+async fn connect_to(url: &str, init: Value) -> (WsSocket, Value) {
+    let mut request = url.into_client_request().expect("ws request");
     request.headers_mut().insert(
         "sec-websocket-protocol",
         "graphql-transport-ws".parse().expect("header"),
