@@ -177,8 +177,12 @@ impl CommandHeaders {
         };
         ctx.expected_version = self.if_match;
         ctx.traceparent = self.traceparent.clone();
+        // A key is the caller's own: stored under their subject, so that
+        // another caller sending the same request with the same key gets
+        // no replay of an outcome that is not theirs.
         ctx.idempotency = self.idempotency_key.clone().map(|key| IdempotencyKey {
             key,
+            owner: who.0.subject_id.to_string(),
             fingerprint: fingerprint.unwrap_or_default(),
         });
         ctx

@@ -1075,3 +1075,37 @@ async fn a_subscription_ends_when_its_token_expires() {
     assert_eq!(ended.1["type"], "complete", "{}", ended.1);
     client.delete().await;
 }
+
+/// Idempotency keys are the caller's own: another customer who sends
+/// alice's request with alice's key gets no replay of her outcome (her
+/// order's id), only what his own request deserves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotency_key_replays_only_to_the_caller_who_used_it() {
+    let app = TestApp::spawn().await;
+    let fixture = fixture(&app, Needs::Basket, 0).await;
+    let path = format!("/baskets/{}/checkout", fixture.basket);
+    let key = [("idempotency-key", "checkout-1")];
+    let alice = app.as_(Who::Alice).await;
+    let first = alice
+        .send(Method::POST, &path, Some(TestApp::address_json()), &key)
+        .await;
+    assert_eq!(first.status, 201, "{}", first.body);
+    let replayed = alice
+        .send(Method::POST, &path, Some(TestApp::address_json()), &key)
+        .await;
+    assert_eq!(
+        replayed.body, first.body,
+        "alice's retry replays her outcome"
+    );
+    let bob = app
+        .as_(Who::Bob)
+        .await
+        .send(Method::POST, &path, Some(TestApp::address_json()), &key)
+        .await;
+    assert_eq!(bob.status, 404, "{}", bob.body);
+    assert!(
+        !bob.body.to_string().contains(&first.id().to_string()),
+        "bob got alice's order id: {}",
+        bob.body
+    );
+}

@@ -114,7 +114,7 @@ async fn keys_are_kept_in_postgres_for_at_least_24_hours() {
         .send(Method::POST, "/products", Some(product("AGED")), &key)
         .await;
     let age = |hours: i32| {
-        sqlx::query("UPDATE idempotency_keys SET created_at = now() - make_interval(hours => $1) WHERE key = 'aged'")
+        sqlx::query("UPDATE idempotency_keys SET created_at = now() - make_interval(hours => $1) WHERE key LIKE '%:aged'")
             .bind(hours)
             .execute(&app.db.pool)
     };
@@ -272,8 +272,9 @@ async fn a_key_held_by_a_request_in_flight_answers_a_retryable_409_until_its_cla
     // has not finished (or has crashed).
     sqlx::query(
         "INSERT INTO idempotency_keys (key, fingerprint, claim_id, claimed_until) \
-         SELECT 'in-flight', fingerprint, gen_random_uuid(), now() + interval '1 hour' \
-         FROM idempotency_keys WHERE key = 'template'",
+         SELECT replace(key, ':template', ':in-flight'), fingerprint, gen_random_uuid(), \
+                now() + interval '1 hour' \
+         FROM idempotency_keys WHERE key LIKE '%:template'",
     )
     .execute(&app.db.pool)
     .await
@@ -307,7 +308,7 @@ async fn a_key_held_by_a_request_in_flight_answers_a_retryable_409_until_its_cla
     // The claim lapses: the key is free again, and then remembered.
     sqlx::query(
         "UPDATE idempotency_keys SET claimed_until = now() - interval '1 second' \
-         WHERE key = 'in-flight'",
+         WHERE key LIKE '%:in-flight'",
     )
     .execute(&app.db.pool)
     .await
@@ -429,11 +430,12 @@ async fn a_request_abandoned_by_its_client_releases_its_key() {
     eventually(Duration::from_secs(10), "the claim to be released", || {
         let pool = pool.clone();
         async move {
-            let claims: i64 =
-                sqlx::query_scalar("SELECT count(*) FROM idempotency_keys WHERE key = 'abandoned'")
-                    .fetch_one(&pool)
-                    .await
-                    .ok()?;
+            let claims: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM idempotency_keys WHERE key LIKE '%:abandoned'",
+            )
+            .fetch_one(&pool)
+            .await
+            .ok()?;
             (claims == 0).then_some(())
         }
     })

@@ -8,8 +8,24 @@ use uuid::Uuid;
 /// An idempotency key and the digest of the request that carried it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IdempotencyKey {
+    /// As the client sent it.
     pub key: String,
+    /// Whose key it is (the caller's subject): the same key from another
+    /// caller is another key.
+    pub owner: String,
     pub fingerprint: Vec<u8>,
+}
+
+impl IdempotencyKey {
+    /// The key as stored: scoped to its owner.
+    #[must_use]
+    pub fn stored(&self) -> String {
+        if self.owner.is_empty() {
+            self.key.clone()
+        } else {
+            format!("{}:{}", self.owner, self.key)
+        }
+    }
 }
 
 /// Who asked for a command, and under which conditions.

@@ -279,7 +279,7 @@ impl CommandService {
             if let Some(outcome) = self.claim(idempotency, claim).await? {
                 return Ok(outcome);
             }
-            let abandoned = AbandonedClaim::new(&self.store, &idempotency.key, claim);
+            let abandoned = AbandonedClaim::new(&self.store, &idempotency.stored(), claim);
             let executed = self.execute(ctx, resource, &mut plan, Some(claim)).await;
             abandoned.disarm();
             let error = match executed {
@@ -288,7 +288,7 @@ impl CommandService {
             };
             match self
                 .store
-                .release_idempotency_key(&idempotency.key, claim)
+                .release_idempotency_key(&idempotency.stored(), claim)
                 .await
             {
                 Ok(true) => return Err(error),
@@ -327,7 +327,7 @@ impl CommandService {
             let stored = self
                 .store
                 .claim_idempotency_key(
-                    &idempotency.key,
+                    &idempotency.stored(),
                     &idempotency.fingerprint,
                     claim,
                     self.retry.idempotency_lease,
@@ -384,7 +384,7 @@ impl CommandService {
             if let (Some(idempotency), Some(claim)) = (&ctx.idempotency, claim) {
                 let describe = Arc::clone(&outcome);
                 uow.record_idempotency(IdempotencyRecord {
-                    key: idempotency.key.clone(),
+                    key: idempotency.stored(),
                     claim,
                     outcome: Box::new(move |commit| {
                         serde_json::to_value(describe(commit)).unwrap_or_default()

@@ -35,7 +35,8 @@ pub struct CommandHeaderParams {
     /// appending anything (kept at least 24 hours); a retry while the first
     /// request is still running waits for its outcome, or after a while gets
     /// a retryable `409 idempotency-key-in-progress`. 1 to 255 visible ASCII
-    /// characters.
+    /// characters. Keys are the caller's own: the same key from another
+    /// caller is another key.
     #[serde(rename = "Idempotency-Key")]
     #[param(pattern = "^[!-~]{1,255}$", example = "checkout-7f3a9c")]
     idempotency_key: Option<String>,
