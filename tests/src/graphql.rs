@@ -61,12 +61,25 @@ impl TestGraphql {
         relay_name: &str,
         config: QueryConfig,
     ) -> Self {
+        let verifier =
+            identity::Verifier::new(identity::IdentityConfig::default()).expect("a token verifier");
+        Self::spawn_trusting(app, broker, search, relay_name, config, verifier).await
+    }
+
+    /// [`TestGraphql::spawn`], checking tokens with `verifier` (one that
+    /// trusts a test issuer, for instance).
+    pub async fn spawn_trusting(
+        app: &TestApp,
+        broker: &TestBroker,
+        search: &TestSearch,
+        relay_name: &str,
+        config: QueryConfig,
+        verifier: identity::Verifier,
+    ) -> Self {
         let status = StatusSource {
             kafka: broker.kafka(),
             relay_name: relay_name.to_owned(),
         };
-        let verifier =
-            identity::Verifier::new(identity::IdentityConfig::default()).expect("a token verifier");
         let api = QueryApi::new(
             app.db.pool.clone(),
             &search.config(),

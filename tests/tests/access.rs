@@ -612,23 +612,16 @@ async fn forged_and_broken_tokens_are_refused_with_401_and_nothing_is_appended()
     let broker = eshop_tests::TestBroker::new();
     let search = eshop_tests::TestSearch::new(&broker.prefix).await;
     let verifier = identity::Verifier::new(issuer.config()).expect("a verifier");
-    let api = query_api::QueryApi::new(
-        app.db.pool.clone(),
-        &search.config(),
-        projections::status::StatusSource {
-            kafka: broker.kafka(),
-            relay_name: "forged".into(),
-        },
+    let graphql = eshop_tests::graphql::TestGraphql::spawn_trusting(
+        &app,
+        &broker,
+        &search,
+        "forged",
         query_api::QueryConfig::default(),
         verifier,
     )
-    .expect("the GraphQL API builds");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let base = format!("http://{}", listener.local_addr().expect("address"));
-    let router = api.router();
-    tokio::spawn(async move { axum::serve(listener, router).await });
+    .await;
+    let base = graphql.base.clone();
     let query = |token: String| {
         let url = format!("{base}/graphql");
         async move {
