@@ -1,7 +1,6 @@
 //! eshop's streaming side: the relay from the event store to Kafka, and the
 //! projectors that turn events into read models.
 
-pub mod event;
 pub mod export;
 pub mod position;
 pub mod projector;
@@ -9,4 +8,8 @@ pub mod relay;
 pub mod replay;
 pub mod search;
 pub mod status;
-pub mod views;
+
+pub use read_models as views;
+/// The read models and the events they fold (their own crate, which the
+/// query side uses without this crate's Kafka runtime).
+pub use read_models::event;

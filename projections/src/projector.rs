@@ -18,7 +18,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use async_trait::async_trait;
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -32,26 +31,7 @@ use crate::position::{Admission, Positions};
 use crate::relay::KafkaConfig;
 use crate::status::{Stall, StallDetector, Stalls};
 
-/// A read model fed by events: which aggregate types it reads, and what
-/// each event changes. Writes go through the given connection, inside the
-/// transaction that also records the projection's progress.
-#[async_trait]
-pub trait Projection: Send + Sync + 'static {
-    /// Names the projection's consumer group and progress.
-    fn name(&self) -> &'static str;
-
-    /// The aggregate types whose topics it reads.
-    fn aggregate_types(&self) -> &'static [&'static str];
-
-    /// Applies one event.
-    async fn apply(&self, db: &mut PgConnection, event: &Event) -> Result<(), sqlx::Error>;
-
-    /// The tables it owns, the main one first; a rebuild replaces them all.
-    fn tables(&self) -> &'static [crate::replay::Table];
-
-    /// Computes its rows from whole histories, for rebuilds.
-    fn fold(&self) -> Box<dyn crate::replay::Fold>;
-}
+pub use read_models::Projection;
 
 /// The projectors' own options (the broker and topics come from
 /// [`KafkaConfig`], shared with the relay).
@@ -180,11 +160,7 @@ impl ProjectorConfig {
 /// The names of every projection: the PostgreSQL views, then `search`.
 #[must_use]
 pub fn names() -> Vec<&'static str> {
-    crate::views::all()
-        .iter()
-        .map(|p| p.name())
-        .chain([crate::search::NAME])
-        .collect()
+    read_models::names()
 }
 
 /// The consumer group of a projection.
@@ -405,15 +381,8 @@ pub async fn apply_batch(
         .bind(crate::replay::swap_lock(projection.name()))
         .execute(&mut *tx)
         .await?;
-    let mut applied = 0;
-    for (_, event) in messages {
-        if take(&mut tx, projection, event)
-            .instrument(event_span(projection, event))
-            .await?
-        {
-            applied += 1;
-        }
-    }
+    let events: Vec<&Event> = messages.iter().map(|(_, event)| event).collect();
+    let applied = take_all(&mut tx, projection, &events).await?;
     // Each partition's furthest message.
     let mut furthest: std::collections::HashMap<(&str, i32), (Source<'_>, &Event)> =
         std::collections::HashMap::new();
@@ -453,6 +422,44 @@ pub(crate) async fn take(
     projection: &dyn Projection,
     event: &Event,
 ) -> Result<bool, Failure> {
+    Ok(take_all(db, projection, &[event]).await? == 1)
+}
+
+/// Claims each event (in order) for the projection, then applies in one
+/// go those claimed, each after the events of its aggregate that should
+/// have come before it and did not. Returns how many were claimed rather
+/// than skipped as taken already.
+pub(crate) async fn take_all(
+    db: &mut PgConnection,
+    projection: &dyn Projection,
+    events: &[&Event],
+) -> Result<usize, Failure> {
+    let mut claimed = Vec::with_capacity(events.len());
+    for event in events {
+        let missing = claim_event(&mut *db, projection, event)
+            .instrument(event_span(projection, event))
+            .await?;
+        claimed.push(missing);
+    }
+    let mut folded: Vec<&Event> = Vec::with_capacity(events.len());
+    for (event, missing) in events.iter().zip(&claimed) {
+        if let Some(missing) = missing {
+            folded.extend(missing);
+            folded.push(event);
+        }
+    }
+    projection.apply(&mut *db, &folded).await?;
+    Ok(claimed.iter().filter(|c| c.is_some()).count())
+}
+
+/// Claims `event` for the projection. None when it was taken already;
+/// otherwise the events of its aggregate to apply before it (read from the
+/// event store when the stream skipped them).
+async fn claim_event(
+    db: &mut PgConnection,
+    projection: &dyn Projection,
+    event: &Event,
+) -> Result<Option<Vec<Event>>, Failure> {
     let envelope = &event.envelope;
     let claim = claim(
         &mut *db,
@@ -461,16 +468,14 @@ pub(crate) async fn take(
         envelope.aggregatesequence,
     )
     .await?;
-    if let Claim::Gap { held } = claim {
-        let upcasters = event_schemas::upcasters();
-        for missing in missing_events(&mut *db, projection.name(), event, held, &upcasters).await? {
-            projection.apply(&mut *db, &missing).await?;
+    Ok(match claim {
+        Claim::Taken => None,
+        Claim::Next => Some(Vec::new()),
+        Claim::Gap { held } => {
+            let upcasters = event_schemas::upcasters();
+            Some(missing_events(&mut *db, projection.name(), event, held, &upcasters).await?)
         }
-    }
-    if claim != Claim::Taken {
-        projection.apply(&mut *db, event).await?;
-    }
-    Ok(claim != Claim::Taken)
+    })
 }
 
 /// Logs each projection's partitions as the group assigns them, so an
@@ -565,6 +570,15 @@ pub enum Failure {
     Transient(sqlx::Error),
     /// Will fail the same way every time: dead-letter it.
     Poison(String),
+}
+
+impl From<read_models::ApplyError> for Failure {
+    fn from(error: read_models::ApplyError) -> Self {
+        match error {
+            read_models::ApplyError::Store(error) => error.into(),
+            read_models::ApplyError::Data(error) => Self::Poison(error.to_string()),
+        }
+    }
 }
 
 impl From<sqlx::Error> for Failure {

@@ -81,9 +81,18 @@ impl From<event_store::StoreError> for QueryError {
 
 /// A stored event that does not decode into the current schema: the store's
 /// fault, not the client's; logged with the cause.
-impl From<projections::event::DecodeError> for QueryError {
-    fn from(error: projections::event::DecodeError) -> Self {
+impl From<read_models::event::DecodeError> for QueryError {
+    fn from(error: read_models::event::DecodeError) -> Self {
         tracing::error!(error = %error, "stored event could not be decoded");
+        Self::Unavailable
+    }
+}
+
+/// Stored events that do not fold into a read model's row: the store's
+/// fault, not the client's; logged with the cause.
+impl From<read_models::FoldError> for QueryError {
+    fn from(error: read_models::FoldError) -> Self {
+        tracing::error!(error = %error, "stored events could not be folded");
         Self::Unavailable
     }
 }

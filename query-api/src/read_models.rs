@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use chrono::{DateTime, NaiveDate, Utc};
 use event_store::StoreError;
 use event_store::feed::RecordedEvent;
-use projections::views::OrderRecord;
+use read_models::OrderRecord;
 use serde_json::Value;
 use sqlx::{FromRow, PgPool};
 use uuid::Uuid;
@@ -73,7 +73,7 @@ impl From<OrderRecord> for OrderRow {
             order_id: order.order_id,
             customer_id: order.customer_id,
             basket_id: order.basket_id,
-            status: order.status.to_owned(),
+            status: order.status.as_str().to_owned(),
             total_minor: order.total_minor,
             currency: order.currency,
             lines: order.lines,

@@ -25,6 +25,18 @@ pub enum BasketStatus {
     CheckedOut,
 }
 
+impl BasketStatus {
+    /// The status as read models store it (its serde name).
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::NotOpened => "not_opened",
+            Self::Open => "open",
+            Self::CheckedOut => "checked_out",
+        }
+    }
+}
+
 impl fmt::Display for BasketStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {

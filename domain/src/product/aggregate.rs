@@ -21,6 +21,18 @@ pub enum ProductStatus {
     Discontinued,
 }
 
+impl ProductStatus {
+    /// The status as read models store it (its serde name).
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Unregistered => "unregistered",
+            Self::Active => "active",
+            Self::Discontinued => "discontinued",
+        }
+    }
+}
+
 impl fmt::Display for ProductStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {

@@ -36,10 +36,8 @@ use sqlx::{Connection, PgConnection, PgPool};
 pub use checkpoint::{advance as advance_checkpoint, load as load_checkpoint};
 pub use config::{KafkaConfig, RelayConfig, RelayOptions, TopicMap};
 pub(crate) use publish::confirmed;
-pub use publish::{
-    Acknowledgement, PublishError, Publisher, broker_reachable, create_topics, envelope_from,
-    envelope_of,
-};
+pub use publish::{Acknowledgement, PublishError, Publisher, broker_reachable, create_topics};
+pub use read_models::event::{envelope_from, envelope_of};
 
 /// How often a leader checks that it still holds its lock.
 const LEADERSHIP_CHECK: Duration = Duration::from_secs(1);

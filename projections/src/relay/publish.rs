@@ -1,9 +1,9 @@
 use std::time::Duration;
 
-use cqrs_es::persist::{EventUpcaster, SerializedEvent};
-use event_schemas::envelope::Position;
-use event_schemas::{Envelope, EventMetadata};
+use cqrs_es::persist::EventUpcaster;
 use event_store::feed::RecordedEvent;
+use read_models::event::envelope_of;
+
 use futures::future::join_all;
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -56,54 +56,6 @@ pub(crate) fn confirmed(
         }
         Err((error, _)) => Err(error.into()),
     }
-}
-
-/// The envelope of a stored event: payload upcast to its current schema,
-/// metadata turned into CloudEvents attributes. A payload that is not of
-/// the `{"EventType": data}` shape is published as it is, so that a
-/// consumer can dead-letter it rather than the relay stopping on it.
-#[must_use]
-pub fn envelope_of(event: &RecordedEvent, upcasters: &[Box<dyn EventUpcaster>]) -> Envelope {
-    envelope_from(event.clone(), upcasters)
-}
-
-/// [`envelope_of`], taking the event: its payload moves into the envelope
-/// instead of being copied (replays build millions of them).
-pub fn envelope_from(event: RecordedEvent, upcasters: &[Box<dyn EventUpcaster>]) -> Envelope {
-    let at = Position {
-        aggregate_type: &event.aggregate_type,
-        aggregate_id: &event.aggregate_id,
-        sequence: event.sequence,
-        global_position: event.global.position,
-    };
-    let metadata = EventMetadata::from_json(&event.metadata);
-    let current = event_store::upcast(
-        SerializedEvent::new(
-            event.aggregate_id.clone(),
-            usize::try_from(event.sequence).unwrap_or(0),
-            event.aggregate_type.clone(),
-            event.event_type.clone(),
-            event.event_version.clone(),
-            event.payload,
-            serde_json::Value::Null,
-        ),
-        upcasters,
-    );
-    // The payload is `{EventType: data}`; the envelope carries the data.
-    let data = match current.payload {
-        serde_json::Value::Object(map) if map.len() == 1 => map
-            .into_iter()
-            .next()
-            .map_or(serde_json::Value::Null, |(_, data)| data),
-        other => other,
-    };
-    Envelope::new(
-        at,
-        &current.event_type,
-        &current.event_version,
-        data,
-        &metadata,
-    )
 }
 
 /// Creates the topics that do not exist yet.

@@ -34,7 +34,7 @@
 //! starts the shadow tables over.
 
 mod progress;
-mod rows;
+
 mod search;
 mod verify;
 
@@ -54,7 +54,7 @@ use crate::event::Event;
 use crate::projector::Projection;
 
 pub use progress::Progress;
-pub use rows::{CopyValue, Fold, Rows, Table, pg_json_time};
+pub use read_models::{CopyValue, Fold, Rows, Table, pg_json_time};
 pub use search::{rebuild_search, verify_search};
 pub use verify::{Difference, TableReport, VerifyReport, report_table, verify};
 
@@ -588,7 +588,14 @@ async fn build(
         match Event::from_recorded_owned(recorded, &upcasters) {
             Ok(event) => {
                 for target in &mut targets {
-                    target.fold.apply(&event);
+                    target.fold.apply(&event).with_context(|| {
+                        format!(
+                            "{}: event {position} ({} {} #{sequence}) does not fold",
+                            target.projection.name(),
+                            event.envelope.aggregatetype,
+                            event.envelope.aggregateid
+                        )
+                    })?;
                 }
             }
             Err(error) => {

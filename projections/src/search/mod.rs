@@ -37,7 +37,7 @@ use crate::position::{Admission, Positions};
 use crate::projector::{self, Failure, ProjectorConfig, Source};
 
 /// The projection's name: its consumer group is `{prefix}.search`.
-pub const NAME: &str = "search";
+pub const NAME: &str = read_models::SEARCH;
 
 /// The aggregate types whose events reach the index.
 pub const AGGREGATE_TYPES: &[&str] = &["Product", "Order"];

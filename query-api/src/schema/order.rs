@@ -2,8 +2,8 @@ use async_graphql::connection::{Connection, Edge};
 use async_graphql::{Context, Enum, ID, Object, SimpleObject};
 use chrono::{DateTime, Utc};
 use event_store::feed::RecordedEvent;
-use projections::event::Event;
-use projections::views::OrderRecord;
+use read_models::OrderRecord;
+use read_models::event::Event;
 use serde::Deserialize;
 use serde_json::json;
 use uuid::Uuid;
@@ -333,7 +333,7 @@ pub(crate) fn order_as_of(
         }
         events.push(event);
     }
-    Ok(OrderRecord::from_events(&events).map(OrderRow::from))
+    Ok(OrderRecord::from_events(&events)?.map(OrderRow::from))
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! Sums for the rebuild folds that are never wrapped or saturated.
 
-use crate::replay::CopyValue;
+use crate::rows::CopyValue;
 
 /// A sum of figures bound for a `bigint` column, kept exactly while a
 /// rebuild folds a history (in 128 bits, which no realistic history
@@ -12,7 +12,7 @@ use crate::replay::CopyValue;
 /// as the live projection, whose sums PostgreSQL checks too, dead-letters
 /// the event that would overflow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct ExactSum(Option<i128>);
+pub struct ExactSum(Option<i128>);
 
 impl Default for ExactSum {
     fn default() -> Self {
@@ -22,23 +22,23 @@ impl Default for ExactSum {
 
 impl ExactSum {
     /// Adds a term.
-    pub(crate) fn add(&mut self, term: i128) {
+    pub fn add(&mut self, term: i128) {
         self.0 = self.0.and_then(|sum| sum.checked_add(term));
     }
 
     /// Adds `a × b` (exact: the product of two 64-bit figures fits in 128
     /// bits).
-    pub(crate) fn add_product(&mut self, a: i64, b: i64) {
+    pub fn add_product(&mut self, a: i64, b: i64) {
         self.add(i128::from(a) * i128::from(b));
     }
 
     /// Marks the sum out of range whatever is added later.
-    pub(crate) fn overflow(&mut self) {
+    pub fn overflow(&mut self) {
         self.0 = None;
     }
 
     /// The sum, when it fits a `bigint`.
-    pub(crate) fn value(self) -> Option<i64> {
+    pub fn value(self) -> Option<i64> {
         self.0.and_then(|sum| i64::try_from(sum).ok())
     }
 }

@@ -1,0 +1,220 @@
+//! `basket_view`: one row per basket with its lines, line totals and
+//! total. Its table is created by the migration
+//! `migrations/20261122100002_basket_and_sales_views.sql`; the query side
+//! reads it in `query-api/src/read_models.rs`.
+
+use chrono::{DateTime, Utc};
+use domain::basket::{BasketEvent, BasketStatus};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::contract::{FoldError, NoTotals, ReadModel};
+use crate::event::{Event, Payload};
+use crate::rows::{Json, Rows, Table};
+
+/// The read model.
+pub struct BasketView;
+
+impl ReadModel for BasketView {
+    const NAME: &'static str = "basket_view";
+    const AGGREGATE_TYPES: &'static [&'static str] = &["Basket"];
+    const TABLES: &'static [Table] = &[Table {
+        name: "basket_view",
+        columns: &[
+            "basket_id",
+            "customer_id",
+            "status",
+            "currency",
+            "lines",
+            "total_minor",
+            "item_count",
+            "order_id",
+            "opened_at",
+            "updated_at",
+            "version",
+        ],
+        key: &["basket_id"],
+        in_snapshot: true,
+    }];
+
+    type Row = BasketRow;
+    type Delta = NoTotals;
+    type Totals = ();
+
+    fn fold(
+        row: &mut Option<BasketRow>,
+        event: &Event,
+        _: &mut Vec<NoTotals>,
+    ) -> Result<(), FoldError> {
+        BasketRow::apply(row, event)
+    }
+
+    fn copy(b: &BasketRow, out: &mut Rows) {
+        out.row(
+            0,
+            &[
+                &b.basket_id,
+                &b.customer_id,
+                &b.status.as_str(),
+                &b.currency,
+                &Json(&b.lines),
+                &b.total_minor,
+                &b.item_count,
+                &b.order_id,
+                &b.opened_at,
+                &b.updated_at,
+                &b.version,
+            ],
+        );
+    }
+}
+
+/// A line as the view stores it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Line {
+    pub product_id: Uuid,
+    pub sku: String,
+    pub name: String,
+    pub unit_price_minor: i64,
+    pub quantity: i64,
+    pub line_total_minor: i64,
+}
+
+/// A `basket_view` row.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BasketRow {
+    pub basket_id: Uuid,
+    pub customer_id: Uuid,
+    pub status: BasketStatus,
+    pub currency: Option<String>,
+    pub lines: Vec<Line>,
+    pub total_minor: i64,
+    pub item_count: i64,
+    pub order_id: Option<Uuid>,
+    pub opened_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub version: i64,
+}
+
+impl BasketRow {
+    /// Applies one event of the basket to its row (none before it was
+    /// opened), pricing its lines again. Figures are checked: a line total,
+    /// total or item count beyond a `bigint` is an error, never stored
+    /// wrapped or saturated. The domain bounds prices, quantities and lines
+    /// so that a basket total stays below 4.95 × 10^15 minor units; only
+    /// events stored before those bounds can get there.
+    pub fn apply(row: &mut Option<Self>, event: &Event) -> Result<(), FoldError> {
+        let Payload::Basket(change) = &event.payload else {
+            return Ok(());
+        };
+        let (version, at) = (event.envelope.aggregatesequence, event.time());
+        if let BasketEvent::BasketOpened { customer_id } = change {
+            if row.is_none() {
+                *row = Some(Self {
+                    basket_id: event.aggregate_uuid(),
+                    customer_id: *customer_id.as_uuid(),
+                    status: BasketStatus::Open,
+                    currency: None,
+                    lines: Vec::new(),
+                    total_minor: 0,
+                    item_count: 0,
+                    order_id: None,
+                    opened_at: at,
+                    updated_at: at,
+                    version,
+                });
+            }
+            return Ok(());
+        }
+        let Some(basket) = row else {
+            return Ok(());
+        };
+        let (status, order_id) = edit(&mut basket.lines, &mut basket.currency, change);
+        let (total, items) = priced(&mut basket.lines)?;
+        basket.total_minor = total;
+        basket.item_count = items;
+        basket.status = status;
+        basket.order_id = order_id.or(basket.order_id);
+        basket.version = version;
+        basket.updated_at = at;
+        Ok(())
+    }
+}
+
+/// What a change other than opening does to the lines and currency; the
+/// basket's status and order after it.
+fn edit(
+    lines: &mut Vec<Line>,
+    currency: &mut Option<String>,
+    change: &BasketEvent,
+) -> (BasketStatus, Option<uuid::Uuid>) {
+    let mut status = BasketStatus::Open;
+    let mut order_id = None;
+    match change {
+        BasketEvent::BasketOpened { .. } => {}
+        BasketEvent::ItemAdded {
+            product_id,
+            sku,
+            name,
+            unit_price,
+            quantity,
+        } => {
+            lines.push(Line {
+                product_id: *product_id.as_uuid(),
+                sku: sku.to_string(),
+                name: name.to_string(),
+                unit_price_minor: unit_price.minor,
+                quantity: i64::from(*quantity),
+                line_total_minor: 0,
+            });
+            currency.get_or_insert_with(|| unit_price.currency.to_string());
+        }
+        BasketEvent::ItemQuantityChanged {
+            product_id,
+            quantity,
+        } => {
+            if let Some(line) = lines
+                .iter_mut()
+                .find(|l| l.product_id == *product_id.as_uuid())
+            {
+                line.quantity = i64::from(*quantity);
+            }
+        }
+        BasketEvent::ItemRemoved { product_id } => {
+            lines.retain(|l| l.product_id != *product_id.as_uuid())
+        }
+        BasketEvent::BasketCleared {} => lines.clear(),
+        BasketEvent::BasketCheckedOut { order_id: placed } => {
+            status = BasketStatus::CheckedOut;
+            order_id = Some(*placed.as_uuid());
+        }
+    }
+    if lines.is_empty() && status == BasketStatus::Open {
+        *currency = None;
+    }
+    (status, order_id)
+}
+
+/// Sets each line's total; returns the basket's total and item count.
+fn priced(lines: &mut [Line]) -> Result<(i64, i64), FoldError> {
+    let (mut total, mut items) = (0_i64, 0_i64);
+    for line in lines {
+        line.line_total_minor =
+            line.unit_price_minor
+                .checked_mul(line.quantity)
+                .ok_or(FoldError::OutOfRange {
+                    what: "a basket line's total",
+                })?;
+        total = total
+            .checked_add(line.line_total_minor)
+            .ok_or(FoldError::OutOfRange {
+                what: "a basket's total",
+            })?;
+        items = items
+            .checked_add(line.quantity)
+            .ok_or(FoldError::OutOfRange {
+                what: "a basket's item count",
+            })?;
+    }
+    Ok((total, items))
+}

@@ -1,0 +1,192 @@
+//! `order_view`: one row per order with its lines, total, address, current
+//! status and status history. Its table is created by the migration
+//! `migrations/20261122100001_views.sql`; the query side reads it in
+//! `query-api/src/read_models.rs`.
+
+use chrono::{DateTime, Utc};
+use domain::order::{OrderEvent, OrderStatus};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::contract::{FoldError, NoTotals, ReadModel};
+use crate::event::{Event, Payload};
+use crate::rows::{Rows, Table, pg_json_time};
+
+/// The read model.
+pub struct OrderView;
+
+impl ReadModel for OrderView {
+    const NAME: &'static str = "order_view";
+    const AGGREGATE_TYPES: &'static [&'static str] = &["Order"];
+    const TABLES: &'static [Table] = &[Table {
+        name: "order_view",
+        columns: &[
+            "order_id",
+            "customer_id",
+            "basket_id",
+            "status",
+            "total_minor",
+            "currency",
+            "lines",
+            "shipping_address",
+            "payment_reference",
+            "tracking_number",
+            "cancellation_reason",
+            "status_history",
+            "placed_at",
+            "updated_at",
+            "version",
+        ],
+        key: &["order_id"],
+        in_snapshot: true,
+    }];
+
+    type Row = OrderRecord;
+    type Delta = NoTotals;
+    type Totals = ();
+
+    fn fold(
+        row: &mut Option<OrderRecord>,
+        event: &Event,
+        _: &mut Vec<NoTotals>,
+    ) -> Result<(), FoldError> {
+        OrderRecord::apply(row, event)
+    }
+
+    fn copy(row: &OrderRecord, out: &mut Rows) {
+        row.write(out);
+    }
+}
+
+/// An `order_view` row, computed from the order's events: what the
+/// projector and a rebuild write, and what `orderAsOf` answers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OrderRecord {
+    pub order_id: Uuid,
+    pub customer_id: Uuid,
+    pub basket_id: Uuid,
+    pub status: OrderStatus,
+    pub total_minor: i64,
+    pub currency: String,
+    pub lines: Value,
+    pub shipping_address: Value,
+    pub payment_reference: Option<String>,
+    pub tracking_number: Option<String>,
+    pub cancellation_reason: Option<String>,
+    /// `[{status, at}]`: the first entry's time as serde spells it, the
+    /// later ones as PostgreSQL does (`to_jsonb(timestamptz)`), as the
+    /// view has always stored them.
+    pub status_history: Vec<Value>,
+    pub placed_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub version: i64,
+}
+
+impl OrderRecord {
+    /// Applies one event of the order to the row (none before it was
+    /// placed).
+    pub fn apply(row: &mut Option<Self>, event: &Event) -> Result<(), FoldError> {
+        let Payload::Order(change) = &event.payload else {
+            return Ok(());
+        };
+        let (version, at) = (event.envelope.aggregatesequence, event.time());
+        if let OrderEvent::OrderPlaced {
+            customer_id,
+            basket_id,
+            lines,
+            total,
+            shipping_address,
+        } = change
+        {
+            if row.is_none() {
+                let encode = |source| FoldError::Encode {
+                    table: "order_view",
+                    source,
+                };
+                *row = Some(Self {
+                    order_id: event.aggregate_uuid(),
+                    customer_id: *customer_id.as_uuid(),
+                    basket_id: *basket_id.as_uuid(),
+                    status: OrderStatus::Placed,
+                    total_minor: total.minor,
+                    currency: total.currency.as_str().to_owned(),
+                    lines: serde_json::to_value(lines).map_err(encode)?,
+                    shipping_address: serde_json::to_value(shipping_address).map_err(encode)?,
+                    payment_reference: None,
+                    tracking_number: None,
+                    cancellation_reason: None,
+                    status_history: vec![
+                        json!({ "status": OrderStatus::Placed.as_str(), "at": at }),
+                    ],
+                    placed_at: at,
+                    updated_at: at,
+                    version,
+                });
+            }
+            return Ok(());
+        }
+        let Some(order) = row else {
+            return Ok(());
+        };
+        let status = match change {
+            OrderEvent::OrderPlaced { .. } => return Ok(()),
+            OrderEvent::OrderPaid {
+                payment_reference, ..
+            } => {
+                order.payment_reference = Some(payment_reference.as_str().to_owned());
+                OrderStatus::Paid
+            }
+            OrderEvent::OrderShipped { tracking_number } => {
+                order.tracking_number = Some(tracking_number.as_str().to_owned());
+                OrderStatus::Shipped
+            }
+            OrderEvent::OrderDelivered {} => OrderStatus::Delivered,
+            OrderEvent::OrderCancelled { reason } => {
+                order.cancellation_reason = Some(reason.as_str().to_owned());
+                OrderStatus::Cancelled
+            }
+        };
+        order.status = status;
+        order
+            .status_history
+            .push(json!({ "status": status.as_str(), "at": pg_json_time(at) }));
+        order.version = version;
+        order.updated_at = at;
+        Ok(())
+    }
+
+    /// The order from its events, in sequence order.
+    pub fn from_events<'a>(
+        events: impl IntoIterator<Item = &'a Event>,
+    ) -> Result<Option<Self>, FoldError> {
+        let mut row = None;
+        for event in events {
+            Self::apply(&mut row, event)?;
+        }
+        Ok(row)
+    }
+
+    fn write(&self, out: &mut Rows) {
+        out.row(
+            0,
+            &[
+                &self.order_id,
+                &self.customer_id,
+                &self.basket_id,
+                &self.status.as_str(),
+                &self.total_minor,
+                &self.currency,
+                &self.lines,
+                &self.shipping_address,
+                &self.payment_reference,
+                &self.tracking_number,
+                &self.cancellation_reason,
+                &Value::Array(self.status_history.clone()),
+                &self.placed_at,
+                &self.updated_at,
+                &self.version,
+            ],
+        );
+    }
+}
