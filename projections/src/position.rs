@@ -98,10 +98,40 @@ impl Positions {
                 self.next.insert(key.clone(), next);
             }
         }
-        let admission = match next {
+        let admission = self.judge(&key, offset, next);
+        if let Admission::Rewound { to } = admission {
+            tracing::warn!(
+                projection = self.projection,
+                topic = %key.0,
+                partition = key.1,
+                offset,
+                recorded = next,
+                seek_to = to,
+                "the consumer skipped messages; seeking back"
+            );
+            metrics::counter!("eshop_projection_rewinds_total", "projection" => self.projection)
+                .increment(1);
+            if let Err(error) =
+                consumer.seek(&key.0, key.1, Offset::Offset(to), Duration::from_secs(5))
+            {
+                // Not assigned here any more, most likely: whoever has
+                // the partition now starts from its own check.
+                tracing::warn!(projection = self.projection, %error, "seeking back failed");
+            }
+        }
+        Ok(admission)
+    }
+
+    /// The guard's rule: a message at the partition's next offset (or the
+    /// first the projection sees there) is taken, one below it was taken
+    /// before, and one past it means the consumer skipped messages: seek
+    /// back to the record, then twice as far back each time the broker
+    /// still answers past it.
+    fn judge(&mut self, key: &(String, i32), offset: i64, next: Option<i64>) -> Admission {
+        match next {
             None => Admission::Take,
             Some(next) if offset <= next => {
-                self.rewinding.remove(&key);
+                self.rewinding.remove(key);
                 if offset == next {
                     Admission::Take
                 } else {
@@ -109,35 +139,17 @@ impl Positions {
                 }
             }
             Some(next) => {
-                let back = match self.rewinding.get(&key) {
+                let back = match self.rewinding.get(key) {
                     None => 0,
                     Some(0) => 1,
                     Some(back) => back.saturating_mul(2),
                 };
-                let to = next.saturating_sub(back).max(0);
                 self.rewinding.insert(key.clone(), back);
-                tracing::warn!(
-                    projection = self.projection,
-                    topic = %key.0,
-                    partition = key.1,
-                    offset,
-                    recorded = next,
-                    seek_to = to,
-                    "the consumer skipped messages; seeking back"
-                );
-                metrics::counter!("eshop_projection_rewinds_total", "projection" => self.projection)
-                    .increment(1);
-                if let Err(error) =
-                    consumer.seek(&key.0, key.1, Offset::Offset(to), Duration::from_secs(5))
-                {
-                    // Not assigned here any more, most likely: whoever has
-                    // the partition now starts from its own check.
-                    tracing::warn!(projection = self.projection, %error, "seeking back failed");
+                Admission::Rewound {
+                    to: next.saturating_sub(back).max(0),
                 }
-                Admission::Rewound { to }
             }
-        };
-        Ok(admission)
+        }
     }
 
     /// Notes that `message` was taken.
@@ -145,6 +157,42 @@ impl Positions {
         self.next.insert(
             (message.topic().to_owned(), message.partition()),
             message.offset() + 1,
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_next_offset_is_taken_and_those_below_it_passed_over() {
+        let (mut positions, key) = (Positions::new("v"), ("t".to_owned(), 0));
+        assert_eq!(
+            positions.judge(&key, 7, None),
+            Admission::Take,
+            "no record yet"
+        );
+        assert_eq!(positions.judge(&key, 7, Some(7)), Admission::Take);
+        assert_eq!(positions.judge(&key, 3, Some(7)), Admission::Taken);
+    }
+
+    #[test]
+    fn a_skip_seeks_back_to_the_record_then_twice_as_far_each_time_down_to_zero() {
+        let (mut positions, key) = (Positions::new("v"), ("t".to_owned(), 0));
+        let seeks: Vec<Admission> = (0..6)
+            .map(|_| positions.judge(&key, 20, Some(10)))
+            .collect();
+        let to = |to| Admission::Rewound { to };
+        assert_eq!(seeks, [to(10), to(9), to(8), to(6), to(2), to(0)]);
+        // The record's message arrives: the next skip starts afresh.
+        assert_eq!(positions.judge(&key, 10, Some(10)), Admission::Take);
+        assert_eq!(positions.judge(&key, 20, Some(11)), to(11));
+        let other = ("t".to_owned(), 1);
+        assert_eq!(
+            positions.judge(&other, 20, Some(11)),
+            to(11),
+            "per partition"
         );
     }
 }

@@ -225,22 +225,32 @@ async fn claim(
     .bind(aggregate_id)
     .fetch_one(&mut *db)
     .await?;
-    if held >= sequence {
-        return Ok(Claim::Taken);
+    let claim = Claim::judge(held, sequence);
+    if claim != Claim::Taken {
+        sqlx::query(
+            "UPDATE projection_progress SET sequence = $3 WHERE projection = $1 AND aggregate_id = $2",
+        )
+        .bind(projection)
+        .bind(aggregate_id)
+        .bind(sequence)
+        .execute(&mut *db)
+        .await?;
     }
-    sqlx::query(
-        "UPDATE projection_progress SET sequence = $3 WHERE projection = $1 AND aggregate_id = $2",
-    )
-    .bind(projection)
-    .bind(aggregate_id)
-    .bind(sequence)
-    .execute(&mut *db)
-    .await?;
-    Ok(if held == sequence - 1 {
-        Claim::Next
-    } else {
-        Claim::Gap { held }
-    })
+    Ok(claim)
+}
+
+impl Claim {
+    /// How event `sequence` of an aggregate relates to `held`, the last
+    /// one the projection took of it (0: none).
+    fn judge(held: i64, sequence: i64) -> Self {
+        if held >= sequence {
+            Self::Taken
+        } else if held == sequence - 1 {
+            Self::Next
+        } else {
+            Self::Gap { held }
+        }
+    }
 }
 
 /// The events of `event`'s aggregate after `held` and before `event`, read
@@ -1519,6 +1529,28 @@ async fn take_one(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_event_is_next_taken_or_after_a_gap() {
+        assert_eq!(
+            Claim::judge(0, 1),
+            Claim::Next,
+            "the first of a new aggregate"
+        );
+        assert_eq!(Claim::judge(4, 5), Claim::Next);
+        assert_eq!(Claim::judge(5, 5), Claim::Taken, "a redelivery");
+        assert_eq!(Claim::judge(7, 5), Claim::Taken, "a late duplicate");
+        assert_eq!(
+            Claim::judge(2, 5),
+            Claim::Gap { held: 2 },
+            "3 and 4 missing"
+        );
+        assert_eq!(
+            Claim::judge(0, 3),
+            Claim::Gap { held: 0 },
+            "1 and 2 missing"
+        );
+    }
 
     fn fenced() -> KafkaError {
         KafkaError::MessageConsumptionFatal(RDKafkaErrorCode::FencedInstanceId)

@@ -218,3 +218,123 @@ fn priced(lines: &mut [Line]) -> Result<(i64, i64), FoldError> {
     }
     Ok((total, items))
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::testing::{History, money};
+
+    fn fold(events: &[Event]) -> Result<Option<BasketRow>, FoldError> {
+        let mut row = None;
+        for event in events {
+            BasketRow::apply(&mut row, event)?;
+        }
+        Ok(row)
+    }
+
+    fn added(basket: &mut History, product: Uuid, price: i64, quantity: u32) -> Event {
+        basket.next(
+            "ItemAdded",
+            json!({"product_id": product, "sku": "SKU-1", "name": "Thing",
+                   "unit_price": money(price, "EUR"), "quantity": quantity}),
+        )
+    }
+
+    #[test]
+    fn lines_are_priced_and_totalled_after_every_change() {
+        let (mut basket, a, b) = (History::new("Basket"), Uuid::now_v7(), Uuid::now_v7());
+        let mut events = vec![
+            basket.next("BasketOpened", json!({"customer_id": Uuid::now_v7()})),
+            added(&mut basket, a, 250, 2),
+            added(&mut basket, b, 100, 1),
+            basket.next(
+                "ItemQuantityChanged",
+                json!({"product_id": a, "quantity": 3}),
+            ),
+        ];
+        let row = fold(&events).expect("folds").expect("a row");
+        let totals: Vec<(i64, i64)> = row
+            .lines
+            .iter()
+            .map(|l| (l.quantity, l.line_total_minor))
+            .collect();
+        assert_eq!(totals, [(3, 750), (1, 100)]);
+        assert_eq!((row.total_minor, row.item_count), (850, 4));
+        assert_eq!(row.currency.as_deref(), Some("EUR"));
+        assert_eq!((row.status, row.version), (BasketStatus::Open, 4));
+
+        events.push(basket.next("ItemRemoved", json!({"product_id": a})));
+        events.push(basket.next("ItemRemoved", json!({"product_id": b})));
+        let row = fold(&events).expect("folds").expect("a row");
+        assert!(row.lines.is_empty());
+        assert_eq!((row.total_minor, row.item_count), (0, 0));
+        assert_eq!(row.currency, None, "an empty open basket has no currency");
+    }
+
+    #[test]
+    fn a_checked_out_basket_names_its_order_and_keeps_its_lines() {
+        let (mut basket, order) = (History::new("Basket"), Uuid::now_v7());
+        let events = [
+            basket.next("BasketOpened", json!({"customer_id": Uuid::now_v7()})),
+            added(&mut basket, Uuid::now_v7(), 500, 1),
+            basket.next("BasketCheckedOut", json!({"order_id": order})),
+        ];
+        let row = fold(&events).expect("folds").expect("a row");
+        assert_eq!(row.status, BasketStatus::CheckedOut);
+        assert_eq!(row.order_id, Some(order));
+        assert_eq!(row.total_minor, 500);
+    }
+
+    #[test]
+    fn clearing_empties_the_basket() {
+        let mut basket = History::new("Basket");
+        let events = [
+            basket.next("BasketOpened", json!({"customer_id": Uuid::now_v7()})),
+            added(&mut basket, Uuid::now_v7(), 500, 2),
+            basket.next("BasketCleared", json!({})),
+        ];
+        let row = fold(&events).expect("folds").expect("a row");
+        assert!(row.lines.is_empty());
+        assert_eq!(
+            (row.total_minor, row.item_count, row.currency),
+            (0, 0, None)
+        );
+    }
+
+    #[test]
+    fn a_line_total_beyond_a_bigint_is_an_error_not_a_wrapped_figure() {
+        let mut basket = History::new("Basket");
+        let events = [
+            basket.next("BasketOpened", json!({"customer_id": Uuid::now_v7()})),
+            added(&mut basket, Uuid::now_v7(), i64::MAX / 2, 3),
+        ];
+        let error = fold(&events).expect_err("out of range");
+        assert!(error.to_string().contains("out of range"), "{error}");
+    }
+
+    #[test]
+    fn a_basket_total_beyond_a_bigint_is_an_error() {
+        let mut basket = History::new("Basket");
+        let events = [
+            basket.next("BasketOpened", json!({"customer_id": Uuid::now_v7()})),
+            added(&mut basket, Uuid::now_v7(), i64::MAX / 2, 1),
+            added(&mut basket, Uuid::now_v7(), i64::MAX / 2, 1),
+            added(&mut basket, Uuid::now_v7(), i64::MAX / 2, 1),
+        ];
+        assert!(matches!(
+            fold(&events),
+            Err(FoldError::OutOfRange {
+                what: "a basket's total"
+            })
+        ));
+    }
+
+    #[test]
+    fn nothing_before_the_basket_is_opened() {
+        let mut basket = History::new("Basket");
+        let early = added(&mut basket, Uuid::now_v7(), 500, 2);
+        assert_eq!(fold(&[early]).expect("folds"), None);
+    }
+}

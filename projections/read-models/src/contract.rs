@@ -309,3 +309,86 @@ impl<M: ReadModel> Fold for ViewFold<M> {
         M::copy_totals(std::mem::take(&mut self.totals), out);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::basket_view::BasketView;
+    use crate::testing::{History, money};
+
+    #[test]
+    fn a_batch_folds_each_aggregate_from_its_stored_row_as_one_by_one() {
+        let (mut one, mut two) = (History::new("Basket"), History::new("Basket"));
+        let open = |b: &mut History| b.next("BasketOpened", json!({"customer_id": Uuid::now_v7()}));
+        let add = |b: &mut History, price| {
+            b.next(
+                "ItemAdded",
+                json!({"product_id": Uuid::now_v7(), "sku": "S", "name": "N",
+                       "unit_price": money(price, "EUR"), "quantity": 1}),
+            )
+        };
+        let stored_events = [open(&mut one), add(&mut one, 100)];
+        let batch = [
+            open(&mut two),
+            add(&mut one, 20),
+            add(&mut two, 5),
+            add(&mut one, 3),
+        ];
+        // One event at a time, as if each were its own batch.
+        let mut expected: HashMap<Uuid, Option<_>> = HashMap::new();
+        for event in stored_events.iter().chain(&batch) {
+            let row = expected.entry(event.aggregate_uuid()).or_default();
+            BasketView::fold(row, event, &mut Vec::new()).expect("folds");
+        }
+        // The batch, from the row stored before it.
+        let mut stored = None;
+        for event in &stored_events {
+            BasketView::fold(&mut stored, event, &mut Vec::new()).expect("folds");
+        }
+        let rows = HashMap::from([(one.id, stored.expect("a row"))]);
+        let refs: Vec<&Event> = batch.iter().collect();
+        let folded = fold_batch::<BasketView>(rows, &refs).expect("folds");
+        let ids: Vec<Uuid> = folded.rows.iter().map(|(id, _)| *id).collect();
+        assert_eq!(ids, [two.id, one.id], "in the order they first appear");
+        for (id, row) in folded.rows {
+            assert_eq!(row, expected[&id]);
+        }
+        let totals: Vec<i64> = [one.id, two.id]
+            .iter()
+            .map(|id| expected[id].as_ref().expect("a row").total_minor)
+            .collect();
+        assert_eq!(totals, [123, 5]);
+    }
+
+    #[test]
+    fn one_bad_event_fails_the_whole_batch() {
+        let mut basket = History::new("Basket");
+        let batch = [
+            basket.next("BasketOpened", json!({"customer_id": Uuid::now_v7()})),
+            basket.next(
+                "ItemAdded",
+                json!({"product_id": Uuid::now_v7(), "sku": "S", "name": "N",
+                       "unit_price": money(i64::MAX, "EUR"), "quantity": 2}),
+            ),
+        ];
+        let refs: Vec<&Event> = batch.iter().collect();
+        assert!(fold_batch::<BasketView>(HashMap::new(), &refs).is_err());
+    }
+
+    #[test]
+    fn the_statements_read_and_write_the_row_table_by_its_key() {
+        let view = View::<crate::sales_daily::SalesDaily>::new();
+        assert_eq!(
+            view.load,
+            "SELECT order_id, to_jsonb(t) FROM sales_daily_orders t WHERE order_id = ANY($1)"
+        );
+        assert_eq!(
+            view.write,
+            "INSERT INTO sales_daily_orders (order_id, day, lines) \
+             SELECT order_id, day, lines FROM jsonb_populate_recordset(NULL::sales_daily_orders, $1) \
+             ON CONFLICT (order_id) DO UPDATE SET day = EXCLUDED.day, lines = EXCLUDED.lines"
+        );
+    }
+}

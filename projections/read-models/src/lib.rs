@@ -11,6 +11,8 @@ mod contract;
 pub mod event;
 mod exact_sum;
 mod rows;
+#[cfg(test)]
+mod testing;
 
 pub mod basket_view;
 pub mod order_view;
@@ -19,7 +21,9 @@ pub mod sales_daily;
 
 use std::sync::Arc;
 
-pub use contract::{ApplyError, FoldError, Folded, NoTotals, Projection, ReadModel, View, fold_batch};
+pub use contract::{
+    ApplyError, FoldError, Folded, NoTotals, Projection, ReadModel, View, fold_batch,
+};
 pub use exact_sum::ExactSum;
 pub use order_view::OrderRecord;
 pub use rows::{CopyValue, Fold, Json, Rows, Table, pg_json_time};

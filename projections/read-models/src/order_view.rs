@@ -190,3 +190,90 @@ impl OrderRecord {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::testing::{History, money, start};
+
+    fn placed(order: &mut History) -> Event {
+        let product = Uuid::now_v7();
+        order.next(
+            "OrderPlaced",
+            json!({
+                "customer_id": Uuid::now_v7(), "basket_id": Uuid::now_v7(),
+                "lines": [{"product_id": product, "sku": "MUG-1", "name": "Mug",
+                           "unit_price": money(1250, "EUR"), "quantity": 2}],
+                "total": money(2500, "EUR"),
+                "shipping_address": {"recipient": "Ada", "line1": "1 Main St", "city": "Paris",
+                                     "postal_code": "75001", "country": "FR"},
+            }),
+        )
+    }
+
+    fn fold(events: &[Event]) -> Option<OrderRecord> {
+        OrderRecord::from_events(events).expect("the events fold")
+    }
+
+    #[test]
+    fn an_order_is_placed_paid_shipped_and_delivered_with_its_history() {
+        let mut order = History::new("Order");
+        let events = [
+            placed(&mut order),
+            order.next(
+                "OrderPaid",
+                json!({"payment_reference": "PAY-1", "amount": money(2500, "EUR")}),
+            ),
+            order.next("OrderShipped", json!({"tracking_number": "TRACK-1"})),
+            order.next("OrderDelivered", json!({})),
+        ];
+        let row = fold(&events).expect("a row once placed");
+        assert_eq!(row.order_id, order.id);
+        assert_eq!(row.status, OrderStatus::Delivered);
+        assert_eq!((row.total_minor, row.currency.as_str()), (2500, "EUR"));
+        assert_eq!(row.lines[0]["sku"], "MUG-1");
+        assert_eq!(row.shipping_address["city"], "Paris");
+        assert_eq!(row.payment_reference.as_deref(), Some("PAY-1"));
+        assert_eq!(row.tracking_number.as_deref(), Some("TRACK-1"));
+        assert_eq!(row.cancellation_reason, None);
+        assert_eq!(row.version, 4);
+        assert_eq!(row.placed_at, events[0].time());
+        assert_eq!(row.updated_at, events[3].time());
+        assert_eq!(
+            row.status_history,
+            [
+                json!({"status": "placed", "at": "2026-11-28T23:59:59.123456Z"}),
+                json!({"status": "paid", "at": "2026-11-29T00:00:00.123456+00:00"}),
+                json!({"status": "shipped", "at": "2026-11-29T00:00:01.123456+00:00"}),
+                json!({"status": "delivered", "at": "2026-11-29T00:00:02.123456+00:00"}),
+            ]
+        );
+        assert_eq!(row.placed_at.date_naive(), start().date_naive());
+    }
+
+    #[test]
+    fn a_cancelled_order_keeps_its_reason_and_status() {
+        let mut order = History::new("Order");
+        let events = [
+            placed(&mut order),
+            order.next("OrderCancelled", json!({"reason": "changed my mind"})),
+        ];
+        let row = fold(&events).expect("a row");
+        assert_eq!(row.status, OrderStatus::Cancelled);
+        assert_eq!(row.cancellation_reason.as_deref(), Some("changed my mind"));
+        assert_eq!(row.status_history.len(), 2);
+    }
+
+    #[test]
+    fn nothing_before_the_order_is_placed_and_a_second_placing_changes_nothing() {
+        let mut order = History::new("Order");
+        let early = order.next("OrderDelivered", json!({}));
+        assert_eq!(fold(std::slice::from_ref(&early)), None);
+        let first = placed(&mut order);
+        let again = placed(&mut order);
+        let row = fold(&[early, first.clone(), again]).expect("a row");
+        assert_eq!(Some(row), fold(&[first]));
+    }
+}

@@ -164,3 +164,96 @@ impl ProductRow {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::contract::fold_batch;
+    use crate::testing::{History, money};
+
+    fn registered(product: &mut History, stock: u32) -> Event {
+        product.next(
+            "ProductRegistered",
+            json!({"sku": "MUG-1", "name": "Mug", "description": "A mug",
+                   "price": money(1250, "EUR"), "initial_stock": stock}),
+        )
+    }
+
+    fn fold(events: &[Event]) -> Option<ProductRow> {
+        let mut row = None;
+        for event in events {
+            ProductRow::apply(&mut row, event).expect("folds");
+        }
+        row
+    }
+
+    #[test]
+    fn reservations_releases_and_shipments_move_stock() {
+        let (mut product, order) = (History::new("Product"), Uuid::now_v7());
+        let reserve = |p: &mut History, kind: &str, quantity: u32| {
+            p.next(kind, json!({"order_id": order, "quantity": quantity}))
+        };
+        let events = [
+            registered(&mut product, 10),
+            reserve(&mut product, "StockReserved", 3),
+            reserve(&mut product, "StockReserved", 2),
+            reserve(&mut product, "StockReleased", 2),
+            reserve(&mut product, "ReservedStockShipped", 3),
+        ];
+        let row = fold(&events).expect("a row");
+        assert_eq!((row.on_hand, row.reserved), (7, 0));
+        assert_eq!((row.version, row.updated_at), (5, events[4].time()));
+        let reserved = fold(&events[..3]).expect("a row");
+        assert_eq!((reserved.on_hand, reserved.reserved), (10, 5));
+    }
+
+    #[test]
+    fn price_stock_count_and_discontinuation_are_kept() {
+        let mut product = History::new("Product");
+        let events = [
+            registered(&mut product, 10),
+            product.next(
+                "PriceChanged",
+                json!({"old_price": money(1250, "EUR"), "new_price": money(990, "USD")}),
+            ),
+            product.next(
+                "StockAdjusted",
+                json!({"delta": -4, "reason": "breakage", "on_hand": 6}),
+            ),
+            product.next("ProductDiscontinued", json!({})),
+        ];
+        let row = fold(&events).expect("a row");
+        assert_eq!((row.price_minor, row.currency.as_str()), (990, "USD"));
+        assert_eq!(row.on_hand, 6);
+        assert_eq!(row.status, ProductStatus::Discontinued);
+        assert_eq!(
+            fold(&events[..1]).expect("a row").status,
+            ProductStatus::Active
+        );
+    }
+
+    #[test]
+    fn a_reservation_beyond_a_bigint_on_a_stored_row_is_an_error() {
+        let mut product = History::new("Product");
+        let stored = fold(&[registered(&mut product, 1)]).expect("a row");
+        let stored = ProductRow {
+            reserved: i64::MAX,
+            ..stored
+        };
+        let reserve = product.next(
+            "StockReserved",
+            json!({"order_id": Uuid::now_v7(), "quantity": 1}),
+        );
+        let rows = HashMap::from([(product.id, stored)]);
+        assert!(matches!(
+            fold_batch::<ProductCatalog>(rows, &[&reserve]),
+            Err(FoldError::OutOfRange {
+                what: "reserved stock"
+            })
+        ));
+    }
+}

@@ -201,3 +201,101 @@ pub struct Totals {
     revenue_minor: ExactSum,
     orders: ExactSum,
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::contract::{Projection, View};
+    use crate::testing::{History, money, start};
+
+    fn placed(order: &mut History, lines: &[(Uuid, i64, u32)]) -> Event {
+        let lines: Vec<_> = lines
+            .iter()
+            .map(|(product, price, quantity)| {
+                json!({"product_id": product, "sku": "SKU-1", "name": "Thing",
+                       "unit_price": money(*price, "EUR"), "quantity": quantity})
+            })
+            .collect();
+        order.next(
+            "OrderPlaced",
+            json!({
+                "customer_id": Uuid::now_v7(), "basket_id": Uuid::now_v7(),
+                "lines": lines, "total": money(0, "EUR"),
+                "shipping_address": {"recipient": "Ada", "line1": "1 Main St", "city": "Paris",
+                                     "postal_code": "75001", "country": "FR"},
+            }),
+        )
+    }
+
+    fn figures(changes: &[DayChange]) -> Vec<(i64, i64, i64)> {
+        changes
+            .iter()
+            .map(|c| (c.units, c.revenue_minor, c.orders))
+            .collect()
+    }
+
+    #[test]
+    fn an_order_is_booked_on_its_day_and_each_cancellation_takes_it_off() {
+        let (mut order, a, b) = (History::new("Order"), Uuid::now_v7(), Uuid::now_v7());
+        let (mut row, mut changes) = (None, Vec::new());
+        let place = placed(&mut order, &[(a, 250, 2), (b, 100, 1)]);
+        SalesDaily::fold(&mut row, &place, &mut changes).expect("folds");
+        assert_eq!(figures(&changes), [(2, 500, 1), (1, 100, 1)]);
+        let booking = row.clone().expect("booked");
+        assert_eq!(booking.day, start().date_naive());
+
+        changes.clear();
+        let paid = order.next(
+            "OrderPaid",
+            json!({"payment_reference": "P", "amount": money(600, "EUR")}),
+        );
+        SalesDaily::fold(&mut row, &paid, &mut changes).expect("folds");
+        assert!(changes.is_empty(), "payment changes no figure");
+        let cancel = order.next("OrderCancelled", json!({"reason": "r"}));
+        SalesDaily::fold(&mut row, &cancel, &mut changes).expect("folds");
+        assert_eq!(figures(&changes), [(-2, -500, -1), (-1, -100, -1)]);
+        assert_ne!(cancel.time().date_naive(), booking.day);
+        assert!(
+            changes.iter().all(|c| c.day == booking.day),
+            "taken off the day it was placed"
+        );
+        assert_eq!(row, Some(booking), "the booking stays");
+    }
+
+    #[test]
+    fn a_line_revenue_beyond_a_bigint_is_an_error() {
+        let mut order = History::new("Order");
+        let place = placed(&mut order, &[(Uuid::now_v7(), i64::MAX / 2, 3)]);
+        let error = SalesDaily::fold(&mut None, &place, &mut Vec::new()).expect_err("overflow");
+        assert!(error.to_string().contains("out of range"), "{error}");
+    }
+
+    #[test]
+    fn a_rebuild_adds_the_days_up_across_orders_exactly() {
+        let product = Uuid::now_v7();
+        let view = View::<SalesDaily>::new();
+        let mut fold = view.fold();
+        let mut rows = Rows::new(2);
+        for cancel in [false, true, false] {
+            let mut order = History::new("Order");
+            fold.apply(&placed(&mut order, &[(product, 1 << 62, 1)]))
+                .expect("folds");
+            if cancel {
+                fold.apply(&order.next("OrderCancelled", json!({"reason": "r"})))
+                    .expect("folds");
+            }
+            fold.end_aggregate(&mut rows);
+        }
+        fold.end(&mut rows);
+        let (days, count) = rows.take(0);
+        assert_eq!(count, 1);
+        let day = String::from_utf8(days).expect("text");
+        assert!(
+            day.ends_with("\tSKU-1\t2\t9223372036854775808\t2\n"),
+            "two orders net, their revenue exact beyond a bigint (COPY refuses it): {day}"
+        );
+        assert_eq!(rows.take(1).1, 3, "every order's booking");
+    }
+}
