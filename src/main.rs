@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use projections::projector::{ProjectorConfig, ProjectorOptions};
 use projections::relay::{KafkaConfig, RelayConfig, RelayOptions};
-use projections::status::StatusSource;
+use projections::status::{KafkaStatus, StatusSource};
 use tracing_subscriber::EnvFilter;
 
 /// A request allocates and frees many small objects; mimalloc handles that
@@ -322,10 +322,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
         None => app = app.with_metrics(handle),
     }
+    let read_pool = event_store::connect(&args.api.database).context("invalid DATABASE_URL")?;
     let graphql = query_api::QueryApi::new(
-        event_store::connect(&args.api.database).context("invalid DATABASE_URL")?,
+        read_pool.clone(),
         &args.projector.search,
-        status_source(&args.kafka, &args.relay.name),
+        std::sync::Arc::new(KafkaStatus::new(
+            read_pool,
+            status_source(&args.kafka, &args.relay.name),
+        )),
         args.graphql.clone(),
         app.verifier(),
     )
@@ -384,18 +388,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let (views, stopped) = (projections::views::all(), stopping());
         let projector_pool = pool;
         streaming.spawn(async move {
-            projections::projector::run_all_watched(
-                projector_pool,
-                projector,
-                views,
-                watch,
-                stopped,
-            )
-            .await
+            projections::run_all_watched(projector_pool, projector, views, watch, stopped).await
         });
         let board = graphql_status.clone();
         streaming.spawn(async move {
-            projections::status::monitor(board).await;
+            query_api::status::monitor(board).await;
             Ok(())
         });
     }
@@ -437,9 +434,12 @@ async fn query_api(args: QueryApiArgs) -> anyhow::Result<()> {
         }
     });
     let api = query_api::QueryApi::new(
-        pool,
+        pool.clone(),
         &args.search,
-        status_source(&args.kafka, &args.relay_name),
+        std::sync::Arc::new(KafkaStatus::new(
+            pool,
+            status_source(&args.kafka, &args.relay_name),
+        )),
         args.graphql,
         verifier,
     )
@@ -496,14 +496,7 @@ async fn main() -> anyhow::Result<()> {
             let watch = projector.stall_watch();
             let projector = ProjectorConfig::new(kafka, projector);
             let views = projections::views::all();
-            projections::projector::run_all_watched(
-                pool,
-                projector,
-                views,
-                watch,
-                shutdown_signal(),
-            )
-            .await
+            projections::run_all_watched(pool, projector, views, watch, shutdown_signal()).await
         }
         Command::QueryApi(args) => query_api(*args).await,
         Command::Projections {

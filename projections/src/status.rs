@@ -21,43 +21,11 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
-use serde::Serialize;
 use sqlx::{PgPool, Row};
 
 use crate::relay::{KafkaConfig, checkpoint};
 
-/// One partition of one of a projection's topics.
-#[derive(Debug, Clone, Serialize)]
-pub struct PartitionStatus {
-    pub topic: String,
-    pub partition: i32,
-    /// The next offset the projection will take.
-    pub next_offset: i64,
-    /// The partition's high watermark: the offset after its last message
-    /// (read from the partition where the broker's answer falls short).
-    pub high_watermark: i64,
-    pub lag: i64,
-}
-
-/// Where one projection stands.
-#[derive(Debug, Clone, Serialize)]
-pub struct ProjectionStatus {
-    pub projection: String,
-    /// The highest global position it has taken (events of different
-    /// partitions are taken in parallel, so lower positions may still be
-    /// pending: see `events_behind`).
-    pub position: Option<i64>,
-    /// When the newest event it has taken happened.
-    pub last_event_at: Option<DateTime<Utc>>,
-    /// Events in the store it has not taken yet: unpublished ones plus the
-    /// Kafka lag.
-    pub events_behind: i64,
-    /// How long ago the oldest event it has not taken happened (0 when it is
-    /// caught up).
-    pub seconds_behind: f64,
-    pub dead_letters: i64,
-    pub partitions: Vec<PartitionStatus>,
-}
+pub use read_models::status::{CollectStatus, PartitionStatus, ProjectionStatus};
 
 /// What the status needs to know: the broker, the topics and the relay.
 #[derive(Debug, Clone)]
@@ -68,11 +36,7 @@ pub struct StatusSource {
 
 /// Every projection and the aggregate types it reads.
 fn projections() -> Vec<(&'static str, &'static [&'static str])> {
-    crate::views::all()
-        .iter()
-        .map(|p| (p.name(), p.aggregate_types()))
-        .chain([(crate::search::NAME, crate::search::AGGREGATE_TYPES)])
-        .collect()
+    read_models::catalog()
 }
 
 struct Unpublished {
@@ -385,18 +349,6 @@ pub async fn collect(
     Ok(statuses)
 }
 
-/// Sets the status gauges of `/metrics`.
-pub fn record_metrics(statuses: &[ProjectionStatus]) {
-    for status in statuses {
-        let labels = [("projection", status.projection.clone())];
-        metrics::gauge!("eshop_projection_position", &labels)
-            .set(status.position.unwrap_or(0) as f64);
-        metrics::gauge!("eshop_projection_lag_events", &labels).set(status.events_behind as f64);
-        metrics::gauge!("eshop_projection_lag_seconds", &labels).set(status.seconds_behind);
-        metrics::gauge!("eshop_projection_dead_letters", &labels).set(status.dead_letters as f64);
-    }
-}
-
 /// How far one projection has got in its partitions, and how many of
 /// their messages it has not taken yet: what the stall watch needs, read
 /// without peeking at messages.
@@ -568,87 +520,23 @@ impl Stalls {
     }
 }
 
-/// Refreshes the status gauges every `every` until the process ends.
-pub async fn monitor(board: StatusBoard) {
-    loop {
-        match board.latest().await {
-            Ok(snapshot) => record_metrics(&snapshot.statuses),
-            Err(error) => tracing::warn!(
-                error = format!("{error:#}"),
-                "projection status unavailable"
-            ),
-        }
-        tokio::time::sleep(board.inner.every).await;
-    }
-}
-
-/// Every projection's status at one moment.
-#[derive(Debug)]
-pub struct Snapshot {
-    pub taken_at: DateTime<Utc>,
-    pub statuses: Vec<ProjectionStatus>,
-}
-
-/// The latest [`Snapshot`], shared by `/metrics` and every reader (the
-/// GraphQL `projections` field): collecting opens Kafka consumers and
-/// queries PostgreSQL, so it happens at most once per period and once at a
-/// time, however many readers ask.
-#[derive(Clone)]
-pub struct StatusBoard {
-    inner: std::sync::Arc<Board>,
-}
-
-struct Board {
+/// The status as [`collect`] finds it, for the query side's board.
+pub struct KafkaStatus {
     pool: PgPool,
     source: StatusSource,
-    every: Duration,
-    latest: std::sync::Mutex<Option<(std::time::Instant, std::sync::Arc<Snapshot>)>>,
-    collecting: tokio::sync::Mutex<()>,
 }
 
-impl StatusBoard {
-    /// A board whose snapshots are at most `every` old when read.
+impl KafkaStatus {
     #[must_use]
-    pub fn new(pool: PgPool, source: StatusSource, every: Duration) -> Self {
-        Self {
-            inner: std::sync::Arc::new(Board {
-                pool,
-                source,
-                every,
-                latest: std::sync::Mutex::default(),
-                collecting: tokio::sync::Mutex::default(),
-            }),
-        }
+    pub fn new(pool: PgPool, source: StatusSource) -> Self {
+        Self { pool, source }
     }
+}
 
-    fn fresh(&self) -> Option<std::sync::Arc<Snapshot>> {
-        let latest = self.inner.latest.lock().ok()?;
-        latest
-            .as_ref()
-            .filter(|(at, _)| at.elapsed() < self.inner.every)
-            .map(|(_, snapshot)| snapshot.clone())
-    }
-
-    /// The latest snapshot, collected now when none is younger than the
-    /// period; concurrent callers wait for the one collection under way.
-    pub async fn latest(&self) -> anyhow::Result<std::sync::Arc<Snapshot>> {
-        if let Some(snapshot) = self.fresh() {
-            return Ok(snapshot);
-        }
-        let _collecting = self.inner.collecting.lock().await;
-        if let Some(snapshot) = self.fresh() {
-            return Ok(snapshot);
-        }
-        let statuses = collect(&self.inner.pool, &self.inner.source).await?;
-        metrics::counter!("eshop_projection_status_collections_total").increment(1);
-        let snapshot = std::sync::Arc::new(Snapshot {
-            taken_at: Utc::now(),
-            statuses,
-        });
-        if let Ok(mut latest) = self.inner.latest.lock() {
-            *latest = Some((std::time::Instant::now(), snapshot.clone()));
-        }
-        Ok(snapshot)
+#[async_trait::async_trait]
+impl CollectStatus for KafkaStatus {
+    async fn collect(&self) -> anyhow::Result<Vec<ProjectionStatus>> {
+        collect(&self.pool, &self.source).await
     }
 }
 

@@ -51,7 +51,7 @@ impl ReadModel {
             Self::BasketView => "basket_view",
             Self::OrderView => "order_view",
             Self::SalesDaily => "sales_daily",
-            Self::Search => projections::search::NAME,
+            Self::Search => ::read_models::SEARCH,
         }
     }
 

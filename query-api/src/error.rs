@@ -97,8 +97,8 @@ impl From<read_models::FoldError> for QueryError {
     }
 }
 
-impl From<projections::search::SearchError> for QueryError {
-    fn from(error: projections::search::SearchError) -> Self {
+impl From<search_index::SearchError> for QueryError {
+    fn from(error: search_index::SearchError) -> Self {
         tracing::error!(error = %error, "search query failed");
         Self::Unavailable
     }

@@ -22,6 +22,7 @@ mod loaders;
 pub mod read_models;
 pub mod schema;
 mod search;
+pub mod status;
 mod ws;
 
 pub use config::QueryConfig;
@@ -29,9 +30,10 @@ pub use http::router;
 pub use schema::{EshopSchema, build_schema};
 pub use search::SearchIndex;
 
-use projections::search::{SearchClient, SearchConfig, SearchError};
-use projections::status::{StatusBoard, StatusSource};
+use ::read_models::status::CollectStatus;
+use search_index::{SearchClient, SearchConfig, SearchError};
 use sqlx::PgPool;
+use status::StatusBoard;
 
 /// The GraphQL API over the read models in `pool` and the search indices
 /// of `search`, ready to be routed.
@@ -53,13 +55,13 @@ impl QueryApi {
     pub fn new(
         pool: PgPool,
         search: &SearchConfig,
-        status: StatusSource,
+        status: std::sync::Arc<dyn CollectStatus>,
         config: QueryConfig,
         verifier: identity::Verifier,
     ) -> Result<Self, SearchError> {
         let read_models = read_models::ReadModels::new(pool.clone());
         let search = SearchIndex::new(SearchClient::new(&search.url)?, search.clone());
-        let status = StatusBoard::new(pool.clone(), status, STATUS_EVERY);
+        let status = StatusBoard::new(status, STATUS_EVERY);
         let live = live::LiveUpdates::start(read_models.clone());
         let schema = build_schema(
             read_models.clone(),

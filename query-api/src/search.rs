@@ -2,7 +2,7 @@
 //! them: full text, filters, facets and highlights over the REST API that
 //! Elasticsearch 8/9 and OpenSearch 2/3 share.
 
-use projections::search::{IndexKind, SearchClient, SearchConfig, SearchError};
+use search_index::{IndexKind, SearchClient, SearchConfig, SearchError};
 use serde_json::Value;
 
 /// The product and order indices (through their aliases).

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use projections::status::StatusSource;
+use projections::status::{KafkaStatus, StatusSource};
 use query_api::{QueryApi, QueryConfig};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
@@ -76,10 +76,13 @@ impl TestGraphql {
         config: QueryConfig,
         verifier: identity::Verifier,
     ) -> Self {
-        let status = StatusSource {
-            kafka: broker.kafka(),
-            relay_name: relay_name.to_owned(),
-        };
+        let status = Arc::new(KafkaStatus::new(
+            app.db.pool.clone(),
+            StatusSource {
+                kafka: broker.kafka(),
+                relay_name: relay_name.to_owned(),
+            },
+        ));
         let api = QueryApi::new(
             app.db.pool.clone(),
             &search.config(),

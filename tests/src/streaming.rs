@@ -53,7 +53,7 @@ pub fn start_projectors(
         search: search.config(),
     };
     tokio::spawn(async move {
-        projections::projector::run_all(pool, config, projections::views::all(), async {
+        projections::run_all(pool, config, projections::views::all(), async {
             let _ = stopped.await;
         })
         .await

@@ -7,7 +7,7 @@ use eshop_tests::{
     Consumed, TestApp, TestBroker, TestSearch, eventually, start_projectors, start_relay,
 };
 use projections::event::Event;
-use projections::projector::{Source, apply_batch, apply_message};
+use projections::projector::{Origin, apply_batch, apply_message};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -58,10 +58,10 @@ async fn cancelled_order_published(app: &TestApp) -> Vec<Consumed> {
 
 /// A consumed message as a projector sees it: where it came from, and its
 /// event.
-fn decoded(message: &Consumed) -> (Source<'_>, Event) {
+fn decoded(message: &Consumed) -> (Origin<'_>, Event) {
     let event =
         Event::decode(&serde_json::to_vec(&message.envelope).expect("json")).expect("decodes");
-    let source = Source {
+    let source = Origin {
         topic: &message.topic,
         partition: message.partition,
         offset: message.offset,
@@ -346,10 +346,10 @@ async fn one_batch_of_events_out_of_order_and_twice_applies_each_once() {
         .rev()
         .chain(published.iter().rev())
         .collect();
-    let decoded: Vec<(Source<'_>, Event)> = delivered.iter().map(|m| decoded(m)).collect();
+    let decoded: Vec<(Origin<'_>, Event)> = delivered.iter().map(|m| decoded(m)).collect();
     let mut applied = 0;
     for projection in projections::views::all() {
-        let mine: Vec<(Source<'_>, Event)> = decoded
+        let mine: Vec<(Origin<'_>, Event)> = decoded
             .iter()
             .filter(|(_, event)| {
                 projection

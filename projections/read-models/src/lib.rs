@@ -18,6 +18,8 @@ pub mod basket_view;
 pub mod order_view;
 pub mod product_catalog;
 pub mod sales_daily;
+pub mod search_document;
+pub mod status;
 
 use std::sync::Arc;
 
@@ -40,13 +42,28 @@ pub fn all() -> Vec<Arc<dyn Projection>> {
     ]
 }
 
-/// The name of the search projection, which keeps the search index rather
-/// than tables (its runtime lives with the projector).
+/// The name of the search projection, which keeps documents in the search
+/// index rather than rows in tables: [`search_document`] folds them.
 pub const SEARCH: &str = "search";
+
+/// The aggregate types whose events reach the search index.
+pub const SEARCH_AGGREGATE_TYPES: &[&str] = &["Product", "Order"];
+
+/// Every projection and the aggregate types it reads: the PostgreSQL read
+/// models, then [`SEARCH`]. What the stall watch, status and the query
+/// side's consistency waits go by.
+#[must_use]
+pub fn catalog() -> Vec<(&'static str, &'static [&'static str])> {
+    all()
+        .iter()
+        .map(|p| (p.name(), p.aggregate_types()))
+        .chain([(SEARCH, SEARCH_AGGREGATE_TYPES)])
+        .collect()
+}
 
 /// The names of every projection: the PostgreSQL read models, then
 /// [`SEARCH`].
 #[must_use]
 pub fn names() -> Vec<&'static str> {
-    all().iter().map(|p| p.name()).chain([SEARCH]).collect()
+    catalog().into_iter().map(|(name, _)| name).collect()
 }

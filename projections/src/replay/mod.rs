@@ -58,12 +58,7 @@ pub use read_models::{CopyValue, Fold, Rows, Table, pg_json_time};
 pub use search::{rebuild_search, verify_search};
 pub use verify::{Difference, TableReport, VerifyReport, report_table, verify};
 
-/// The advisory lock a projection's live transactions hold shared, and a
-/// rebuild's swap takes exclusively.
-#[must_use]
-pub fn swap_lock(projection: &str) -> String {
-    format!("eshop.projection.{projection}")
-}
+pub use crate::projector::swap_lock;
 
 /// Which events a build reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -41,10 +41,10 @@ use tokio::task::JoinHandle;
 
 use super::{Difference, Guard, Progress, TableReport, begin_snapshot, commit, current_xmin};
 use crate::event::Event;
-use crate::search::document::{self, Document, IndexKind};
 use crate::search::{
     self, BulkOutcome, IndexOp, SearchClient, SearchConfig, SearchError, ensure_indices,
 };
+use read_models::search_document::{self as document, Document, IndexKind};
 
 /// Documents per `_bulk` request.
 const BULK: usize = 1_000;

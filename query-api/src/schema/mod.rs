@@ -46,7 +46,7 @@ pub struct Services {
     pub search: SearchIndex,
     pub live: LiveUpdates,
     pub config: QueryConfig,
-    pub status: projections::status::StatusBoard,
+    pub status: crate::status::StatusBoard,
     pub products: DataLoader<ProductLoader>,
 }
 
@@ -56,7 +56,7 @@ pub fn build_schema(
     read_models: ReadModels,
     search: SearchIndex,
     live: LiveUpdates,
-    status: projections::status::StatusBoard,
+    status: crate::status::StatusBoard,
     config: QueryConfig,
 ) -> EshopSchema {
     let products = DataLoader::new(ProductLoader(read_models.clone()), tokio::spawn);

@@ -4,7 +4,7 @@
 use async_graphql::connection::{Connection, ConnectionNameType, Edge, EdgeNameType};
 use async_graphql::{Context, Object, OutputType, SimpleObject};
 use chrono::{DateTime, Utc};
-use projections::search::IndexKind;
+use search_index::IndexKind;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use uuid::Uuid;

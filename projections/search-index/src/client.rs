@@ -24,6 +24,23 @@ pub enum SearchError {
     Refused(String),
 }
 
+impl SearchError {
+    /// The same error, saying what was being done.
+    #[must_use]
+    pub fn context(self, doing: &str) -> Self {
+        match self {
+            Self::Unavailable(reason) => Self::Unavailable(format!("{doing}: {reason}")),
+            Self::Refused(reason) => Self::Refused(format!("{doing}: {reason}")),
+        }
+    }
+
+    /// Whether trying again later may succeed.
+    #[must_use]
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Unavailable(_))
+    }
+}
+
 impl From<reqwest::Error> for SearchError {
     fn from(error: reqwest::Error) -> Self {
         Self::Unavailable(error.to_string())
