@@ -14,5 +14,11 @@ pub mod product;
 pub mod text;
 
 pub use error::ErrorKind;
+
+/// A stored status that is none of its type's: the store holds something
+/// eshop never wrote.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown status {0:?}")]
+pub struct UnknownStatus(pub String);
 pub use ids::{BasketId, CustomerId, OrderId, ProductId};
 pub use money::{Currency, MAX_UNIT_PRICE_MINOR, Money, MoneyError};

@@ -11,6 +11,9 @@ pub enum StoreError {
         what: String,
         source: serde_json::Error,
     },
+    /// A stored column that is not what the store writes there.
+    #[error("stored {what} is invalid: {value:?}")]
+    Invalid { what: &'static str, value: String },
     #[error("event could not be encoded: {0}")]
     Encode(#[source] serde_json::Error),
 }

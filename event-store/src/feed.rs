@@ -148,12 +148,22 @@ pub const COLUMNS: &str = "events.transaction_id::text AS transaction_id, events
     events.aggregate_type, events.aggregate_id, events.sequence, events.event_type, events.event_version, \
     events.payload, events.metadata, events.recorded_at";
 
+/// A transaction id as PostgreSQL spells an `xid8`: anything else is an
+/// error, never transaction 0 (which would put the event first in the
+/// global order).
+fn transaction_id(text: String) -> Result<u64, StoreError> {
+    text.parse().map_err(|_| StoreError::Invalid {
+        what: "transaction id",
+        value: text,
+    })
+}
+
 /// Decodes a row of `events` selected with [`COLUMNS`].
 pub fn decode(row: &sqlx::postgres::PgRow) -> Result<RecordedEvent, StoreError> {
-    let transaction_id: String = row.try_get("transaction_id")?;
+    let transaction_id = transaction_id(row.try_get("transaction_id")?)?;
     Ok(RecordedEvent {
         global: GlobalPosition {
-            transaction_id: transaction_id.parse().unwrap_or_default(),
+            transaction_id,
             position: row.try_get("global_position")?,
         },
         aggregate_type: row.try_get("aggregate_type")?,
@@ -165,4 +175,16 @@ pub fn decode(row: &sqlx::postgres::PgRow) -> Result<RecordedEvent, StoreError> 
         metadata: row.try_get("metadata")?,
         recorded_at: row.try_get("recorded_at")?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_transaction_id_that_is_not_a_number_is_an_error_not_zero() {
+        assert_eq!(transaction_id("748213".to_owned()).ok(), Some(748_213));
+        let error = transaction_id("12a".to_owned()).expect_err("not a number");
+        assert!(error.to_string().contains("\"12a\""), "{error}");
+    }
 }

@@ -27,6 +27,11 @@ pub enum QueryError {
     /// The token lacks a role the field needs.
     #[error("{0}")]
     Forbidden(String),
+    /// Stored data does not decode: the store holds something eshop never
+    /// wrote. The cause is logged, not shown; nothing is made up in its
+    /// place.
+    #[error("stored data could not be read; the error is logged")]
+    Internal,
 }
 
 /// At most the first 40 bytes of a client's value, for a message that
@@ -46,7 +51,14 @@ impl QueryError {
             Self::Unavailable => "SERVICE_UNAVAILABLE",
             Self::Unauthenticated(_) => "UNAUTHENTICATED",
             Self::Forbidden(_) => "FORBIDDEN",
+            Self::Internal => "INTERNAL_SERVER_ERROR",
         }
+    }
+
+    /// Stored data that does not decode, logged with `what`.
+    pub fn stored(what: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %what, "stored data does not decode");
+        Self::Internal
     }
 
     pub fn bad_input(message: impl Into<String>) -> Self {
@@ -67,8 +79,14 @@ impl ErrorExtensions for QueryError {
 
 impl From<sqlx::Error> for QueryError {
     fn from(error: sqlx::Error) -> Self {
-        tracing::error!(error = %error, "read model query failed");
-        Self::Unavailable
+        match error {
+            // A row that does not decode into its read model's type.
+            sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_) => Self::stored(error),
+            error => {
+                tracing::error!(error = %error, "read model query failed");
+                Self::Unavailable
+            }
+        }
     }
 }
 
@@ -83,8 +101,7 @@ impl From<event_store::StoreError> for QueryError {
 /// fault, not the client's; logged with the cause.
 impl From<read_models::event::DecodeError> for QueryError {
     fn from(error: read_models::event::DecodeError) -> Self {
-        tracing::error!(error = %error, "stored event could not be decoded");
-        Self::Unavailable
+        Self::stored(format!("a stored event does not decode: {error}"))
     }
 }
 
@@ -92,8 +109,7 @@ impl From<read_models::event::DecodeError> for QueryError {
 /// fault, not the client's; logged with the cause.
 impl From<read_models::FoldError> for QueryError {
     fn from(error: read_models::FoldError) -> Self {
-        tracing::error!(error = %error, "stored events could not be folded");
-        Self::Unavailable
+        Self::stored(format!("stored events do not fold: {error}"))
     }
 }
 

@@ -15,7 +15,9 @@ use sqlx::postgres::PgListener;
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
-use crate::read_models::{OrderRow, ReadModels};
+use read_models::OrderRecord;
+
+use crate::read_models::ReadModels;
 
 /// The channel the `order_view` trigger notifies.
 pub const ORDER_CHANNEL: &str = "eshop_order_view";
@@ -33,7 +35,7 @@ pub struct OrderChanged {
 #[derive(Debug, Clone)]
 pub struct OrderUpdate {
     pub change: OrderChanged,
-    pub order: Arc<OrderRow>,
+    pub order: Arc<OrderRecord>,
 }
 
 /// Where subscribers take order changes from.

@@ -11,10 +11,13 @@ use chrono::{DateTime, NaiveDate, Utc};
 use event_store::StoreError;
 use event_store::feed::RecordedEvent;
 use read_models::OrderRecord;
-use serde_json::Value;
+use read_models::basket_view::BasketRow;
 use sqlx::{FromRow, PgPool};
 use uuid::Uuid;
 
+/// A product as the catalog lists it: the `product_catalog` row with the
+/// units still available (a generated column), or the same from the
+/// search index.
 #[derive(Debug, Clone, FromRow)]
 pub struct ProductRow {
     pub product_id: Uuid,
@@ -26,67 +29,10 @@ pub struct ProductRow {
     pub on_hand: i64,
     pub reserved: i64,
     pub available: i64,
-    pub status: String,
+    #[sqlx(try_from = "String")]
+    pub status: domain::product::ProductStatus,
     pub version: i64,
     pub updated_at: DateTime<Utc>,
-}
-
-#[derive(Debug, Clone, FromRow)]
-pub struct BasketRow {
-    pub basket_id: Uuid,
-    pub customer_id: Uuid,
-    pub status: String,
-    pub currency: Option<String>,
-    pub lines: Value,
-    pub total_minor: i64,
-    pub item_count: i64,
-    pub order_id: Option<Uuid>,
-    pub opened_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-    pub version: i64,
-}
-
-#[derive(Debug, Clone, FromRow)]
-pub struct OrderRow {
-    pub order_id: Uuid,
-    pub customer_id: Uuid,
-    pub basket_id: Uuid,
-    pub status: String,
-    pub total_minor: i64,
-    pub currency: String,
-    pub lines: Value,
-    pub shipping_address: Value,
-    pub payment_reference: Option<String>,
-    pub tracking_number: Option<String>,
-    pub cancellation_reason: Option<String>,
-    pub status_history: Value,
-    pub placed_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-    pub version: i64,
-}
-
-/// The row `order_view` would hold for these events, as
-/// [`OrderRecord::from_events`] folds them.
-impl From<OrderRecord> for OrderRow {
-    fn from(order: OrderRecord) -> Self {
-        Self {
-            order_id: order.order_id,
-            customer_id: order.customer_id,
-            basket_id: order.basket_id,
-            status: order.status.as_str().to_owned(),
-            total_minor: order.total_minor,
-            currency: order.currency,
-            lines: order.lines,
-            shipping_address: order.shipping_address,
-            payment_reference: order.payment_reference,
-            tracking_number: order.tracking_number,
-            cancellation_reason: order.cancellation_reason,
-            status_history: Value::Array(order.status_history),
-            placed_at: order.placed_at,
-            updated_at: order.updated_at,
-            version: order.version,
-        }
-    }
 }
 
 #[derive(Debug, Clone, FromRow)]
@@ -206,7 +152,7 @@ impl ReadModels {
         .await
     }
 
-    pub async fn orders_by_id(&self, ids: &[Uuid]) -> Result<Vec<OrderRow>, sqlx::Error> {
+    pub async fn orders_by_id(&self, ids: &[Uuid]) -> Result<Vec<OrderRecord>, sqlx::Error> {
         self.count();
         sqlx::query_as(&format!(
             "SELECT {ORDER_COLUMNS} FROM order_view WHERE order_id = ANY($1)"
@@ -216,7 +162,7 @@ impl ReadModels {
         .await
     }
 
-    pub async fn order(&self, id: Uuid) -> Result<Option<OrderRow>, sqlx::Error> {
+    pub async fn order(&self, id: Uuid) -> Result<Option<OrderRecord>, sqlx::Error> {
         self.count();
         sqlx::query_as(&format!(
             "SELECT {ORDER_COLUMNS} FROM order_view WHERE order_id = $1"
@@ -242,7 +188,7 @@ impl ReadModels {
         filter: &OrderQuery,
         after: Option<(DateTime<Utc>, Uuid)>,
         limit: i64,
-    ) -> Result<Vec<OrderRow>, sqlx::Error> {
+    ) -> Result<Vec<OrderRecord>, sqlx::Error> {
         self.count();
         let (after_at, after_id) = after.unzip();
         sqlx::query_as(&format!(

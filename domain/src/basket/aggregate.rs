@@ -37,6 +37,28 @@ impl BasketStatus {
     }
 }
 
+/// The status a read model stored ([`BasketStatus::as_str`]).
+impl std::str::FromStr for BasketStatus {
+    type Err = crate::UnknownStatus;
+
+    fn from_str(stored: &str) -> Result<Self, Self::Err> {
+        match stored {
+            "not_opened" => Ok(Self::NotOpened),
+            "open" => Ok(Self::Open),
+            "checked_out" => Ok(Self::CheckedOut),
+            other => Err(crate::UnknownStatus(other.to_owned())),
+        }
+    }
+}
+
+impl TryFrom<String> for BasketStatus {
+    type Error = crate::UnknownStatus;
+
+    fn try_from(stored: String) -> Result<Self, Self::Error> {
+        stored.parse()
+    }
+}
+
 impl fmt::Display for BasketStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {

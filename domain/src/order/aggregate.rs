@@ -52,6 +52,31 @@ impl OrderStatus {
     }
 }
 
+/// The status a read model stored ([`OrderStatus::as_str`]).
+impl std::str::FromStr for OrderStatus {
+    type Err = crate::UnknownStatus;
+
+    fn from_str(stored: &str) -> Result<Self, Self::Err> {
+        match stored {
+            "not_placed" => Ok(Self::NotPlaced),
+            "placed" => Ok(Self::Placed),
+            "paid" => Ok(Self::Paid),
+            "shipped" => Ok(Self::Shipped),
+            "delivered" => Ok(Self::Delivered),
+            "cancelled" => Ok(Self::Cancelled),
+            other => Err(crate::UnknownStatus(other.to_owned())),
+        }
+    }
+}
+
+impl TryFrom<String> for OrderStatus {
+    type Error = crate::UnknownStatus;
+
+    fn try_from(stored: String) -> Result<Self, Self::Error> {
+        stored.parse()
+    }
+}
+
 impl fmt::Display for OrderStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {

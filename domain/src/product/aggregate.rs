@@ -33,6 +33,28 @@ impl ProductStatus {
     }
 }
 
+/// The status a read model stored ([`ProductStatus::as_str`]).
+impl std::str::FromStr for ProductStatus {
+    type Err = crate::UnknownStatus;
+
+    fn from_str(stored: &str) -> Result<Self, Self::Err> {
+        match stored {
+            "unregistered" => Ok(Self::Unregistered),
+            "active" => Ok(Self::Active),
+            "discontinued" => Ok(Self::Discontinued),
+            other => Err(crate::UnknownStatus(other.to_owned())),
+        }
+    }
+}
+
+impl TryFrom<String> for ProductStatus {
+    type Error = crate::UnknownStatus;
+
+    fn try_from(stored: String) -> Result<Self, Self::Error> {
+        stored.parse()
+    }
+}
+
 impl fmt::Display for ProductStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {

@@ -810,5 +810,10 @@ fn each_status_is_stored_as_its_serde_name() {
             serde_json::to_value(status).expect("a status serializes"),
             serde_json::Value::from(status.as_str())
         );
+        assert_eq!(status.as_str().parse(), Ok(status));
     }
+    assert_eq!(
+        "shipped-ish".parse::<ProductStatus>(),
+        Err(crate::UnknownStatus("shipped-ish".to_owned()))
+    );
 }

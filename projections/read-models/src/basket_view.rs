@@ -80,13 +80,17 @@ pub struct Line {
     pub line_total_minor: i64,
 }
 
-/// A `basket_view` row.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// A `basket_view` row: what the projector and a rebuild write, and what
+/// the GraphQL API reads. A stored row that does not decode into it is an
+/// error, never a default.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
 pub struct BasketRow {
     pub basket_id: Uuid,
     pub customer_id: Uuid,
+    #[sqlx(try_from = "String")]
     pub status: BasketStatus,
     pub currency: Option<String>,
+    #[sqlx(json)]
     pub lines: Vec<Line>,
     pub total_minor: i64,
     pub item_count: i64,

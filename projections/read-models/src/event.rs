@@ -169,3 +169,29 @@ pub fn envelope_from(event: RecordedEvent, upcasters: &[Box<dyn EventUpcaster>])
         &metadata,
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::testing::History;
+
+    #[test]
+    fn an_aggregate_id_that_is_not_a_uuid_does_not_decode() {
+        let event = History::new("Basket").next("BasketCleared", json!({}));
+        let mut envelope = event.envelope;
+        envelope.aggregateid = "basket-7".to_owned();
+        let error = Event::from_envelope(envelope).expect_err("not a UUID");
+        assert!(matches!(error, DecodeError::AggregateId(ref id) if id == "basket-7"));
+    }
+
+    #[test]
+    fn data_that_does_not_match_its_event_type_does_not_decode() {
+        let event = History::new("Basket").next("BasketCleared", json!({}));
+        let mut envelope = event.envelope;
+        envelope.event_type = "eshop.Basket.ItemAdded".to_owned();
+        let error = Event::from_envelope(envelope).expect_err("no item");
+        assert!(matches!(error, DecodeError::Data { .. }), "{error}");
+    }
+}

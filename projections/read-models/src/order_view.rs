@@ -4,14 +4,13 @@
 //! `query-api/src/read_models.rs`.
 
 use chrono::{DateTime, Utc};
-use domain::order::{OrderEvent, OrderStatus};
+use domain::order::{OrderEvent, OrderLine, OrderStatus, ShippingAddress};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::contract::{FoldError, NoTotals, ReadModel};
 use crate::event::{Event, Payload};
-use crate::rows::{Rows, Table, pg_json_time};
+use crate::rows::{Json, Rows, Table, pg_json_time};
 
 /// The read model.
 pub struct OrderView;
@@ -60,27 +59,48 @@ impl ReadModel for OrderView {
 }
 
 /// An `order_view` row, computed from the order's events: what the
-/// projector and a rebuild write, and what `orderAsOf` answers.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// projector and a rebuild write, what the GraphQL API reads, and what
+/// `orderAsOf` answers. A stored row that does not decode into it (an
+/// unknown status, lines that are not order lines) is an error, never a
+/// default.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
 pub struct OrderRecord {
     pub order_id: Uuid,
     pub customer_id: Uuid,
     pub basket_id: Uuid,
+    #[sqlx(try_from = "String")]
     pub status: OrderStatus,
     pub total_minor: i64,
     pub currency: String,
-    pub lines: Value,
-    pub shipping_address: Value,
+    #[sqlx(json)]
+    pub lines: Vec<OrderLine>,
+    #[sqlx(json)]
+    pub shipping_address: ShippingAddress,
     pub payment_reference: Option<String>,
     pub tracking_number: Option<String>,
     pub cancellation_reason: Option<String>,
-    /// `[{status, at}]`: the first entry's time as serde spells it, the
-    /// later ones as PostgreSQL does (`to_jsonb(timestamptz)`), as the
-    /// view has always stored them.
-    pub status_history: Vec<Value>,
+    #[sqlx(json)]
+    pub status_history: Vec<StatusChange>,
     pub placed_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub version: i64,
+}
+
+/// A status the order reached, and when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusChange {
+    pub status: OrderStatus,
+    /// The first entry's time as serde spells it, the later ones as
+    /// PostgreSQL does (`to_jsonb(timestamptz)`), as the view has always
+    /// stored them: kept as spelled, so that a rebuild writes exactly what
+    /// the live projector did.
+    pub at: String,
+}
+
+/// A time as serde spells it (what the first status change has always
+/// held).
+fn serde_time(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
 }
 
 impl OrderRecord {
@@ -100,10 +120,6 @@ impl OrderRecord {
         } = change
         {
             if row.is_none() {
-                let encode = |source| FoldError::Encode {
-                    table: "order_view",
-                    source,
-                };
                 *row = Some(Self {
                     order_id: event.aggregate_uuid(),
                     customer_id: *customer_id.as_uuid(),
@@ -111,14 +127,15 @@ impl OrderRecord {
                     status: OrderStatus::Placed,
                     total_minor: total.minor,
                     currency: total.currency.as_str().to_owned(),
-                    lines: serde_json::to_value(lines).map_err(encode)?,
-                    shipping_address: serde_json::to_value(shipping_address).map_err(encode)?,
+                    lines: lines.clone(),
+                    shipping_address: shipping_address.clone(),
                     payment_reference: None,
                     tracking_number: None,
                     cancellation_reason: None,
-                    status_history: vec![
-                        json!({ "status": OrderStatus::Placed.as_str(), "at": at }),
-                    ],
+                    status_history: vec![StatusChange {
+                        status: OrderStatus::Placed,
+                        at: serde_time(at),
+                    }],
                     placed_at: at,
                     updated_at: at,
                     version,
@@ -148,9 +165,10 @@ impl OrderRecord {
             }
         };
         order.status = status;
-        order
-            .status_history
-            .push(json!({ "status": status.as_str(), "at": pg_json_time(at) }));
+        order.status_history.push(StatusChange {
+            status,
+            at: pg_json_time(at),
+        });
         order.version = version;
         order.updated_at = at;
         Ok(())
@@ -177,12 +195,12 @@ impl OrderRecord {
                 &self.status.as_str(),
                 &self.total_minor,
                 &self.currency,
-                &self.lines,
-                &self.shipping_address,
+                &Json(&self.lines),
+                &Json(&self.shipping_address),
                 &self.payment_reference,
                 &self.tracking_number,
                 &self.cancellation_reason,
-                &Value::Array(self.status_history.clone()),
+                &Json(&self.status_history),
                 &self.placed_at,
                 &self.updated_at,
                 &self.version,
@@ -233,8 +251,8 @@ mod tests {
         assert_eq!(row.order_id, order.id);
         assert_eq!(row.status, OrderStatus::Delivered);
         assert_eq!((row.total_minor, row.currency.as_str()), (2500, "EUR"));
-        assert_eq!(row.lines[0]["sku"], "MUG-1");
-        assert_eq!(row.shipping_address["city"], "Paris");
+        assert_eq!(row.lines[0].sku.as_str(), "MUG-1");
+        assert_eq!(row.shipping_address.city.as_str(), "Paris");
         assert_eq!(row.payment_reference.as_deref(), Some("PAY-1"));
         assert_eq!(row.tracking_number.as_deref(), Some("TRACK-1"));
         assert_eq!(row.cancellation_reason, None);
@@ -242,15 +260,27 @@ mod tests {
         assert_eq!(row.placed_at, events[0].time());
         assert_eq!(row.updated_at, events[3].time());
         assert_eq!(
-            row.status_history,
-            [
-                json!({"status": "placed", "at": "2026-11-28T23:59:59.123456Z"}),
-                json!({"status": "paid", "at": "2026-11-29T00:00:00.123456+00:00"}),
-                json!({"status": "shipped", "at": "2026-11-29T00:00:01.123456+00:00"}),
-                json!({"status": "delivered", "at": "2026-11-29T00:00:02.123456+00:00"}),
-            ]
+            serde_json::to_value(&row.status_history).expect("JSON"),
+            json!([
+                {"status": "placed", "at": "2026-11-28T23:59:59.123456Z"},
+                {"status": "paid", "at": "2026-11-29T00:00:00.123456+00:00"},
+                {"status": "shipped", "at": "2026-11-29T00:00:01.123456+00:00"},
+                {"status": "delivered", "at": "2026-11-29T00:00:02.123456+00:00"},
+            ])
         );
         assert_eq!(row.placed_at.date_naive(), start().date_naive());
+    }
+
+    #[test]
+    fn the_first_status_change_is_spelled_as_serde_spells_a_time() {
+        for at in [
+            "2026-11-28T23:59:59Z",
+            "2026-11-28T23:59:59.120Z",
+            "2026-11-28T23:59:59.123456Z",
+        ] {
+            let at: DateTime<Utc> = at.parse().expect("a time");
+            assert_eq!(json!(serde_time(at)), json!(at));
+        }
     }
 
     #[test]

@@ -71,8 +71,10 @@ impl ReadModel for ProductCatalog {
 }
 
 /// A `product_catalog` row (without `available`, which PostgreSQL
-/// generates).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// generates): what the projector and a rebuild write, and what the
+/// GraphQL API reads. A stored row that does not decode into it is an
+/// error, never a default.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
 pub struct ProductRow {
     pub product_id: Uuid,
     pub sku: String,
@@ -82,6 +84,7 @@ pub struct ProductRow {
     pub currency: String,
     pub on_hand: i64,
     pub reserved: i64,
+    #[sqlx(try_from = "String")]
     pub status: ProductStatus,
     pub version: i64,
     pub updated_at: DateTime<Utc>,

@@ -1,14 +1,12 @@
 use async_graphql::{Context, Enum, ID, Object};
 use chrono::{DateTime, Utc};
-use serde::Deserialize;
-use uuid::Uuid;
+use read_models::basket_view::{BasketRow, Line};
 
 use super::product::{Product, catalog_product};
 use super::scalars::Money;
 use super::{not_found, parse_id, read};
 use crate::consistency::ReadModel;
-use crate::error::{Coded, QueryResult};
-use crate::read_models::BasketRow;
+use crate::error::{Coded, QueryError, QueryResult};
 
 /// Whether a basket still takes items.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
@@ -17,20 +15,9 @@ pub enum BasketStatus {
     CheckedOut,
 }
 
-/// A line as `basket_view` stores it.
-#[derive(Debug, Clone, Deserialize)]
-struct StoredLine {
-    product_id: Uuid,
-    sku: String,
-    name: String,
-    unit_price_minor: i64,
-    quantity: i64,
-    line_total_minor: i64,
-}
-
 /// One line of a basket, at the price of the moment the item was added.
 pub struct BasketLine {
-    line: StoredLine,
+    line: Line,
     currency: String,
 }
 
@@ -71,23 +58,39 @@ impl Basket {
     async fn customer_id(&self) -> ID {
         ID(self.0.customer_id.to_string())
     }
-    async fn status(&self) -> BasketStatus {
-        if self.0.status == "checked_out" {
-            BasketStatus::CheckedOut
-        } else {
-            BasketStatus::Open
+    async fn status(&self) -> QueryResult<BasketStatus> {
+        match self.0.status {
+            domain::basket::BasketStatus::Open => Ok(BasketStatus::Open),
+            domain::basket::BasketStatus::CheckedOut => Ok(BasketStatus::CheckedOut),
+            other => Err(QueryError::stored(format!(
+                "basket {} is stored as {}",
+                self.0.basket_id,
+                other.as_str()
+            )))
+            .coded(),
         }
     }
-    async fn lines(&self) -> Vec<BasketLine> {
-        let currency = self.0.currency.clone().unwrap_or_default();
-        serde_json::from_value::<Vec<StoredLine>>(self.0.lines.clone())
-            .unwrap_or_default()
-            .into_iter()
+    async fn lines(&self) -> QueryResult<Vec<BasketLine>> {
+        let Some(currency) = &self.0.currency else {
+            return if self.0.lines.is_empty() {
+                Ok(Vec::new())
+            } else {
+                Err(QueryError::stored(format!(
+                    "basket {} has lines and no currency",
+                    self.0.basket_id
+                )))
+                .coded()
+            };
+        };
+        Ok(self
+            .0
+            .lines
+            .iter()
             .map(|line| BasketLine {
-                line,
+                line: line.clone(),
                 currency: currency.clone(),
             })
-            .collect()
+            .collect())
     }
     /// Null while the basket is empty (it has no currency yet).
     async fn total(&self) -> Option<Money> {

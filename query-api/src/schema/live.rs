@@ -9,9 +9,9 @@ use super::{not_found, parse_id, services};
 use crate::access::{self, Sees};
 use crate::error::{Coded, QueryError, QueryResult};
 use crate::live::OrderChanged;
-use crate::read_models::OrderRow;
 use async_graphql::ErrorExtensions;
 use chrono::Utc;
+use read_models::OrderRecord;
 
 /// Live updates over WebSocket (graphql-transport-ws at `/graphql/ws`),
 /// pushed when the projector commits the change to `order_view`.
@@ -110,7 +110,7 @@ where
 {
     BroadcastStream::new(services(ctx).live.orders()).filter_map(move |update| {
         let order = match update {
-            Ok(update) => wanted(&update.change).then(|| Order(OrderRow::clone(&update.order))),
+            Ok(update) => wanted(&update.change).then(|| Order(OrderRecord::clone(&update.order))),
             Err(BroadcastStreamRecvError::Lagged(missed)) => {
                 tracing::warn!(missed, "a subscriber fell behind; changes were dropped");
                 None

@@ -4,7 +4,6 @@ use chrono::{DateTime, Utc};
 use event_store::feed::RecordedEvent;
 use read_models::OrderRecord;
 use read_models::event::Event;
-use serde::Deserialize;
 use serde_json::json;
 use uuid::Uuid;
 
@@ -14,7 +13,7 @@ use super::{Services, count, not_found, not_found_at, parse_id, read};
 use crate::consistency::ReadModel;
 use crate::cursor::{Cursor, Listing, page_size};
 use crate::error::{Coded, QueryError, QueryResult};
-use crate::read_models::{OrderQuery, OrderRow};
+use crate::read_models::OrderQuery;
 
 /// Where an order stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
@@ -28,80 +27,79 @@ pub enum OrderStatus {
 
 impl OrderStatus {
     pub(crate) const fn as_str(self) -> &'static str {
+        self.domain().as_str()
+    }
+
+    const fn domain(self) -> domain::order::OrderStatus {
+        use domain::order::OrderStatus as Stored;
         match self {
-            Self::Placed => "placed",
-            Self::Paid => "paid",
-            Self::Shipped => "shipped",
-            Self::Delivered => "delivered",
-            Self::Cancelled => "cancelled",
+            Self::Placed => Stored::Placed,
+            Self::Paid => Stored::Paid,
+            Self::Shipped => Stored::Shipped,
+            Self::Delivered => Stored::Delivered,
+            Self::Cancelled => Stored::Cancelled,
         }
     }
 
-    pub(crate) fn of(status: &str) -> Self {
+    /// The status of a stored order: one never placed is not one.
+    fn stored(status: domain::order::OrderStatus, order: Uuid) -> QueryResult<Self> {
+        use domain::order::OrderStatus as Stored;
         match status {
-            "paid" => Self::Paid,
-            "shipped" => Self::Shipped,
-            "delivered" => Self::Delivered,
-            "cancelled" => Self::Cancelled,
-            _ => Self::Placed,
+            Stored::Placed => Ok(Self::Placed),
+            Stored::Paid => Ok(Self::Paid),
+            Stored::Shipped => Ok(Self::Shipped),
+            Stored::Delivered => Ok(Self::Delivered),
+            Stored::Cancelled => Ok(Self::Cancelled),
+            Stored::NotPlaced => Err(QueryError::stored(format!(
+                "order {order} is stored as not placed"
+            )))
+            .coded(),
         }
     }
-}
-
-/// A line as `order_view` stores it (the domain's order line).
-#[derive(Debug, Clone, Deserialize)]
-struct StoredLine {
-    product_id: Uuid,
-    sku: String,
-    name: String,
-    unit_price: StoredMoney,
-    quantity: i64,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-struct StoredMoney {
-    amount_minor: i64,
-    currency: String,
 }
 
 /// One line of an order, at the price of the moment it was placed.
-pub struct OrderLine(StoredLine);
+pub struct OrderLine(domain::order::OrderLine);
 
 #[Object]
 impl OrderLine {
     async fn product_id(&self) -> ID {
-        ID(self.0.product_id.to_string())
+        ID(self.0.product_id.as_uuid().to_string())
     }
     async fn sku(&self) -> &str {
-        &self.0.sku
+        self.0.sku.as_str()
     }
     async fn name(&self) -> &str {
-        &self.0.name
+        self.0.name.as_str()
     }
     async fn unit_price(&self) -> Money {
-        Money::new(self.0.unit_price.amount_minor, &self.0.unit_price.currency)
+        Money::new(self.0.unit_price.minor, self.0.unit_price.currency.as_str())
     }
     async fn quantity(&self) -> i64 {
-        self.0.quantity
+        i64::from(self.0.quantity)
     }
-    async fn line_total(&self) -> Money {
-        Money::new(
-            self.0
-                .unit_price
-                .amount_minor
-                .saturating_mul(self.0.quantity),
-            &self.0.unit_price.currency,
-        )
+    async fn line_total(&self) -> QueryResult<Money> {
+        let price = &self.0.unit_price;
+        match price.minor.checked_mul(i64::from(self.0.quantity)) {
+            Some(total) => Ok(Money::new(total, price.currency.as_str())),
+            None => Err(QueryError::stored(format!(
+                "the total of {} units at {} {} is out of range",
+                self.0.quantity,
+                price.minor,
+                price.currency.as_str()
+            )))
+            .coded(),
+        }
     }
     /// The product as the catalog shows it now (null if it is not in the
     /// catalog view).
     async fn product(&self, ctx: &Context<'_>) -> QueryResult<Option<Product>> {
-        catalog_product(ctx, self.0.product_id).await
+        catalog_product(ctx, *self.0.product_id.as_uuid()).await
     }
 }
 
 /// Where an order goes.
-#[derive(Debug, Clone, Deserialize, SimpleObject)]
+#[derive(Debug, Clone, SimpleObject)]
 pub struct ShippingAddress {
     pub recipient: String,
     pub line1: String,
@@ -112,11 +110,17 @@ pub struct ShippingAddress {
     pub country: String,
 }
 
-/// A status the order reached, and when.
-#[derive(Debug, Clone, Deserialize)]
-struct StoredStatusChange {
-    status: String,
-    at: DateTime<Utc>,
+impl From<&domain::order::ShippingAddress> for ShippingAddress {
+    fn from(address: &domain::order::ShippingAddress) -> Self {
+        Self {
+            recipient: address.recipient.as_str().to_owned(),
+            line1: address.line1.as_str().to_owned(),
+            line2: address.line2.as_ref().map(|l| l.as_str().to_owned()),
+            city: address.city.as_str().to_owned(),
+            postal_code: address.postal_code.as_str().to_owned(),
+            country: address.country.as_str().to_owned(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, SimpleObject)]
@@ -126,7 +130,7 @@ pub struct StatusChange {
 }
 
 /// An order with its lines, total, address and status history.
-pub struct Order(pub OrderRow);
+pub struct Order(pub OrderRecord);
 
 #[Object]
 impl Order {
@@ -139,21 +143,17 @@ impl Order {
     async fn basket_id(&self) -> ID {
         ID(self.0.basket_id.to_string())
     }
-    async fn status(&self) -> OrderStatus {
-        OrderStatus::of(&self.0.status)
+    async fn status(&self) -> QueryResult<OrderStatus> {
+        OrderStatus::stored(self.0.status, self.0.order_id)
     }
     async fn total(&self) -> Money {
         Money::new(self.0.total_minor, &self.0.currency)
     }
     async fn lines(&self) -> Vec<OrderLine> {
-        serde_json::from_value::<Vec<StoredLine>>(self.0.lines.clone())
-            .unwrap_or_default()
-            .into_iter()
-            .map(OrderLine)
-            .collect()
+        self.0.lines.iter().cloned().map(OrderLine).collect()
     }
     async fn shipping_address(&self) -> Option<ShippingAddress> {
-        serde_json::from_value(self.0.shipping_address.clone()).ok()
+        Some(ShippingAddress::from(&self.0.shipping_address))
     }
     async fn payment_reference(&self) -> Option<&str> {
         self.0.payment_reference.as_deref()
@@ -165,13 +165,24 @@ impl Order {
         self.0.cancellation_reason.as_deref()
     }
     /// Every status the order reached, oldest first.
-    async fn status_history(&self) -> Vec<StatusChange> {
-        serde_json::from_value::<Vec<StoredStatusChange>>(self.0.status_history.clone())
-            .unwrap_or_default()
-            .into_iter()
-            .map(|change| StatusChange {
-                status: OrderStatus::of(&change.status),
-                at: change.at,
+    async fn status_history(&self) -> QueryResult<Vec<StatusChange>> {
+        let order = self.0.order_id;
+        self.0
+            .status_history
+            .iter()
+            .map(|change| {
+                let at = DateTime::parse_from_rfc3339(&change.at)
+                    .map_err(|error| {
+                        QueryError::stored(format!(
+                            "order {order}: status time {:?}: {error}",
+                            change.at
+                        ))
+                    })
+                    .coded()?;
+                Ok(StatusChange {
+                    status: OrderStatus::stored(change.status, order)?,
+                    at: at.with_timezone(&Utc),
+                })
             })
             .collect()
     }
@@ -323,7 +334,7 @@ pub(crate) async fn orders_in_order(services: &Services, ids: &[Uuid]) -> QueryR
 pub(crate) fn order_as_of(
     recorded: &[RecordedEvent],
     at: DateTime<Utc>,
-) -> Result<Option<OrderRow>, QueryError> {
+) -> Result<Option<OrderRecord>, QueryError> {
     let upcasters = event_schemas::upcasters();
     let mut events = Vec::with_capacity(recorded.len());
     for recorded in recorded {
@@ -333,7 +344,7 @@ pub(crate) fn order_as_of(
         }
         events.push(event);
     }
-    Ok(OrderRecord::from_events(&events)?.map(OrderRow::from))
+    Ok(OrderRecord::from_events(&events)?)
 }
 
 #[cfg(test)]
@@ -434,6 +445,6 @@ mod tests {
         assert_eq!((shipped.status.as_str(), shipped.version), ("shipped", 3));
         assert_eq!(shipped.payment_reference.as_deref(), Some("PAY-1"));
         assert_eq!(shipped.tracking_number.as_deref(), Some("T-1"));
-        assert_eq!(shipped.status_history.as_array().map(Vec::len), Some(3));
+        assert_eq!(shipped.status_history.len(), 3);
     }
 }

@@ -20,16 +20,24 @@ pub enum ProductStatus {
 impl ProductStatus {
     pub(crate) const fn as_str(self) -> &'static str {
         match self {
-            Self::Active => "active",
-            Self::Discontinued => "discontinued",
+            Self::Active => domain::product::ProductStatus::Active.as_str(),
+            Self::Discontinued => domain::product::ProductStatus::Discontinued.as_str(),
         }
     }
 
-    fn of(status: &str) -> Self {
-        if status == "discontinued" {
-            Self::Discontinued
-        } else {
-            Self::Active
+    /// The status of a stored product: one never registered is not one.
+    pub(crate) fn stored(
+        status: domain::product::ProductStatus,
+        product: uuid::Uuid,
+    ) -> QueryResult<Self> {
+        use domain::product::ProductStatus as Stored;
+        match status {
+            Stored::Active => Ok(Self::Active),
+            Stored::Discontinued => Ok(Self::Discontinued),
+            Stored::Unregistered => Err(QueryError::stored(format!(
+                "product {product} is stored as unregistered"
+            )))
+            .coded(),
         }
     }
 }
@@ -112,8 +120,8 @@ impl Product {
     async fn available(&self) -> i64 {
         self.0.available
     }
-    async fn status(&self) -> ProductStatus {
-        ProductStatus::of(&self.0.status)
+    async fn status(&self) -> QueryResult<ProductStatus> {
+        ProductStatus::stored(self.0.status, self.0.product_id)
     }
     /// The product's event sequence this state reflects.
     async fn version(&self) -> i64 {

@@ -122,7 +122,7 @@ struct ProductSource {
     description: String,
     price_minor: i64,
     currency: String,
-    status: String,
+    status: domain::product::ProductStatus,
     on_hand: i64,
     reserved: i64,
     available: i64,
@@ -328,10 +328,23 @@ impl SearchQueries {
             },
         );
         for (at, hit) in found.iter().take(first).enumerate() {
-            let Ok(source) = serde_json::from_value::<ProductSource>(hit["_source"].clone()) else {
-                tracing::warn!(id = %hit["_id"], "a product document does not decode");
-                continue;
-            };
+            let source = serde_json::from_value::<ProductSource>(hit["_source"].clone())
+                .map_err(|error| {
+                    QueryError::stored(format!(
+                        "the product document {} does not decode: {error}",
+                        hit["_id"]
+                    ))
+                })
+                .coded()?;
+            let version = hit["_version"]
+                .as_i64()
+                .ok_or_else(|| {
+                    QueryError::stored(format!(
+                        "the product document {} has no version",
+                        hit["_id"]
+                    ))
+                })
+                .coded()?;
             let row = ProductRow {
                 product_id: source.product_id,
                 sku: source.sku,
@@ -343,7 +356,7 @@ impl SearchQueries {
                 reserved: source.reserved,
                 available: source.available,
                 status: source.status,
-                version: hit["_version"].as_i64().unwrap_or(0),
+                version,
                 updated_at: source.updated_at,
             };
             connection.edges.push(Edge::with_additional_fields(

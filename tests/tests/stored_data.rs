@@ -1,0 +1,155 @@
+//! Stored data that does not decode is an error wherever it is read, never
+//! a made-up default: the projector dead-letters the event that would have
+//! written a default back, and the GraphQL API answers with a coded error
+//! instead of an order that was never so.
+
+use eshop_tests::graphql::{TestGraphql, error_codes};
+use eshop_tests::{TestApp, TestBroker, TestSearch};
+use event_schemas::EventMetadata;
+use event_schemas::envelope::{Envelope, Position};
+use projections::event::Event;
+use projections::projector::{Failure, Origin, apply_message};
+use query_api::config::QueryConfig;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+/// Event `sequence` of basket `basket`, as the relay would publish it.
+fn basket_event(basket: Uuid, sequence: i64, event_type: &str, data: Value) -> Event {
+    let id = basket.to_string();
+    let metadata = EventMetadata {
+        event_id: Uuid::now_v7(),
+        occurred_at: chrono::Utc::now(),
+        correlation_id: "c".into(),
+        causation_id: "c".into(),
+        actor: "test".into(),
+        schema_version: "1".into(),
+        traceparent: None,
+    };
+    let at = Position {
+        aggregate_type: "Basket",
+        aggregate_id: &id,
+        sequence,
+        global_position: sequence,
+    };
+    Event::from_envelope(Envelope::new(at, event_type, "1", data, &metadata)).expect("decodes")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_basket_row_whose_lines_do_not_decode_dead_letters_the_next_event_and_stays_as_it_was() {
+    let app = TestApp::spawn().await;
+    let basket = Uuid::now_v7();
+    sqlx::query(
+        "INSERT INTO basket_view (basket_id, customer_id, status, lines, total_minor, item_count, \
+           opened_at, updated_at, version) \
+         VALUES ($1, $2, 'open', '[{\"not\": \"a line\"}]', 0, 0, now(), now(), 1)",
+    )
+    .bind(basket)
+    .bind(Uuid::now_v7())
+    .execute(&app.db.pool)
+    .await
+    .expect("a corrupt row");
+    sqlx::query(
+        "INSERT INTO projection_progress (projection, aggregate_id, sequence) VALUES ('basket_view', $1, 1)",
+    )
+    .bind(basket.to_string())
+    .execute(&app.db.pool)
+    .await
+    .expect("its progress");
+
+    let added = basket_event(
+        basket,
+        2,
+        "ItemAdded",
+        json!({"product_id": Uuid::now_v7(), "sku": "MUG-1", "name": "Mug",
+               "unit_price": {"amount_minor": 500, "currency": "EUR"}, "quantity": 1}),
+    );
+    let view = projections::views::all()
+        .into_iter()
+        .find(|p| p.name() == "basket_view")
+        .expect("the basket view");
+    let origin = Origin {
+        topic: "baskets",
+        partition: 0,
+        offset: 0,
+    };
+    match apply_message(&app.db.pool, view.as_ref(), origin, &added).await {
+        Err(Failure::Poison(error)) => {
+            assert!(error.contains("does not decode"), "{error}");
+        }
+        Err(Failure::Transient(error)) => panic!("a transient failure: {error}"),
+        Ok(applied) => panic!("applied ({applied}) over a row that does not decode"),
+    }
+    let (lines, version): (Value, i64) =
+        sqlx::query_as("SELECT lines, version FROM basket_view WHERE basket_id = $1")
+            .bind(basket)
+            .fetch_one(&app.db.pool)
+            .await
+            .expect("the row");
+    assert_eq!(
+        (lines, version),
+        (json!([{"not": "a line"}]), 1),
+        "the row is left as it was, not written back with no lines"
+    );
+}
+
+/// An `order_view` row as the projector writes it, with `status` and
+/// `lines` as given.
+async fn stored_order(app: &TestApp, status: &str, lines: Value) -> Uuid {
+    let order = Uuid::now_v7();
+    sqlx::query(
+        "INSERT INTO order_view (order_id, customer_id, basket_id, status, total_minor, currency, lines, \
+           shipping_address, status_history, placed_at, updated_at, version) \
+         VALUES ($1, $2, $3, $4, 500, 'EUR', $5, $6, $7, now(), now(), 1)",
+    )
+    .bind(order)
+    .bind(Uuid::now_v7())
+    .bind(Uuid::now_v7())
+    .bind(status)
+    .bind(lines)
+    .bind(&TestApp::address_json()["shipping_address"])
+    .bind(json!([{"status": "placed", "at": "2026-11-29T10:00:00Z"}]))
+    .execute(&app.db.pool)
+    .await
+    .expect("an order row");
+    order
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_row_that_does_not_decode_is_an_internal_error_not_a_made_up_order() {
+    let app = TestApp::spawn().await;
+    let broker = TestBroker::new();
+    let search = TestSearch::new(&broker.prefix).await;
+    let gql = TestGraphql::spawn(&app, &broker, &search, "stored", QueryConfig::default()).await;
+    let line = json!({"product_id": Uuid::now_v7(), "sku": "MUG-1", "name": "Mug",
+                      "unit_price": {"amount_minor": 500, "currency": "EUR"}, "quantity": 1});
+    let query = "query($id: ID!) { order(id: $id) { id status lines { sku } } }";
+
+    let sound = stored_order(&app, "paid", json!([line])).await;
+    let answer = gql.query(query, json!({"id": sound})).await;
+    assert_eq!(
+        answer["data"]["order"],
+        json!({"id": sound, "status": "PAID", "lines": [{"sku": "MUG-1"}]}),
+        "{answer}"
+    );
+
+    for (status, lines) in [
+        // Read as PLACED before.
+        ("shipped-ish", json!([line])),
+        // Read as no lines before.
+        ("paid", json!([{"not": "a line"}])),
+    ] {
+        let order = stored_order(&app, status, lines).await;
+        let answer = gql.query(query, json!({"id": order})).await;
+        assert_eq!(
+            error_codes(&answer),
+            ["INTERNAL_SERVER_ERROR"],
+            "{status}: {answer}"
+        );
+        assert_eq!(answer["data"]["order"], Value::Null, "{answer}");
+        let message = answer["errors"][0]["message"].as_str().unwrap_or("");
+        assert!(
+            !message.contains("shipped-ish") && !message.contains("a line"),
+            "the cause is logged, not shown: {message}"
+        );
+    }
+}
