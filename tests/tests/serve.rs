@@ -304,3 +304,63 @@ async fn metrics_can_be_served_to_operators_on_an_address_of_their_own() {
         "{metrics}"
     );
 }
+
+/// A port free at the moment (the process under test binds it next).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .expect("a free port")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_graphql_process_runs_in_process_and_stops_when_asked() {
+    use clap::Parser;
+    let db = TestDb::new().await;
+    let broker = eshop_tests::TestBroker::new();
+    let search = eshop_tests::TestSearch::new(&broker.prefix).await;
+    let listen = format!("127.0.0.1:{}", free_port());
+    let cli = eshop::cli::Cli::try_parse_from([
+        "eshop",
+        "query-api",
+        "--database-url",
+        &db.url,
+        "--kafka-brokers",
+        &broker.brokers,
+        "--search-url",
+        &search.url,
+        "--search-index-prefix",
+        &search.prefix,
+        "--listen",
+        &listen,
+    ])
+    .expect("the arguments parse");
+    let (handle, stop) = eshop::Stop::new();
+    let live = format!("http://{listen}/health/live");
+    // Polled beside the checks on this task: the command's future is the
+    // binary's, which need not be Send.
+    let checks = async {
+        let status = eventually(Duration::from_secs(30), "the GraphQL API answers", || {
+            let live = live.clone();
+            async move {
+                let response = reqwest::get(&live).await.ok()?;
+                Some(response.status())
+            }
+        })
+        .await;
+        handle.stop();
+        status
+    };
+    let (stopped, status) = tokio::time::timeout(
+        Duration::from_secs(60),
+        futures::future::join(eshop::run(cli.command, stop), checks),
+    )
+    .await
+    .expect("it answers, then stops when asked");
+    assert_eq!(status, 200);
+    assert!(stopped.is_ok(), "{stopped:?}");
+    assert!(
+        reqwest::get(&live).await.is_err(),
+        "nothing listens once it has stopped"
+    );
+}
