@@ -18,6 +18,9 @@ impl Loader<Uuid> for ProductLoader {
 
     async fn load(&self, keys: &[Uuid]) -> Result<HashMap<Uuid, Self::Value>, Self::Error> {
         let rows = self.0.products_by_id(keys).await.map_err(Arc::new)?;
-        Ok(rows.into_iter().map(|row| (row.product_id, row)).collect())
+        Ok(rows
+            .into_iter()
+            .map(|row| (row.row.product_id, row))
+            .collect())
     }
 }

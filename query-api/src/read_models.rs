@@ -20,19 +20,9 @@ use uuid::Uuid;
 /// search index.
 #[derive(Debug, Clone, FromRow)]
 pub struct ProductRow {
-    pub product_id: Uuid,
-    pub sku: String,
-    pub name: String,
-    pub description: String,
-    pub price_minor: i64,
-    pub currency: String,
-    pub on_hand: i64,
-    pub reserved: i64,
+    #[sqlx(flatten)]
+    pub row: read_models::product_catalog::ProductRow,
     pub available: i64,
-    #[sqlx(try_from = "String")]
-    pub status: domain::product::ProductStatus,
-    pub version: i64,
-    pub updated_at: DateTime<Utc>,
 }
 
 #[derive(Debug, Clone, FromRow)]

@@ -5,34 +5,11 @@
 
 use eshop_tests::graphql::{TestGraphql, error_codes};
 use eshop_tests::{TestApp, TestBroker, TestSearch};
-use event_schemas::EventMetadata;
-use event_schemas::envelope::{Envelope, Position};
-use projections::event::Event;
 use projections::projector::{Failure, Origin, apply_message};
 use query_api::config::QueryConfig;
+use read_models::testing::History;
 use serde_json::{Value, json};
 use uuid::Uuid;
-
-/// Event `sequence` of basket `basket`, as the relay would publish it.
-fn basket_event(basket: Uuid, sequence: i64, event_type: &str, data: Value) -> Event {
-    let id = basket.to_string();
-    let metadata = EventMetadata {
-        event_id: Uuid::now_v7(),
-        occurred_at: chrono::Utc::now(),
-        correlation_id: "c".into(),
-        causation_id: "c".into(),
-        actor: "test".into(),
-        schema_version: "1".into(),
-        traceparent: None,
-    };
-    let at = Position {
-        aggregate_type: "Basket",
-        aggregate_id: &id,
-        sequence,
-        global_position: sequence,
-    };
-    Event::from_envelope(Envelope::new(at, event_type, "1", data, &metadata)).expect("decodes")
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_basket_row_whose_lines_do_not_decode_dead_letters_the_next_event_and_stays_as_it_was() {
@@ -56,9 +33,7 @@ async fn a_basket_row_whose_lines_do_not_decode_dead_letters_the_next_event_and_
     .await
     .expect("its progress");
 
-    let added = basket_event(
-        basket,
-        2,
+    let added = History::after("Basket", basket, 1).next(
         "ItemAdded",
         json!({"product_id": Uuid::now_v7(), "sku": "MUG-1", "name": "Mug",
                "unit_price": {"amount_minor": 500, "currency": "EUR"}, "quantity": 1}),

@@ -25,39 +25,11 @@ pub enum BasketStatus {
     CheckedOut,
 }
 
-impl BasketStatus {
-    /// The status as read models store it (its serde name).
-    #[must_use]
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::NotOpened => "not_opened",
-            Self::Open => "open",
-            Self::CheckedOut => "checked_out",
-        }
-    }
-}
-
-/// The status a read model stored ([`BasketStatus::as_str`]).
-impl std::str::FromStr for BasketStatus {
-    type Err = crate::UnknownStatus;
-
-    fn from_str(stored: &str) -> Result<Self, Self::Err> {
-        match stored {
-            "not_opened" => Ok(Self::NotOpened),
-            "open" => Ok(Self::Open),
-            "checked_out" => Ok(Self::CheckedOut),
-            other => Err(crate::UnknownStatus(other.to_owned())),
-        }
-    }
-}
-
-impl TryFrom<String> for BasketStatus {
-    type Error = crate::UnknownStatus;
-
-    fn try_from(stored: String) -> Result<Self, Self::Error> {
-        stored.parse()
-    }
-}
+crate::stored_names!(BasketStatus {
+    NotOpened => "not_opened",
+    Open => "open",
+    CheckedOut => "checked_out",
+});
 
 impl fmt::Display for BasketStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

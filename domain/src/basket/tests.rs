@@ -720,22 +720,3 @@ fn a_checked_out_basket_refuses_even_invalid_changes_by_its_state() {
     );
     assert_eq!(error.kind(), ErrorKind::InvalidState);
 }
-
-#[test]
-fn each_status_is_stored_as_its_serde_name() {
-    for status in [
-        BasketStatus::NotOpened,
-        BasketStatus::Open,
-        BasketStatus::CheckedOut,
-    ] {
-        assert_eq!(
-            serde_json::to_value(status).expect("a status serializes"),
-            serde_json::Value::from(status.as_str())
-        );
-        assert_eq!(status.as_str().parse(), Ok(status));
-    }
-    assert_eq!(
-        "shipped-ish".parse::<BasketStatus>(),
-        Err(crate::UnknownStatus("shipped-ish".to_owned()))
-    );
-}

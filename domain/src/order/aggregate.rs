@@ -37,45 +37,14 @@ pub enum OrderStatus {
     Cancelled,
 }
 
-impl OrderStatus {
-    /// The status as read models store it (its serde name).
-    #[must_use]
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::NotPlaced => "not_placed",
-            Self::Placed => "placed",
-            Self::Paid => "paid",
-            Self::Shipped => "shipped",
-            Self::Delivered => "delivered",
-            Self::Cancelled => "cancelled",
-        }
-    }
-}
-
-/// The status a read model stored ([`OrderStatus::as_str`]).
-impl std::str::FromStr for OrderStatus {
-    type Err = crate::UnknownStatus;
-
-    fn from_str(stored: &str) -> Result<Self, Self::Err> {
-        match stored {
-            "not_placed" => Ok(Self::NotPlaced),
-            "placed" => Ok(Self::Placed),
-            "paid" => Ok(Self::Paid),
-            "shipped" => Ok(Self::Shipped),
-            "delivered" => Ok(Self::Delivered),
-            "cancelled" => Ok(Self::Cancelled),
-            other => Err(crate::UnknownStatus(other.to_owned())),
-        }
-    }
-}
-
-impl TryFrom<String> for OrderStatus {
-    type Error = crate::UnknownStatus;
-
-    fn try_from(stored: String) -> Result<Self, Self::Error> {
-        stored.parse()
-    }
-}
+crate::stored_names!(OrderStatus {
+    NotPlaced => "not_placed",
+    Placed => "placed",
+    Paid => "paid",
+    Shipped => "shipped",
+    Delivered => "delivered",
+    Cancelled => "cancelled",
+});
 
 impl fmt::Display for OrderStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -538,25 +538,3 @@ fn a_line_with_a_negative_price_cannot_be_placed() {
         .when(place(vec![line(1, eur(-500), 1)]))
         .then_expect_error(OrderError::Total(MoneyError::Negative));
 }
-
-#[test]
-fn each_status_is_stored_as_its_serde_name() {
-    for status in [
-        OrderStatus::NotPlaced,
-        OrderStatus::Placed,
-        OrderStatus::Paid,
-        OrderStatus::Shipped,
-        OrderStatus::Delivered,
-        OrderStatus::Cancelled,
-    ] {
-        assert_eq!(
-            serde_json::to_value(status).expect("a status serializes"),
-            serde_json::Value::from(status.as_str())
-        );
-        assert_eq!(status.as_str().parse(), Ok(status));
-    }
-    assert_eq!(
-        "shipped-ish".parse::<OrderStatus>(),
-        Err(crate::UnknownStatus("shipped-ish".to_owned()))
-    );
-}

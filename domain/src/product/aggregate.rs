@@ -21,39 +21,11 @@ pub enum ProductStatus {
     Discontinued,
 }
 
-impl ProductStatus {
-    /// The status as read models store it (its serde name).
-    #[must_use]
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Unregistered => "unregistered",
-            Self::Active => "active",
-            Self::Discontinued => "discontinued",
-        }
-    }
-}
-
-/// The status a read model stored ([`ProductStatus::as_str`]).
-impl std::str::FromStr for ProductStatus {
-    type Err = crate::UnknownStatus;
-
-    fn from_str(stored: &str) -> Result<Self, Self::Err> {
-        match stored {
-            "unregistered" => Ok(Self::Unregistered),
-            "active" => Ok(Self::Active),
-            "discontinued" => Ok(Self::Discontinued),
-            other => Err(crate::UnknownStatus(other.to_owned())),
-        }
-    }
-}
-
-impl TryFrom<String> for ProductStatus {
-    type Error = crate::UnknownStatus;
-
-    fn try_from(stored: String) -> Result<Self, Self::Error> {
-        stored.parse()
-    }
-}
+crate::stored_names!(ProductStatus {
+    Unregistered => "unregistered",
+    Active => "active",
+    Discontinued => "discontinued",
+});
 
 impl fmt::Display for ProductStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -798,22 +798,3 @@ fn available_stock_never_goes_below_zero_through_any_accepted_command() {
         (0, 0, 0)
     );
 }
-
-#[test]
-fn each_status_is_stored_as_its_serde_name() {
-    for status in [
-        ProductStatus::Unregistered,
-        ProductStatus::Active,
-        ProductStatus::Discontinued,
-    ] {
-        assert_eq!(
-            serde_json::to_value(status).expect("a status serializes"),
-            serde_json::Value::from(status.as_str())
-        );
-        assert_eq!(status.as_str().parse(), Ok(status));
-    }
-    assert_eq!(
-        "shipped-ish".parse::<ProductStatus>(),
-        Err(crate::UnknownStatus("shipped-ish".to_owned()))
-    );
-}

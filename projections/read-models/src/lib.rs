@@ -11,8 +11,8 @@ mod contract;
 pub mod event;
 mod exact_sum;
 mod rows;
-#[cfg(test)]
-mod testing;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 pub mod basket_view;
 pub mod order_view;

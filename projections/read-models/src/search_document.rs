@@ -8,7 +8,9 @@ use domain::product::ProductEvent;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use crate::contract::FoldError;
 use crate::event::{Event, Payload};
+use crate::product_catalog::ProductRow;
 
 /// A product as the search index holds it: full text on name and
 /// description, filters and facets on price and status.
@@ -69,6 +71,9 @@ pub enum DocumentError {
     Unsupported(String),
     #[error("the stored document does not decode: {0}")]
     Stored(String),
+    /// The event does not fold into the product's catalog row.
+    #[error("{0}")]
+    Fold(String),
 }
 
 /// Which index an aggregate's events go to.
@@ -185,6 +190,66 @@ impl Document {
     }
 }
 
+/// The catalog's fold of a product event: the document's figures come
+/// from [`ProductRow::apply`], as the catalog's do.
+fn catalog_row(
+    row: Option<ProductRow>,
+    event: &Event,
+) -> Result<Option<ProductRow>, DocumentError> {
+    let mut row = row;
+    ProductRow::apply(&mut row, event).map_err(|error| DocumentError::Fold(error.to_string()))?;
+    Ok(row)
+}
+
+impl ProductDocument {
+    /// The document of a catalog row, registered at `registered_at`.
+    fn of(row: ProductRow, registered_at: DateTime<Utc>) -> Result<Self, DocumentError> {
+        let available = row.on_hand.checked_sub(row.reserved).ok_or_else(|| {
+            DocumentError::Fold(
+                FoldError::OutOfRange {
+                    what: "available stock",
+                }
+                .to_string(),
+            )
+        })?;
+        Ok(Self {
+            product_id: row.product_id.to_string(),
+            available,
+            sku: row.sku,
+            name: row.name,
+            description: row.description,
+            price_minor: row.price_minor,
+            currency: row.currency,
+            status: row.status.as_str().to_owned(),
+            on_hand: row.on_hand,
+            reserved: row.reserved,
+            registered_at,
+            updated_at: row.updated_at,
+        })
+    }
+
+    /// The catalog row this document holds, to fold `event` into.
+    fn row(self, event: &Event) -> Result<ProductRow, DocumentError> {
+        let status = self
+            .status
+            .parse()
+            .map_err(|error: domain::UnknownStatus| DocumentError::Stored(error.to_string()))?;
+        Ok(ProductRow {
+            product_id: event.aggregate_uuid(),
+            sku: self.sku,
+            name: self.name,
+            description: self.description,
+            price_minor: self.price_minor,
+            currency: self.currency,
+            on_hand: self.on_hand,
+            reserved: self.reserved,
+            status,
+            version: event.envelope.aggregatesequence - 1,
+            updated_at: self.updated_at,
+        })
+    }
+}
+
 /// Folds one event into the document it changes (`None`: not indexed yet).
 pub fn apply(document: Option<Document>, event: &Event) -> Result<Document, DocumentError> {
     let envelope = &event.envelope;
@@ -202,64 +267,19 @@ pub fn apply(document: Option<Document>, event: &Event) -> Result<Document, Docu
         id: id.clone(),
     };
     match (&event.payload, document) {
-        (
-            Payload::Product(ProductEvent::ProductRegistered {
-                sku,
-                name,
-                description,
-                price,
-                initial_stock,
-            }),
-            None,
-        ) => Ok(Document::Product(ProductDocument {
-            product_id: id.clone(),
-            sku: sku.as_str().to_owned(),
-            name: name.as_str().to_owned(),
-            description: description.as_str().to_owned(),
-            price_minor: price.minor,
-            currency: price.currency.as_str().to_owned(),
-            status: "active".to_owned(),
-            on_hand: i64::from(*initial_stock),
-            reserved: 0,
-            available: i64::from(*initial_stock),
-            registered_at: at,
-            updated_at: at,
-        })),
+        (Payload::Product(ProductEvent::ProductRegistered { .. }), None) => {
+            let row = catalog_row(None, event)?.ok_or_else(missing)?;
+            Ok(Document::Product(ProductDocument::of(row, at)?))
+        }
         (Payload::Product(ProductEvent::ProductRegistered { .. }), Some(_))
         | (Payload::Order(OrderEvent::OrderPlaced { .. }), Some(_)) => Err(DocumentError::Exists {
             event_type: event_type(),
             id,
         }),
-        (Payload::Product(change), Some(Document::Product(mut product))) => {
-            match change {
-                ProductEvent::ProductRegistered { .. } => unreachable!("matched above"),
-                ProductEvent::PriceChanged { new_price, .. } => {
-                    product.price_minor = new_price.minor;
-                    new_price
-                        .currency
-                        .as_str()
-                        .clone_into(&mut product.currency);
-                }
-                ProductEvent::StockAdjusted { on_hand, .. } => {
-                    product.on_hand = i64::from(*on_hand);
-                }
-                ProductEvent::ProductDiscontinued {} => {
-                    "discontinued".clone_into(&mut product.status)
-                }
-                ProductEvent::StockReserved { quantity, .. } => {
-                    product.reserved += i64::from(*quantity);
-                }
-                ProductEvent::StockReleased { quantity, .. } => {
-                    product.reserved -= i64::from(*quantity);
-                }
-                ProductEvent::ReservedStockShipped { quantity, .. } => {
-                    product.reserved -= i64::from(*quantity);
-                    product.on_hand -= i64::from(*quantity);
-                }
-            }
-            product.available = product.on_hand - product.reserved;
-            product.updated_at = at;
-            Ok(Document::Product(product))
+        (Payload::Product(_), Some(Document::Product(product))) => {
+            let registered_at = product.registered_at;
+            let row = catalog_row(Some(product.row(event)?), event)?.ok_or_else(missing)?;
+            Ok(Document::Product(ProductDocument::of(row, registered_at)?))
         }
         (
             Payload::Order(OrderEvent::OrderPlaced {

@@ -1,5 +1,6 @@
-//! Events for the read models' unit tests, built as the relay publishes
-//! them (an envelope whose data the domain's types decode).
+//! Events for tests, built as the relay publishes them (an envelope whose
+//! data the domain's types decode): the read models' unit tests, and other
+//! crates' tests with the `testing` feature.
 
 use chrono::{DateTime, Duration, Utc};
 use event_schemas::EventMetadata;
@@ -10,6 +11,7 @@ use uuid::Uuid;
 use crate::event::Event;
 
 /// The time of the events of a history: `start + sequence` seconds.
+#[must_use]
 pub fn start() -> DateTime<Utc> {
     "2026-11-28T23:59:58.123456Z".parse().expect("a valid time")
 }
@@ -22,11 +24,22 @@ pub struct History {
 }
 
 impl History {
+    #[must_use]
     pub fn new(aggregate_type: &'static str) -> Self {
         Self {
             aggregate_type,
             id: Uuid::now_v7(),
             sequence: 0,
+        }
+    }
+
+    /// The history of aggregate `id` after its first `sequence` events.
+    #[must_use]
+    pub fn after(aggregate_type: &'static str, id: Uuid, sequence: i64) -> Self {
+        Self {
+            aggregate_type,
+            id,
+            sequence,
         }
     }
 
@@ -55,6 +68,7 @@ impl History {
 }
 
 /// `{amount_minor, currency}`.
+#[must_use]
 pub fn money(amount_minor: i64, currency: &str) -> Value {
     serde_json::json!({ "amount_minor": amount_minor, "currency": currency })
 }

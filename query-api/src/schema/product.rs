@@ -94,41 +94,41 @@ pub struct Product(pub ProductRow);
 #[Object]
 impl Product {
     async fn id(&self) -> ID {
-        ID(self.0.product_id.to_string())
+        ID(self.0.row.product_id.to_string())
     }
     async fn sku(&self) -> &str {
-        &self.0.sku
+        &self.0.row.sku
     }
     async fn name(&self) -> &str {
-        &self.0.name
+        &self.0.row.name
     }
     async fn description(&self) -> &str {
-        &self.0.description
+        &self.0.row.description
     }
     async fn price(&self) -> Money {
-        Money::new(self.0.price_minor, &self.0.currency)
+        Money::new(self.0.row.price_minor, &self.0.row.currency)
     }
     /// Units in the warehouse, reserved ones included.
     async fn on_hand(&self) -> i64 {
-        self.0.on_hand
+        self.0.row.on_hand
     }
     /// Units reserved for placed orders not yet shipped.
     async fn reserved(&self) -> i64 {
-        self.0.reserved
+        self.0.row.reserved
     }
     /// Units that can still be ordered.
     async fn available(&self) -> i64 {
         self.0.available
     }
     async fn status(&self) -> QueryResult<ProductStatus> {
-        ProductStatus::stored(self.0.status, self.0.product_id)
+        ProductStatus::stored(self.0.row.status, self.0.row.product_id)
     }
     /// The product's event sequence this state reflects.
     async fn version(&self) -> i64 {
-        self.0.version
+        self.0.row.version
     }
     async fn updated_at(&self) -> DateTime<Utc> {
-        self.0.updated_at
+        self.0.row.updated_at
     }
 }
 
@@ -188,10 +188,12 @@ impl ProductQueries {
         let has_next = rows.len() > first;
         rows.truncate(first);
         let mut connection = Connection::new(has_previous, has_next);
-        connection.edges.extend(
-            rows.into_iter()
-                .map(|row| Edge::new(listing.cursor(&(&row.name, row.product_id)), Product(row))),
-        );
+        connection.edges.extend(rows.into_iter().map(|row| {
+            Edge::new(
+                listing.cursor(&(&row.row.name, row.row.product_id)),
+                Product(row),
+            )
+        }));
         Ok(connection)
     }
 }

@@ -346,18 +346,20 @@ impl SearchQueries {
                 })
                 .coded()?;
             let row = ProductRow {
-                product_id: source.product_id,
-                sku: source.sku,
-                name: source.name,
-                description: source.description,
-                price_minor: source.price_minor,
-                currency: source.currency,
-                on_hand: source.on_hand,
-                reserved: source.reserved,
+                row: read_models::product_catalog::ProductRow {
+                    product_id: source.product_id,
+                    sku: source.sku,
+                    name: source.name,
+                    description: source.description,
+                    price_minor: source.price_minor,
+                    currency: source.currency,
+                    on_hand: source.on_hand,
+                    reserved: source.reserved,
+                    status: source.status,
+                    version,
+                    updated_at: source.updated_at,
+                },
                 available: source.available,
-                status: source.status,
-                version,
-                updated_at: source.updated_at,
             };
             connection.edges.push(Edge::with_additional_fields(
                 listing.cursor(&(from + at)),
