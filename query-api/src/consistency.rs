@@ -43,26 +43,29 @@ pub enum ReadModel {
 }
 
 impl ReadModel {
-    /// The projection's name, as `eshop projections status` shows it.
+    /// The projection's name, as `eshop projections status` shows it (the
+    /// read model's own).
     #[must_use]
     pub const fn name(self) -> &'static str {
+        use ::read_models::{
+            ReadModel as _, basket_view, order_view, product_catalog, sales_daily,
+        };
         match self {
-            Self::ProductCatalog => "product_catalog",
-            Self::BasketView => "basket_view",
-            Self::OrderView => "order_view",
-            Self::SalesDaily => "sales_daily",
+            Self::ProductCatalog => product_catalog::ProductCatalog::NAME,
+            Self::BasketView => basket_view::BasketView::NAME,
+            Self::OrderView => order_view::OrderView::NAME,
+            Self::SalesDaily => sales_daily::SalesDaily::NAME,
             Self::Search => ::read_models::SEARCH,
         }
     }
 
-    const fn reads(self, aggregate_type: &str) -> bool {
-        matches!(
-            (self, aggregate_type.as_bytes()),
-            (Self::ProductCatalog, b"Product")
-                | (Self::BasketView, b"Basket")
-                | (Self::OrderView | Self::SalesDaily, b"Order")
-                | (Self::Search, b"Product" | b"Order")
-        )
+    /// Whether it reads events of `aggregate_type`, as the registry says.
+    fn reads(self, aggregate_type: &str) -> bool {
+        static CATALOG: std::sync::LazyLock<Vec<(&str, &[&str])>> =
+            std::sync::LazyLock::new(::read_models::catalog);
+        CATALOG
+            .iter()
+            .any(|(name, types)| *name == self.name() && types.contains(&aggregate_type))
     }
 }
 

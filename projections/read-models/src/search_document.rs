@@ -336,3 +336,87 @@ pub fn apply(document: Option<Document>, event: &Event) -> Result<Document, Docu
         (Payload::Product(_) | Payload::Order(_), _) => Err(missing()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::testing::{History, money};
+
+    fn fold(events: &[Event]) -> Result<Option<Document>, DocumentError> {
+        events
+            .iter()
+            .try_fold(None, |document, event| apply(document, event).map(Some))
+    }
+
+    #[test]
+    fn a_product_document_has_the_catalog_rows_figures() {
+        let (mut product, order) = (History::new("Product"), uuid::Uuid::now_v7());
+        let events = [
+            product.next(
+                "ProductRegistered",
+                json!({"sku": "MUG-1", "name": "Mug", "description": "A mug",
+                       "price": money(1250, "EUR"), "initial_stock": 10}),
+            ),
+            product.next("StockReserved", json!({"order_id": order, "quantity": 4})),
+            product.next(
+                "ReservedStockShipped",
+                json!({"order_id": order, "quantity": 1}),
+            ),
+            product.next("ProductDiscontinued", json!({})),
+        ];
+        let Some(Document::Product(document)) = fold(&events).expect("folds") else {
+            panic!("a product document");
+        };
+        let mut row = None;
+        for event in &events {
+            ProductRow::apply(&mut row, event).expect("folds");
+        }
+        let row = row.expect("a row");
+        assert_eq!(
+            (document.on_hand, document.reserved, document.available),
+            (row.on_hand, row.reserved, 6)
+        );
+        assert_eq!(document.status, "discontinued");
+        assert_eq!(document.registered_at, events[0].envelope.time);
+        assert_eq!(document.updated_at, row.updated_at);
+    }
+
+    #[test]
+    fn an_order_document_follows_its_status_and_refuses_what_it_cannot_hold() {
+        let mut order = History::new("Order");
+        let placed = order.next(
+            "OrderPlaced",
+            json!({
+                "customer_id": uuid::Uuid::now_v7(), "basket_id": uuid::Uuid::now_v7(),
+                "lines": [{"product_id": uuid::Uuid::now_v7(), "sku": "MUG-1", "name": "Mug",
+                           "unit_price": money(1250, "EUR"), "quantity": 2}],
+                "total": money(2500, "EUR"),
+                "shipping_address": {"recipient": "Ada", "line1": "1 Main St", "city": "Paris",
+                                     "postal_code": "75001", "country": "FR"},
+            }),
+        );
+        let cancelled = order.next("OrderCancelled", json!({"reason": "r"}));
+        let Some(Document::Order(document)) =
+            fold(&[placed.clone(), cancelled.clone()]).expect("folds")
+        else {
+            panic!("an order document");
+        };
+        assert_eq!(
+            (document.status.as_str(), document.skus.len()),
+            ("cancelled", 1)
+        );
+        assert!(matches!(
+            apply(None, &cancelled),
+            Err(DocumentError::Missing { .. })
+        ));
+        let again = apply(Some(Document::Order(document)), &placed);
+        assert!(matches!(again, Err(DocumentError::Exists { .. })));
+        let basket = History::new("Basket").next("BasketCleared", json!({}));
+        assert!(matches!(
+            apply(None, &basket),
+            Err(DocumentError::Unsupported(_))
+        ));
+    }
+}
