@@ -53,10 +53,14 @@ impl EventMetadata {
         map
     }
 
-    /// Reads metadata back from its stored JSON form. Missing entries (from
-    /// events written by other tools) get neutral values.
+    /// Reads metadata back from its stored JSON form, for an event the store
+    /// recorded at `recorded_at`. Missing entries (from events written by
+    /// other tools) get neutral values: no id (nil), empty correlation,
+    /// causation and actor, schema version 1.0. A missing or unreadable
+    /// `occurred_at` is the time the store recorded the event, never a
+    /// made-up one (it decides, for instance, the day a sale is booked on).
     #[must_use]
-    pub fn from_json(value: &serde_json::Value) -> Self {
+    pub fn from_json(value: &serde_json::Value, recorded_at: DateTime<Utc>) -> Self {
         let get = |key: &str| value.get(key).and_then(serde_json::Value::as_str);
         Self {
             event_id: get(EVENT_ID)
@@ -64,7 +68,7 @@ impl EventMetadata {
                 .unwrap_or_default(),
             occurred_at: get(OCCURRED_AT)
                 .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
-                .map_or(DateTime::<Utc>::UNIX_EPOCH, |t| t.with_timezone(&Utc)),
+                .map_or(recorded_at, |t| t.with_timezone(&Utc)),
             correlation_id: get(CORRELATION_ID).unwrap_or_default().to_owned(),
             causation_id: get(CAUSATION_ID).unwrap_or_default().to_owned(),
             actor: get(ACTOR).unwrap_or_default().to_owned(),
@@ -92,6 +96,22 @@ mod tests {
             traceparent: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()),
         };
         let json = serde_json::to_value(metadata.to_map()).expect("serialises");
-        assert_eq!(EventMetadata::from_json(&json), metadata);
+        let recorded_at = Utc::now();
+        assert_eq!(EventMetadata::from_json(&json, recorded_at), metadata);
+    }
+
+    #[test]
+    fn an_event_without_a_readable_occurrence_time_occurred_when_it_was_recorded() {
+        let recorded_at = DateTime::parse_from_rfc3339("2026-11-21T10:00:00.5Z")
+            .expect("valid time")
+            .with_timezone(&Utc);
+        for stored in [
+            serde_json::json!({}),
+            serde_json::json!({ "occurred_at": "yesterday" }),
+        ] {
+            let metadata = EventMetadata::from_json(&stored, recorded_at);
+            assert_eq!(metadata.occurred_at, recorded_at, "{stored}");
+            assert_eq!(metadata.schema_version, "1.0");
+        }
     }
 }

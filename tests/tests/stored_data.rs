@@ -128,3 +128,50 @@ async fn an_order_row_that_does_not_decode_is_an_internal_error_not_a_made_up_or
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_stored_without_its_occurrence_time_is_booked_on_the_day_it_was_recorded() {
+    let db = eshop_tests::TestDb::new().await;
+    let order = Uuid::now_v7();
+    let line = json!({"product_id": Uuid::now_v7(), "sku": "MUG-1", "name": "Mug",
+                      "unit_price": {"amount_minor": 500, "currency": "EUR"}, "quantity": 2});
+    // As another writer could leave it: no metadata at all.
+    sqlx::query(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
+         VALUES ('Order', $1, 1, 'OrderPlaced', '1.0', $2, '{}')",
+    )
+    .bind(order.to_string())
+    .bind(json!({"OrderPlaced": {
+        "customer_id": Uuid::now_v7(), "basket_id": Uuid::now_v7(),
+        "lines": [line], "total": {"amount_minor": 1000, "currency": "EUR"},
+        "shipping_address": TestApp::address_json()["shipping_address"],
+    }}))
+    .execute(&db.pool)
+    .await
+    .expect("a stored event");
+
+    let selection =
+        projections::replay::select(&["sales_daily".to_owned()], false).expect("a projection");
+    let no_search = projections::search::SearchConfig {
+        url: "http://127.0.0.1:9200".parse().expect("a URL"),
+        index_prefix: "unused".to_owned(),
+    };
+    projections::replay::rebuild(
+        &event_store::DatabaseConfig::for_url(&db.url),
+        &selection,
+        &no_search,
+        &projections::replay::RebuildOptions::default(),
+    )
+    .await
+    .expect("the rebuild runs");
+    let (booked, recorded): (chrono::NaiveDate, chrono::NaiveDate) = sqlx::query_as(
+        "SELECT s.day, (e.recorded_at AT TIME ZONE 'UTC')::date \
+         FROM sales_daily_orders s JOIN events e ON e.aggregate_id = s.order_id::text \
+         WHERE s.order_id = $1",
+    )
+    .bind(order)
+    .fetch_one(&db.pool)
+    .await
+    .expect("the order is booked");
+    assert_eq!(booked, recorded, "not on 1970-01-01");
+}

@@ -140,7 +140,7 @@ pub fn envelope_from(event: RecordedEvent, upcasters: &[Box<dyn EventUpcaster>])
         sequence: event.sequence,
         global_position: event.global.position,
     };
-    let metadata = EventMetadata::from_json(&event.metadata);
+    let metadata = EventMetadata::from_json(&event.metadata, event.recorded_at);
     let current = event_store::upcast(
         SerializedEvent::new(
             event.aggregate_id.clone(),
