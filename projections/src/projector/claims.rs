@@ -10,7 +10,7 @@ use crate::event::Event;
 
 /// Where an event stands against what a projection holds of its aggregate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Claim {
+enum Claim {
     /// The next event of the aggregate: apply it.
     Next,
     /// Already applied (a redelivery or a duplicate): skip it.
@@ -24,7 +24,7 @@ pub(super) enum Claim {
 /// says how that event relates to the one it held. The row stays locked
 /// until the transaction ends, so concurrent consumers of the same
 /// partition (around a rebalance) take each event once.
-pub(super) async fn claim(
+async fn claim(
     db: &mut PgConnection,
     projection: &str,
     aggregate_id: &str,
@@ -274,7 +274,7 @@ pub(crate) async fn take(
 /// go those claimed, each after the events of its aggregate that should
 /// have come before it and did not. Returns how many were claimed rather
 /// than skipped as taken already.
-pub(crate) async fn take_all(
+async fn take_all(
     db: &mut PgConnection,
     projection: &dyn Projection,
     events: &[&Event],
@@ -300,7 +300,7 @@ pub(crate) async fn take_all(
 /// Claims `event` for the projection. None when it was taken already;
 /// otherwise the events of its aggregate to apply before it (read from the
 /// event store when the stream skipped them).
-pub(super) async fn claim_event(
+async fn claim_event(
     db: &mut PgConnection,
     projection: &dyn Projection,
     event: &Event,

@@ -67,7 +67,7 @@ impl rdkafka::consumer::ConsumerContext for Rebalances {
 pub type ProjectionConsumer = StreamConsumer<Rebalances>;
 
 /// A consumer in the projection's group, subscribed to its topics.
-pub(crate) fn consumer(
+fn consumer(
     config: &ProjectorConfig,
     name: &str,
     aggregate_types: &[&str],
@@ -106,7 +106,7 @@ pub(crate) fn consumer(
 /// pool (closing a consumer that lost its group can wait on the broker
 /// for long, or for ever), for at most the session timeout; then a new one
 /// joins the group.
-pub(crate) async fn renew_consumer(
+async fn renew_consumer(
     old: ProjectionConsumer,
     config: &ProjectorConfig,
     name: &str,
@@ -124,7 +124,7 @@ pub(crate) async fn renew_consumer(
 }
 
 /// Notes whether a rebalance has handed the consumer its partitions.
-pub(super) struct Joined(std::sync::atomic::AtomicBool);
+struct Joined(std::sync::atomic::AtomicBool);
 
 impl rdkafka::ClientContext for Joined {}
 
@@ -241,7 +241,7 @@ pub(crate) async fn connect(
 }
 
 /// What a projection runner does next.
-pub(crate) enum Next {
+enum Next {
     /// Take this message.
     Message(rdkafka::message::OwnedMessage),
     /// Ask the consumer again (it failed for a moment).
@@ -254,7 +254,7 @@ pub(crate) enum Next {
 /// The next message of `consumer`, or a renewal: asked for by the stall
 /// watch on `renew`, or needed after the consumer failed for good and
 /// `fences` allows another (see [`Fences`]).
-pub(crate) async fn receive(
+async fn receive(
     consumer: &ProjectionConsumer,
     renew: &tokio::sync::Notify,
     fences: &mut Fences,
@@ -294,16 +294,16 @@ pub(crate) async fn receive(
 /// doing however often brokers go away. Fences without it that keep coming
 /// back mean another running process has this instance id: then the
 /// runner stops with an error that says so.
-pub(crate) struct Fences {
+struct Fences {
     recent: std::collections::VecDeque<std::time::Instant>,
 }
 
 /// This many fences within [`FENCE_WINDOW`] mean another process.
-pub(super) const FENCES_TOLERATED: usize = 3;
-pub(super) const FENCE_WINDOW: Duration = Duration::from_secs(120);
+const FENCES_TOLERATED: usize = 3;
+const FENCE_WINDOW: Duration = Duration::from_secs(120);
 
 impl Fences {
-    pub(crate) fn new() -> Self {
+    fn new() -> Self {
         Self {
             recent: std::collections::VecDeque::new(),
         }
@@ -312,7 +312,7 @@ impl Fences {
     /// Whether to make a new consumer after `error` (the consumer's fatal
     /// error), or the error to stop with. `own_doing`: the consumer's own
     /// session had run out before.
-    pub(crate) fn rejoin(
+    fn rejoin(
         &mut self,
         instance_id: Option<&str>,
         projection: &str,
@@ -354,7 +354,7 @@ impl Fences {
 /// Admits the gathered messages in order (see [`Positions::admit`]) and
 /// returns those to take. After a partition is sought back, the rest of
 /// what was gathered from it is stale and dropped: it comes again.
-pub(super) async fn admit_all(
+async fn admit_all(
     pool: &PgPool,
     consumer: &ProjectionConsumer,
     positions: &mut Positions,

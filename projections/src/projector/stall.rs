@@ -15,7 +15,7 @@ pub const DEFAULT_STALL: Duration = Duration::from_secs(30);
 
 /// The longest wait between two rebalances of a group that stays stalled
 /// (unless twice the stall time is longer).
-pub(super) const MAX_REBALANCE_WAIT: Duration = Duration::from_secs(300);
+const MAX_REBALANCE_WAIT: Duration = Duration::from_secs(300);
 
 /// How a process watches its projections for stalls: after how long
 /// without progress, with messages pending, a projection counts as
@@ -161,7 +161,7 @@ pub(super) async fn watch_stalls(
 
 /// What the stall watch does about a projection that stays stalled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Remedy {
+enum Remedy {
     /// Make its consumer group rebalance.
     Rebalance,
     /// Replace this process's consumer of the projection, then make the
@@ -184,7 +184,7 @@ pub(super) enum Remedy {
 /// `wait-unassign-to-complete`); it takes no message again. Only a new
 /// consumer gets such a projection going.
 #[derive(Debug, Clone)]
-pub(super) struct Escalation {
+struct Escalation {
     stall: Duration,
     /// How long stuck the projection must be for the next step; unknown
     /// until it is first seen stalled.
