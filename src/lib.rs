@@ -91,7 +91,7 @@ pub async fn run(command: Command, stop: Stop) -> anyhow::Result<()> {
             relay,
             metrics_addr,
         } => {
-            event_store::migrate(&database)
+            read_models::schema::migrate(&database)
                 .await
                 .context("failed to migrate the event store")?;
             let handle = metrics()?;
@@ -107,7 +107,7 @@ pub async fn run(command: Command, stop: Stop) -> anyhow::Result<()> {
             projector,
             metrics_addr,
         } => {
-            event_store::migrate(&database)
+            read_models::schema::migrate(&database)
                 .await
                 .context("failed to migrate the database")?;
             let pool = projections::projector::pool(&database).context("invalid DATABASE_URL")?;
@@ -143,7 +143,7 @@ pub async fn run(command: Command, stop: Stop) -> anyhow::Result<()> {
         Command::Projections {
             command: ProjectionsCommand::Rebuild(args),
         } => {
-            event_store::migrate(&args.database)
+            read_models::schema::migrate(&args.database)
                 .await
                 .context("failed to migrate the database")?;
             let chosen = projections::replay::select(&args.names, args.all)?;
@@ -187,7 +187,7 @@ pub async fn run(command: Command, stop: Stop) -> anyhow::Result<()> {
             command: EventsCommand::Export { database, export },
         } => projections::export::run(&database, &export).await.map(drop),
         Command::Migrate { database } => {
-            event_store::migrate(&database)
+            read_models::schema::migrate(&database)
                 .await
                 .context("migration failed")?;
             tracing::info!("database is up to date");

@@ -29,6 +29,9 @@ pub(crate) fn status_source(kafka: &KafkaConfig, relay_name: &str) -> StatusSour
 }
 
 pub async fn serve(args: ServeArgs, stop: &Stop) -> anyhow::Result<()> {
+    read_models::schema::migrate(&args.api.database)
+        .await
+        .context("failed to migrate the database")?;
     let handle = metrics()?;
     let mut app = command_api::Application::build(&args.api).await?;
     match args.metrics_addr {
@@ -131,7 +134,7 @@ pub async fn serve(args: ServeArgs, stop: &Stop) -> anyhow::Result<()> {
 }
 
 pub async fn query_api(args: QueryApiArgs, stop: &Stop) -> anyhow::Result<()> {
-    event_store::migrate(&args.database)
+    read_models::schema::migrate(&args.database)
         .await
         .context("failed to migrate the database")?;
     let handle = metrics()?;

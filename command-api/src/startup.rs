@@ -21,7 +21,7 @@ pub struct AppState {
     pub verifier: identity::Verifier,
 }
 
-/// The command API, migrated and bound to its port, ready to run.
+/// The command API, connected and bound to its port, ready to run.
 pub struct Application {
     listener: TcpListener,
     state: AppState,
@@ -32,11 +32,9 @@ pub struct Application {
 }
 
 impl Application {
-    /// Applies pending migrations, connects and binds the listener.
+    /// Connects and binds the listener. The database must be migrated
+    /// (`eshop migrate`, which `eshop serve` runs first).
     pub async fn build(config: &ServeConfig) -> anyhow::Result<Self> {
-        event_store::migrate(&config.database)
-            .await
-            .context("failed to migrate the event store")?;
         let pool = event_store::connect(&config.database).context("invalid DATABASE_URL")?;
         let store = EventStore::new(
             pool.clone(),

@@ -5,8 +5,9 @@ use sqlx::migrate::{MigrateDatabase, Migrator};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Postgres};
 
-/// The write side's schema migrations, applied by `eshop migrate` and at
-/// start-up.
+/// The event store's own migrations (its tables, claims, idempotency keys
+/// and relay checkpoints). The database's whole schema adds the read
+/// models' migrations to these: `read_models::schema`.
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
 /// Where the event store lives (an attached resource named by a URL).
@@ -89,14 +90,17 @@ pub fn connect_with(
 }
 
 /// Creates the database when it does not exist yet, then applies every
-/// pending migration.
-pub async fn migrate(config: &DatabaseConfig) -> Result<(), sqlx::Error> {
+/// pending migration of `migrator`.
+///
+/// # Errors
+/// The database cannot be reached or created, or a migration fails.
+pub async fn migrate_with(config: &DatabaseConfig, migrator: &Migrator) -> Result<(), sqlx::Error> {
     if !Postgres::database_exists(&config.url).await? {
         tracing::info!("creating database");
         Postgres::create_database(&config.url).await?;
     }
     let pool = connect(config)?;
-    MIGRATOR.run(&pool).await?;
+    migrator.run(&pool).await?;
     pool.close().await;
     Ok(())
 }

@@ -18,7 +18,8 @@ mod store;
 mod unit_of_work;
 
 pub use config::{
-    APPLICATION_NAME, DatabaseConfig, MIGRATOR, READ_MODEL_WRITER, connect, connect_with, migrate,
+    APPLICATION_NAME, DatabaseConfig, MIGRATOR, READ_MODEL_WRITER, connect, connect_with,
+    migrate_with,
 };
 pub use error::{CommitError, StoreError};
 pub use repository::PgEventRepository;

@@ -30,7 +30,7 @@ async fn admin() -> PgConnection {
 /// The template's name changes whenever a migration does.
 fn template_name() -> String {
     let mut hasher = DefaultHasher::new();
-    for migration in event_store::MIGRATOR.iter() {
+    for migration in read_models::schema::MIGRATOR.iter() {
         migration.version.hash(&mut hasher);
         migration.checksum.hash(&mut hasher);
     }
@@ -90,7 +90,7 @@ async fn ensure_template(conn: &mut PgConnection) -> String {
         let pool = PgPool::connect(&url_for(&building))
             .await
             .expect("connect to template");
-        event_store::MIGRATOR
+        read_models::schema::MIGRATOR
             .run(&pool)
             .await
             .expect("migrate template");

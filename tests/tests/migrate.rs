@@ -17,10 +17,10 @@ async fn migrate_creates_the_database_and_can_run_again() {
     );
     let config = DatabaseConfig::for_url(&url);
 
-    event_store::migrate(&config)
+    read_models::schema::migrate(&config)
         .await
         .expect("first run creates and migrates");
-    event_store::migrate(&config)
+    read_models::schema::migrate(&config)
         .await
         .expect("second run finds nothing to do");
 
@@ -33,9 +33,15 @@ async fn migrate_creates_the_database_and_can_run_again() {
         .expect("migrations table");
     assert_eq!(
         applied,
-        i64::try_from(event_store::MIGRATOR.iter().count()).expect("count")
+        i64::try_from(read_models::schema::MIGRATOR.iter().count()).expect("count")
     );
-    for table in ["events", "snapshots", "unique_claims", "idempotency_keys"] {
+    let read_model_tables = read_models::all()
+        .into_iter()
+        .flat_map(|projection| projection.tables().iter().map(|table| table.name))
+        .collect::<Vec<_>>();
+    assert!(read_model_tables.contains(&"order_view"));
+    let event_store_tables = ["events", "snapshots", "unique_claims", "idempotency_keys"];
+    for table in event_store_tables.into_iter().chain(read_model_tables) {
         let exists: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
             .bind(table)
             .fetch_one(&mut conn)

@@ -1,6 +1,6 @@
 //! `basket_view`: one row per basket with its lines, line totals and
 //! total. Its table is created by the migration
-//! `migrations/20261122100002_basket_and_sales_views.sql`; the query side
+//! `projections/read-models/migrations/20261122100002_basket_and_sales_views.sql`; the query side
 //! reads it in `query-api/src/read_models.rs`.
 
 use chrono::{DateTime, Utc};

@@ -18,6 +18,7 @@ pub mod basket_view;
 pub mod order_view;
 pub mod product_catalog;
 pub mod sales_daily;
+pub mod schema;
 pub mod search_document;
 pub mod status;
 

@@ -1,6 +1,6 @@
 //! `order_view`: one row per order with its lines, total, address, current
 //! status and status history. Its table is created by the migration
-//! `migrations/20261122100001_views.sql`; the query side reads it in
+//! `projections/read-models/migrations/20261122100001_views.sql`; the query side reads it in
 //! `query-api/src/read_models.rs`.
 
 use chrono::{DateTime, Utc};

@@ -1,6 +1,6 @@
 //! `product_catalog`: one row per product with price, stock and status.
 //! Its table is created by the migration
-//! `migrations/20261122100001_views.sql`; the query side reads it in
+//! `projections/read-models/migrations/20261122100001_views.sql`; the query side reads it in
 //! `query-api/src/read_models.rs`.
 
 use chrono::{DateTime, Utc};

@@ -1,7 +1,7 @@
 //! `sales_daily`: units sold and revenue per UTC day and product, net of
 //! cancellations, for analysts. A cancelled order is taken off the day it
 //! was placed, so a day's figures are its net sales. Its tables are created
-//! by the migration `migrations/20261122100002_basket_and_sales_views.sql`;
+//! by the migration `projections/read-models/migrations/20261122100002_basket_and_sales_views.sql`;
 //! the query side reads it in `query-api/src/read_models.rs`.
 //!
 //! The row per aggregate is the order's booking in `sales_daily_orders`
