@@ -225,6 +225,11 @@ fn validated(response: &Response) -> bool {
     response.errors.iter().all(|error| !error.path.is_empty())
 }
 
+/// What async-graphql answers when a query is deeper than `limit_depth`.
+const LIBRARY_TOO_DEEP: &str = "Query is nested too deep.";
+/// What async-graphql answers when a query is above `limit_complexity`.
+const LIBRARY_TOO_COMPLEX: &str = "Query is too complex.";
+
 fn code_error(mut error: ServerError, limits: Limits) -> ServerError {
     if error
         .extensions
@@ -233,16 +238,19 @@ fn code_error(mut error: ServerError, limits: Limits) -> ServerError {
     {
         return error;
     }
-    // The schema's own messages for its limits.
+    // async-graphql reports its limits with no variant, code or position:
+    // its message is the only signal, so it is matched here and nowhere
+    // else, and `the_librarys_limit_messages_are_the_ones_matched` fails
+    // when an upgrade rewords them.
     match error.message.as_str() {
-        "Query is nested too deep." => {
+        LIBRARY_TOO_DEEP => {
             error.message = format!(
                 "the query nests more than {} levels deep; at most {} are allowed",
                 limits.max_depth, limits.max_depth
             );
             return with_code(error, "QUERY_TOO_DEEP");
         }
-        "Query is too complex." => {
+        LIBRARY_TOO_COMPLEX => {
             error.message = format!(
                 "the query's complexity is above {}, the most allowed (ask for smaller pages or fewer fields)",
                 limits.max_complexity
@@ -331,12 +339,46 @@ mod tests {
 
     #[test]
     fn the_schemas_limits_get_their_codes_and_say_the_limit() {
-        let deep = code_error(ServerError::new("Query is nested too deep.", None), LIMITS);
+        let deep = code_error(ServerError::new(LIBRARY_TOO_DEEP, None), LIMITS);
         assert_eq!(code(&deep), "\"QUERY_TOO_DEEP\"");
         assert!(deep.message.contains("at most 15"), "{}", deep.message);
-        let complex = code_error(ServerError::new("Query is too complex.", None), LIMITS);
+        let complex = code_error(ServerError::new(LIBRARY_TOO_COMPLEX, None), LIMITS);
         assert_eq!(code(&complex), "\"QUERY_TOO_COMPLEX\"");
         assert!(complex.message.contains("5000"), "{}", complex.message);
+    }
+
+    #[tokio::test]
+    async fn the_librarys_limit_messages_are_the_ones_matched() {
+        use async_graphql::{EmptyMutation, EmptySubscription, Object, Schema};
+
+        struct Nested;
+        #[Object]
+        impl Nested {
+            async fn next(&self) -> Nested {
+                Nested
+            }
+            async fn leaf(&self) -> i32 {
+                1
+            }
+        }
+        let query = "{ next { next { next { leaf } } } }";
+        let messages = |schema: Schema<Nested, EmptyMutation, EmptySubscription>| async move {
+            let response = schema.execute(query).await;
+            response
+                .errors
+                .into_iter()
+                .map(|error| error.message)
+                .collect::<Vec<_>>()
+        };
+        let build = || Schema::build(Nested, EmptyMutation, EmptySubscription);
+        assert_eq!(
+            messages(build().limit_depth(2).finish()).await,
+            [LIBRARY_TOO_DEEP]
+        );
+        assert_eq!(
+            messages(build().limit_complexity(2).finish()).await,
+            [LIBRARY_TOO_COMPLEX]
+        );
     }
 
     #[test]
