@@ -56,7 +56,9 @@ impl ServeConfig {
             database: DatabaseConfig::for_url(url),
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             http: crate::server::HttpLimits::default(),
-            snapshot_every: "Product=50,Basket=50,Order=0".parse().unwrap_or_default(),
+            snapshot_every: "Product=50,Basket=50,Order=0"
+                .parse()
+                .expect("the default snapshot policy parses"),
             idempotency_ttl_hours: 24,
             command_max_retries: 30,
             idempotency_wait_ms: 5000,

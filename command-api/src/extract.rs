@@ -39,7 +39,9 @@ fn is_json(headers: &HeaderMap) -> Result<(), ApiError> {
     let Some(value) = headers.get(header::CONTENT_TYPE) else {
         return Err(ApiError::UnsupportedMediaType("no Content-Type".into()));
     };
-    let value = value.to_str().unwrap_or_default();
+    let value = value
+        .to_str()
+        .map_err(|_| ApiError::UnsupportedMediaType("a Content-Type that is not text".into()))?;
     let essence = value
         .split(';')
         .next()
@@ -61,7 +63,7 @@ fn is_json(headers: &HeaderMap) -> Result<(), ApiError> {
 /// SHA-256 over what makes two requests "the same request".
 fn fingerprint(method: &Method, path: &str, body: &serde_json::Value) -> Vec<u8> {
     // serde_json's map is ordered by key, so this is canonical JSON.
-    let canonical = serde_json::to_vec(body).unwrap_or_default();
+    let canonical = serde_json::to_vec(body).expect("a JSON value always serialises");
     let mut digest = Sha256::new();
     digest.update(method.as_str().as_bytes());
     digest.update(b" ");

@@ -58,6 +58,15 @@ pub struct Position<'a> {
 }
 
 impl Envelope {
+    /// The event type without its prefix: `OrderPlaced` for
+    /// `eshop.Order.OrderPlaced`.
+    #[must_use]
+    pub fn event_name(&self) -> &str {
+        self.event_type
+            .rsplit_once('.')
+            .map_or(self.event_type.as_str(), |(_, name)| name)
+    }
+
     /// The envelope of a stored event whose payload has already been upcast
     /// to `schema_version`.
     #[must_use]

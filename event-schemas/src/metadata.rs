@@ -55,7 +55,9 @@ impl EventMetadata {
 
     /// Reads metadata back from its stored JSON form, for an event the store
     /// recorded at `recorded_at`. Missing entries (from events written by
-    /// other tools) get neutral values: no id (nil), empty correlation,
+    /// other tools) get neutral values: no id (nil; the envelope then
+    /// carries an id derived from the event's place in its stream), empty
+    /// correlation,
     /// causation and actor, schema version 1.0. A missing or unreadable
     /// `occurred_at` is the time the store recorded the event, never a
     /// made-up one (it decides, for instance, the day a sale is booked on).

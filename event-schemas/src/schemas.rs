@@ -123,7 +123,7 @@ pub fn generate() -> Vec<(String, Value)> {
 /// Renders a schema as it is checked in.
 #[must_use]
 pub fn render(schema: &Value) -> String {
-    let mut text = serde_json::to_string_pretty(schema).unwrap_or_default();
+    let mut text = serde_json::to_string_pretty(schema).expect("a JSON value always serialises");
     text.push('\n');
     text
 }

@@ -115,8 +115,15 @@ impl From<read_models::FoldError> for QueryError {
 
 impl From<search_index::SearchError> for QueryError {
     fn from(error: search_index::SearchError) -> Self {
-        tracing::error!(error = %error, "search query failed");
-        Self::Unavailable
+        match error {
+            search_index::SearchError::Malformed(reason) => {
+                Self::stored(format!("the search engine's reply does not read: {reason}"))
+            }
+            error => {
+                tracing::error!(error = %error, "search query failed");
+                Self::Unavailable
+            }
+        }
     }
 }
 

@@ -2,7 +2,7 @@
 //! them: full text, filters, facets and highlights over the REST API that
 //! Elasticsearch 8/9 and OpenSearch 2/3 share.
 
-use search_index::{IndexKind, SearchClient, SearchConfig, SearchError};
+use search_index::{IndexKind, SearchClient, SearchConfig, SearchError, SearchReply};
 use serde_json::Value;
 
 /// The product and order indices (through their aliases).
@@ -18,7 +18,7 @@ impl SearchIndex {
         Self { client, config }
     }
 
-    pub async fn search(&self, kind: IndexKind, body: &Value) -> Result<Value, SearchError> {
+    pub async fn search(&self, kind: IndexKind, body: &Value) -> Result<SearchReply, SearchError> {
         metrics::counter!("eshop_graphql_search_requests_total").increment(1);
         self.client.search(&self.config.alias(kind), body).await
     }

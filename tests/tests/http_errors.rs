@@ -47,6 +47,31 @@ async fn a_body_over_64_kib_is_413() {
 }
 
 #[tokio::test]
+async fn a_content_type_that_is_not_text_is_415_not_read_as_none() {
+    let app = TestApp::spawn().await;
+    let before = app.event_count().await;
+    let response = app
+        .client
+        .post(format!("{}/products", app.address))
+        .header(
+            "content-type",
+            reqwest::header::HeaderValue::from_bytes(b"application/json; charset=\xff")
+                .expect("an obs-text header value"),
+        )
+        .body(product_body("OBS-TEXT").to_string())
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(response.status(), 415);
+    let problem: serde_json::Value = response.json().await.expect("a problem");
+    assert!(
+        problem["detail"].as_str().is_some_and(|d| d.contains("not text")),
+        "{problem}"
+    );
+    assert_eq!(app.event_count().await, before);
+}
+
+#[tokio::test]
 async fn a_body_that_is_not_json_is_415() {
     let app = TestApp::spawn().await;
     let response = rejected!(app, app.send_raw("/products", Some("text/plain"), "{}"));

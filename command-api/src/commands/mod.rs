@@ -387,7 +387,8 @@ impl CommandService {
                     key: idempotency.stored(),
                     claim,
                     outcome: Box::new(move |commit| {
-                        serde_json::to_value(describe(commit)).unwrap_or_default()
+                        serde_json::to_value(describe(commit))
+                            .expect("an outcome is ids, numbers and strings: it always serialises")
                     }),
                 });
             }

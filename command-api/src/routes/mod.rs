@@ -132,7 +132,7 @@ fn render(document: &utoipa::openapi::OpenApi) -> serde_json::Value {
             _ => {}
         }
     }
-    let mut json = serde_json::to_value(document).unwrap_or_default();
+    let mut json = serde_json::to_value(document).expect("the OpenAPI document serialises");
     fix_links(&mut json);
     json
 }

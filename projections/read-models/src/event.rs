@@ -74,12 +74,7 @@ impl Event {
             .aggregateid
             .parse()
             .map_err(|_| DecodeError::AggregateId(envelope.aggregateid.clone()))?;
-        let event_type = envelope
-            .event_type
-            .rsplit('.')
-            .next()
-            .unwrap_or_default()
-            .to_owned();
+        let event_type = envelope.event_name().to_owned();
         // The domain's events are tagged with their type: lend the data to
         // a tagged value, decode it from there, and give it back.
         let mut tagged = serde_json::Map::new();
@@ -140,7 +135,10 @@ pub fn envelope_from(event: RecordedEvent, upcasters: &[Box<dyn EventUpcaster>])
         sequence: event.sequence,
         global_position: event.global.position,
     };
-    let metadata = EventMetadata::from_json(&event.metadata, event.recorded_at);
+    let mut metadata = EventMetadata::from_json(&event.metadata, event.recorded_at);
+    if metadata.event_id.is_nil() {
+        metadata.event_id = stand_in_id(&at);
+    }
     let current = event_store::upcast(
         SerializedEvent::new(
             event.aggregate_id.clone(),
@@ -170,6 +168,18 @@ pub fn envelope_from(event: RecordedEvent, upcasters: &[Box<dyn EventUpcaster>])
     )
 }
 
+/// The id of an event stored without one (written by another tool): a
+/// name-based UUID of its place in its stream, so that it is unique and
+/// the same on every redelivery, as the contract promises.
+fn stand_in_id(at: &Position<'_>) -> uuid::Uuid {
+    /// The namespace of eshop's stand-in event ids.
+    const NAMESPACE: uuid::Uuid = uuid::uuid!("6f1c7c9e-2b0a-4f57-9c3e-5d2f7a1e8b40");
+    uuid::Uuid::new_v5(
+        &NAMESPACE,
+        format!("{}/{}/{}", at.aggregate_type, at.aggregate_id, at.sequence).as_bytes(),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -193,5 +203,31 @@ mod tests {
         envelope.event_type = "eshop.Basket.ItemAdded".to_owned();
         let error = Event::from_envelope(envelope).expect_err("no item");
         assert!(matches!(error, DecodeError::Data { .. }), "{error}");
+    }
+
+    #[test]
+    fn an_event_stored_without_an_id_gets_one_of_its_own_the_same_each_time() {
+        let stored = |sequence| RecordedEvent {
+            global: event_store::feed::GlobalPosition {
+                transaction_id: 7,
+                position: sequence,
+            },
+            aggregate_type: "Basket".to_owned(),
+            aggregate_id: uuid::Uuid::nil().to_string(),
+            sequence,
+            event_type: "BasketCleared".to_owned(),
+            event_version: "1.0".to_owned(),
+            payload: json!({"BasketCleared": {}}),
+            metadata: json!({}),
+            recorded_at: chrono::Utc::now(),
+        };
+        let first = envelope_of(&stored(1), &[]).id;
+        assert!(!first.is_nil());
+        assert_eq!(
+            envelope_of(&stored(1), &[]).id,
+            first,
+            "stable on redelivery"
+        );
+        assert_ne!(envelope_of(&stored(2), &[]).id, first, "unique per event");
     }
 }

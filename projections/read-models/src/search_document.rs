@@ -186,7 +186,7 @@ impl Document {
             Self::Product(product) => serde_json::to_value(product),
             Self::Order(order) => serde_json::to_value(order),
         }
-        .unwrap_or_default()
+        .expect("a search document is plain data: it always serialises")
     }
 }
 
@@ -254,14 +254,7 @@ impl ProductDocument {
 pub fn apply(document: Option<Document>, event: &Event) -> Result<Document, DocumentError> {
     let envelope = &event.envelope;
     let (id, at) = (envelope.aggregateid.clone(), envelope.time);
-    let event_type = || {
-        envelope
-            .event_type
-            .rsplit('.')
-            .next()
-            .unwrap_or_default()
-            .to_owned()
-    };
+    let event_type = || envelope.event_name().to_owned();
     let missing = || DocumentError::Missing {
         event_type: event_type(),
         id: id.clone(),

@@ -11,6 +11,8 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use reqwest::{Client, StatusCode, Url};
+
+use crate::SearchReply;
 use serde_json::{Value, json};
 
 /// Why a request to the search engine failed.
@@ -22,6 +24,10 @@ pub enum SearchError {
     /// The engine refused the request itself: retrying will not help.
     #[error("the search engine refused the request: {0}")]
     Refused(String),
+    /// The engine answered with a reply eshop cannot read (a proxy's page,
+    /// an incompatible engine): retrying will not help.
+    #[error("the search engine's reply does not read: {0}")]
+    Malformed(String),
 }
 
 impl SearchError {
@@ -31,6 +37,7 @@ impl SearchError {
         match self {
             Self::Unavailable(reason) => Self::Unavailable(format!("{doing}: {reason}")),
             Self::Refused(reason) => Self::Refused(format!("{doing}: {reason}")),
+            Self::Malformed(reason) => Self::Malformed(format!("{doing}: {reason}")),
         }
     }
 
@@ -228,7 +235,9 @@ impl SearchClient {
         let mut indices: Vec<String> = body
             .as_object()
             .map(|indices| indices.keys().cloned().collect())
-            .unwrap_or_default();
+            .ok_or_else(|| {
+                SearchError::Malformed(format!("the indices of the alias {alias}: {body}"))
+            })?;
         indices.sort();
         Ok(indices)
     }
@@ -298,7 +307,7 @@ impl SearchClient {
 
     /// Runs a `_search` request body (query DSL, aggregations, highlight)
     /// on `index` and returns the engine's answer.
-    pub async fn search(&self, index: &str, body: &Value) -> Result<Value, SearchError> {
+    pub async fn search(&self, index: &str, body: &Value) -> Result<SearchReply, SearchError> {
         let (status, reply) = self
             .send(
                 self.request(reqwest::Method::POST, &format!("/{index}/_search"))
@@ -306,7 +315,7 @@ impl SearchClient {
             )
             .await?;
         if status.is_success() {
-            Ok(reply)
+            SearchReply::read(reply, index)
         } else {
             Err(SearchError::Refused(format!(
                 "_search on {index}: {status}: {reply}"
@@ -354,7 +363,10 @@ impl SearchClient {
         if !status.is_success() {
             return Err(SearchError::Refused(format!("_bulk: {status}: {reply}")));
         }
-        let items = reply["items"].as_array().cloned().unwrap_or_default();
+        let items = reply["items"]
+            .as_array()
+            .cloned()
+            .ok_or_else(|| SearchError::Malformed(format!("_bulk without items: {reply}")))?;
         if items.len() != ops.len() {
             return Err(SearchError::Unavailable(format!(
                 "_bulk answered {} items for {} documents",

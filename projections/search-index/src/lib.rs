@@ -9,9 +9,11 @@
 //! alias.
 
 mod client;
+mod reply;
 
 pub use client::{BulkOutcome, IndexOp, SearchClient, SearchError};
 pub use read_models::search_document::IndexKind;
+pub use reply::{Hit, Hits, SearchReply, Total};
 use reqwest::Url;
 
 /// The version of the index mappings, part of each index's name.

@@ -243,6 +243,12 @@ impl From<search_index::SearchError> for Failure {
                 Self::Transient(Unavailable::Search(reason))
             }
             search_index::SearchError::Refused(reason) => Self::Poison(reason),
+            // A reply that does not read says nothing against the events:
+            // they wait (and the stall watch reports it) rather than be
+            // dead-lettered for the engine's fault.
+            search_index::SearchError::Malformed(reason) => {
+                Self::Transient(Unavailable::Search(reason))
+            }
         }
     }
 }

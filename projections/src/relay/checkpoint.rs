@@ -16,7 +16,7 @@ pub async fn load(pool: &PgPool, name: &str) -> Result<GlobalPosition, sqlx::Err
             transaction_id: row
                 .try_get::<String, _>("transaction_id")?
                 .parse()
-                .unwrap_or_default(),
+                .map_err(|error| sqlx::Error::Decode(Box::new(error)))?,
             position: row.try_get("global_position")?,
         })
     })

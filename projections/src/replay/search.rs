@@ -382,7 +382,7 @@ async fn count_documents(client: &SearchClient, index: &str) -> anyhow::Result<u
             &json!({ "size": 0, "track_total_hits": true, "query": { "match_all": {} } }),
         )
         .await?;
-    Ok(reply["hits"]["total"]["value"].as_u64().unwrap_or(0))
+    Ok(reply.hits.total.value())
 }
 
 /// Runs `eshop projections rebuild search`: fills new indices from the
@@ -604,18 +604,15 @@ async fn live_documents(
             body["search_after"] = after.clone();
         }
         let reply = client.search(alias, &body).await?;
-        let hits = reply["hits"]["hits"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
-        for hit in &hits {
-            let id = hit["_id"].as_str().unwrap_or_default().to_owned();
-            let version = hit["_version"].as_i64().unwrap_or(-1);
-            documents.insert(id, (version, hit["_source"].clone()));
+        let hits = reply.hits.hits;
+        let full = hits.len() == PAGE;
+        after = hits.last().map(|last| last.sort.clone());
+        for hit in hits {
+            let version = hit.version()?;
+            documents.insert(hit.id, (version, hit.source));
         }
-        match hits.last() {
-            Some(last) if hits.len() == PAGE => after = Some(last["sort"].clone()),
-            _ => break,
+        if !full {
+            break;
         }
     }
     Ok(documents)

@@ -4,7 +4,7 @@
 use async_graphql::connection::{Connection, ConnectionNameType, Edge, EdgeNameType};
 use async_graphql::{Context, Object, OutputType, SimpleObject};
 use chrono::{DateTime, Utc};
-use search_index::IndexKind;
+use search_index::{Hit, IndexKind, SearchReply};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -152,38 +152,22 @@ fn window(listing: &Listing, after: Option<&str>, first: usize) -> Result<usize,
     Ok(from)
 }
 
-fn hits(reply: &Value) -> &[Value] {
-    reply["hits"]["hits"].as_array().map_or(&[], Vec::as_slice)
+fn total(reply: &SearchReply) -> i64 {
+    i64::try_from(reply.hits.total.value()).unwrap_or(i64::MAX)
 }
 
-fn total(reply: &Value) -> i64 {
-    reply["hits"]["total"]["value"]
-        .as_i64()
-        .or_else(|| reply["hits"]["total"].as_i64())
-        .unwrap_or(0)
-}
-
-fn search_hit(hit: &Value) -> SearchHit {
-    let highlights = hit["highlight"]
-        .as_object()
-        .map(|fields| {
-            fields
-                .iter()
-                .map(|(field, fragments)| Highlight {
-                    field: field.clone(),
-                    fragments: fragments
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .filter_map(|f| f.as_str().map(str::to_owned))
-                        .collect(),
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+fn search_hit(hit: &Hit) -> SearchHit {
     SearchHit {
-        score: hit["_score"].as_f64().unwrap_or(0.0),
-        highlights,
+        // Every search here sorts by score first, so the engine sends one.
+        score: hit.score.unwrap_or(0.0),
+        highlights: hit
+            .highlight
+            .iter()
+            .map(|(field, fragments)| Highlight {
+                field: field.clone(),
+                fragments: fragments.clone(),
+            })
+            .collect(),
     }
 }
 
@@ -214,36 +198,79 @@ fn price_ranges(bounds: &[i64]) -> Value {
     Value::Array(ranges)
 }
 
-fn facets(reply: &Value) -> ProductFacets {
-    let aggs = &reply["aggregations"];
-    let status = aggs["status"]["buckets"]
-        .as_array()
+/// The aggregations a product search asks for.
+#[derive(Deserialize)]
+struct ProductAggregations {
+    status: Buckets<TermBucket>,
+    price: Buckets<RangeBucket>,
+}
+
+#[derive(Deserialize)]
+struct Buckets<B> {
+    buckets: Vec<B>,
+}
+
+#[derive(Deserialize)]
+struct TermBucket {
+    key: String,
+    doc_count: i64,
+}
+
+#[derive(Deserialize)]
+struct RangeBucket {
+    from: Option<f64>,
+    to: Option<f64>,
+    doc_count: i64,
+}
+
+/// The facets of a product search; aggregations that do not read, or a
+/// status no product can have, are stored data gone wrong.
+fn facets(reply: &SearchReply) -> QueryResult<ProductFacets> {
+    let aggregations = ProductAggregations::deserialize(&reply.aggregations)
+        .map_err(|error| {
+            QueryError::stored(format!("the product search's facets do not read: {error}"))
+        })
+        .coded()?;
+    let status = aggregations
+        .status
+        .buckets
         .into_iter()
-        .flatten()
-        .filter_map(|b| {
-            let status = match b["key"].as_str()? {
-                "active" => ProductStatus::Active,
-                "discontinued" => ProductStatus::Discontinued,
-                _ => return None,
+        .map(|bucket| {
+            let stored = bucket
+                .key
+                .parse::<domain::product::ProductStatus>()
+                .map_err(|error| QueryError::stored(format!("a status facet: {error}")))
+                .coded()?;
+            let status = match stored {
+                domain::product::ProductStatus::Active => ProductStatus::Active,
+                domain::product::ProductStatus::Discontinued => ProductStatus::Discontinued,
+                domain::product::ProductStatus::Unregistered => {
+                    return Err(QueryError::stored(
+                        "a product document is indexed as unregistered",
+                    ))
+                    .coded();
+                }
             };
-            Some(StatusFacet {
+            Ok(StatusFacet {
                 status,
-                count: b["doc_count"].as_i64().unwrap_or(0),
+                count: bucket.doc_count,
             })
         })
-        .collect();
-    let bound = |v: &Value| v.as_f64().map(|f| MinorUnits(f.round() as i64));
-    let price = aggs["price"]["buckets"]
-        .as_array()
+        .collect::<QueryResult<_>>()?;
+    // Bounds are whole minor units sent back as floats.
+    #[allow(clippy::cast_possible_truncation)]
+    let bound = |value: Option<f64>| value.map(|f| MinorUnits(f.round() as i64));
+    let price = aggregations
+        .price
+        .buckets
         .into_iter()
-        .flatten()
-        .map(|b| PriceBucket {
-            from: bound(&b["from"]),
-            to: bound(&b["to"]),
-            count: b["doc_count"].as_i64().unwrap_or(0),
+        .map(|bucket| PriceBucket {
+            from: bound(bucket.from),
+            to: bound(bucket.to),
+            count: bucket.doc_count,
         })
         .collect();
-    ProductFacets { status, price }
+    Ok(ProductFacets { status, price })
 }
 
 #[derive(Default)]
@@ -318,33 +345,25 @@ impl SearchQueries {
             .search(IndexKind::Products, &body)
             .await
             .coded()?;
-        let found = hits(&reply);
+        let found = &reply.hits.hits;
         let mut connection = ProductSearch::with_additional_fields(
             from > 0,
             found.len() > first,
             ProductSearchFields {
                 total_count: total(&reply),
-                facets: facets(&reply),
+                facets: facets(&reply)?,
             },
         );
         for (at, hit) in found.iter().take(first).enumerate() {
-            let source = serde_json::from_value::<ProductSource>(hit["_source"].clone())
+            let source = ProductSource::deserialize(&hit.source)
                 .map_err(|error| {
                     QueryError::stored(format!(
                         "the product document {} does not decode: {error}",
-                        hit["_id"]
+                        hit.id
                     ))
                 })
                 .coded()?;
-            let version = hit["_version"]
-                .as_i64()
-                .ok_or_else(|| {
-                    QueryError::stored(format!(
-                        "the product document {} has no version",
-                        hit["_id"]
-                    ))
-                })
-                .coded()?;
+            let version = hit.version().coded()?;
             let row = ProductRow {
                 row: read_models::product_catalog::ProductRow {
                     product_id: source.product_id,
@@ -419,16 +438,21 @@ impl SearchQueries {
             .search(IndexKind::Orders, &body)
             .await
             .coded()?;
-        let found: Vec<&Value> = hits(&reply).iter().take(first).collect();
+        let found: Vec<&Hit> = reply.hits.hits.iter().take(first).collect();
         let ids: Vec<Uuid> = found
             .iter()
-            .filter_map(|hit| hit["_id"].as_str().and_then(|id| Uuid::parse_str(id).ok()))
-            .collect();
+            .map(|hit| {
+                hit.id.parse().map_err(|_| {
+                    QueryError::stored(format!("the order document {:?} is not a UUID", hit.id))
+                })
+            })
+            .collect::<Result<_, _>>()
+            .coded()?;
         let mut orders = orders_in_order(services, &ids).await?;
         orders.retain(|order| sees.sees(order.0.customer_id));
         let mut connection = OrderSearch::with_additional_fields(
             from > 0,
-            hits(&reply).len() > first,
+            reply.hits.hits.len() > first,
             OrderSearchFields {
                 total_count: total(&reply),
             },
@@ -436,9 +460,7 @@ impl SearchQueries {
         let mut orders = orders.into_iter().peekable();
         for (at, hit) in found.iter().enumerate() {
             // An order indexed but not yet in order_view is left out.
-            let Some(order) =
-                orders.next_if(|o| Some(o.0.order_id.to_string().as_str()) == hit["_id"].as_str())
-            else {
+            let Some(order) = orders.next_if(|o| o.0.order_id.to_string() == hit.id) else {
                 continue;
             };
             connection.edges.push(Edge::with_additional_fields(
