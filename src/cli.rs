@@ -103,7 +103,7 @@ pub enum EventsCommand {
         #[command(flatten)]
         database: event_store::DatabaseConfig,
         #[command(flatten)]
-        export: projections::export::ExportOptions,
+        export: event_export::ExportOptions,
     },
 }
 

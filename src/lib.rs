@@ -185,7 +185,7 @@ pub async fn run(command: Command, stop: Stop) -> anyhow::Result<()> {
         }
         Command::Events {
             command: EventsCommand::Export { database, export },
-        } => projections::export::run(&database, &export).await.map(drop),
+        } => event_export::run(&database, &export).await.map(drop),
         Command::Migrate { database } => {
             read_models::schema::migrate(&database)
                 .await

@@ -54,7 +54,10 @@ impl EshopEnv {
             ("RELAY_NAME", name.to_owned()),
             ("RELAY_POLL_MS", "10".to_owned()),
             ("LOG_FORMAT", "json".to_owned()),
-            ("RUST_LOG", "warn,eshop_projections=info".to_owned()),
+            (
+                "RUST_LOG",
+                "warn,eshop_projections=info,eshop_event_export=info".to_owned(),
+            ),
             // Several processes per test, and tests in parallel, share one
             // PostgreSQL (max_connections 300).
             ("DATABASE_MAX_CONNECTIONS", "8".to_owned()),
@@ -74,7 +77,10 @@ impl EshopEnv {
         let vars = [
             ("DATABASE_URL", db.url.clone()),
             ("LOG_FORMAT", "json".to_owned()),
-            ("RUST_LOG", "warn,eshop_projections=info".to_owned()),
+            (
+                "RUST_LOG",
+                "warn,eshop_projections=info,eshop_event_export=info".to_owned(),
+            ),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))

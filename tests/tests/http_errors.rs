@@ -65,7 +65,9 @@ async fn a_content_type_that_is_not_text_is_415_not_read_as_none() {
     assert_eq!(response.status(), 415);
     let problem: serde_json::Value = response.json().await.expect("a problem");
     assert!(
-        problem["detail"].as_str().is_some_and(|d| d.contains("not text")),
+        problem["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("not text")),
         "{problem}"
     );
     assert_eq!(app.event_count().await, before);

@@ -39,7 +39,7 @@ use sqlx::postgres::{PgConnectOptions, PgRow};
 use sqlx::{Connection, PgConnection};
 use tokio::sync::mpsc;
 
-use crate::relay::envelope_of;
+use read_models::event::envelope_of;
 
 /// Events read per query.
 pub const PAGE_SIZE: i64 = 1000;
