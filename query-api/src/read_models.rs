@@ -25,16 +25,7 @@ pub struct ProductRow {
     pub available: i64,
 }
 
-#[derive(Debug, Clone, FromRow)]
-pub struct SalesRow {
-    pub day: NaiveDate,
-    pub product_id: Uuid,
-    pub currency: String,
-    pub sku: String,
-    pub units: i64,
-    pub revenue_minor: i64,
-    pub orders: i64,
-}
+pub use read_models::sales_daily::DayRow as SalesRow;
 
 /// Filters of the product listing.
 #[derive(Debug, Clone, Default)]

@@ -146,3 +146,29 @@ pub fn verifier_share(cpu: Duration, requests: u64, cost: &VerifierCost) -> Stri
         100.0 * cost.first_sight_ns / per_request_ns,
     )
 }
+
+/// What every benchmark runs against: the eshop binary and a PostgreSQL
+/// server.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Target {
+    /// The eshop binary to benchmark.
+    #[arg(long, default_value = "target/release/eshop")]
+    pub eshop: String,
+    /// PostgreSQL server, as a URL of its maintenance database.
+    #[arg(
+        long,
+        env = "BENCH_ADMIN_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
+    )]
+    pub admin_url: String,
+}
+
+impl Target {
+    /// The URL of the database `name` on the same server.
+    #[must_use]
+    pub fn database_url(&self, name: &str) -> String {
+        let admin = self.admin_url.as_str();
+        let base = admin.rsplit_once('/').map_or(admin, |(base, _)| base);
+        format!("{base}/{name}")
+    }
+}

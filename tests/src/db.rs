@@ -186,3 +186,59 @@ impl Drop for TestDb {
         }
     }
 }
+
+impl TestDb {
+    /// Starts `writers` tasks that each append `per_writer` events of
+    /// `event_type` to the stream `writer-{n}` of `aggregate_type`, one
+    /// transaction per event, as another tool would: some take their
+    /// transaction id long before they write, some stay open while others
+    /// commit, so transactions commit out of the order of their ids.
+    #[must_use]
+    pub fn interleaved_writers(
+        &self,
+        writers: u32,
+        per_writer: u32,
+        aggregate_type: &'static str,
+        event_type: &'static str,
+    ) -> Vec<tokio::task::JoinHandle<()>> {
+        (0..writers)
+            .map(|writer| {
+                let pool = self.pool.clone();
+                tokio::spawn(async move {
+                    for n in 0..per_writer {
+                        let mut tx = pool.begin().await.expect("begin");
+                        // Take a transaction id now, write later: the widest
+                        // window for another writer to commit in between.
+                        sqlx::query("SELECT pg_current_xact_id()")
+                            .execute(&mut *tx)
+                            .await
+                            .expect("xid");
+                        for _ in 0..(writer + n) % 4 {
+                            tokio::task::yield_now().await;
+                        }
+                        sqlx::query(
+                            "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, \
+                               event_version, payload, metadata) \
+                             VALUES ($1, $2, $3, $4, '1.0', jsonb_build_object($4, '{}'::jsonb), '{}')",
+                        )
+                        .bind(aggregate_type)
+                        .bind(format!("writer-{writer}"))
+                        .bind(i64::from(n) + 1)
+                        .bind(event_type)
+                        .execute(&mut *tx)
+                        .await
+                        .expect("insert");
+                        if (writer + n) % 3 == 0 {
+                            // A slow transaction: others commit while it is open.
+                            sqlx::query("SELECT count(*) FROM pg_class")
+                                .execute(&mut *tx)
+                                .await
+                                .expect("work");
+                        }
+                        tx.commit().await.expect("commit");
+                    }
+                })
+            })
+            .collect()
+    }
+}

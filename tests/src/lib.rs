@@ -40,3 +40,13 @@ pub use process::{EshopEnv, EshopProcess, ProcessStack, eshop_bin, free_port};
 pub use search::TestSearch;
 pub use streaming::{start_projectors, start_relay};
 pub use wait::eventually;
+
+/// Shows the projections' logs (info and above, other crates' warnings) in
+/// the output of a failing test.
+pub fn log_projections() {
+    // Another test of the same binary may have set it up already.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("warn,eshop_projections=info")
+        .with_test_writer()
+        .try_init();
+}

@@ -9,10 +9,7 @@ use uuid::Uuid;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_poison_event_is_dead_lettered_and_the_projections_go_on() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter("warn,eshop_projections=info")
-        .with_test_writer()
-        .try_init();
+    eshop_tests::log_projections();
     let app = TestApp::spawn().await;
     let broker = TestBroker::new();
     let search = TestSearch::new(&broker.prefix).await;

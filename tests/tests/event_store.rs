@@ -165,35 +165,7 @@ async fn interleaved_slow_and_fast_writers_are_read_completely_in_order() {
     let db = TestDb::new().await;
     let writers = 8;
     let per_writer = 25;
-    let mut tasks = Vec::new();
-    for writer in 0..writers {
-        let pool = db.pool.clone();
-        tasks.push(tokio::spawn(async move {
-            for n in 0..per_writer {
-                let mut tx = pool.begin().await.expect("begin");
-                // Take a transaction id now, write later: the widest window
-                // for another writer to commit in between.
-                sqlx::query("SELECT pg_current_xact_id()").execute(&mut *tx).await.expect("xid");
-                for _ in 0..(writer + n) % 4 {
-                    tokio::task::yield_now().await;
-                }
-                sqlx::query(
-                    "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
-                     VALUES ('Product', $1, $2, 'ProductDiscontinued', '1.0', '{\"ProductDiscontinued\": {}}', '{}')",
-                )
-                .bind(format!("writer-{writer}"))
-                .bind(i64::from(n) + 1)
-                .execute(&mut *tx)
-                .await
-                .expect("insert");
-                if (writer + n) % 3 == 0 {
-                    // A slow transaction: others commit while it is open.
-                    sqlx::query("SELECT count(*) FROM pg_class").execute(&mut *tx).await.expect("work");
-                }
-                tx.commit().await.expect("commit");
-            }
-        }));
-    }
+    let tasks = db.interleaved_writers(writers, per_writer, "Product", "ProductDiscontinued");
 
     let total = (writers * per_writer) as usize;
     let mut seen = Vec::new();

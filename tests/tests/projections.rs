@@ -90,10 +90,7 @@ async fn deliver(app: &TestApp, message: &Consumed) -> Vec<(&'static str, bool)>
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn orders_and_products_reach_their_views_with_the_right_values() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter("warn,eshop_projections=info")
-        .with_test_writer()
-        .try_init();
+    eshop_tests::log_projections();
     let app = TestApp::spawn().await;
     let broker = TestBroker::new();
     let search = TestSearch::new(&broker.prefix).await;
@@ -233,10 +230,7 @@ async fn orders_and_products_reach_their_views_with_the_right_values() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_delivered_again_change_nothing() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter("warn,eshop_projections=info")
-        .with_test_writer()
-        .try_init();
+    eshop_tests::log_projections();
     let app = TestApp::spawn().await;
     let broker = TestBroker::new();
     let search = TestSearch::new(&broker.prefix).await;

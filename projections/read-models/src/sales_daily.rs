@@ -92,7 +92,7 @@ impl ReadModel for SalesDaily {
         out.row(1, &[&booking.order_id, &booking.day, &Json(&booking.lines)]);
     }
 
-    fn total(totals: &mut Self::Totals, change: DayChange) {
+    fn total(totals: &mut Self::Totals, DayChange { row: change, .. }: DayChange) {
         let entry = totals
             .entry((change.day, change.product_id, change.currency))
             .or_default();
@@ -165,31 +165,41 @@ impl Booking {
                     })?;
             changes.push(DayChange {
                 n: changes.len(),
-                day: self.day,
-                product_id: *line.product_id.as_uuid(),
-                currency: line.unit_price.currency.as_str().to_owned(),
-                sku: line.sku.as_str().to_owned(),
-                units,
-                revenue_minor,
-                orders: sign,
+                row: DayRow {
+                    day: self.day,
+                    product_id: *line.product_id.as_uuid(),
+                    currency: line.unit_price.currency.as_str().to_owned(),
+                    sku: line.sku.as_str().to_owned(),
+                    units,
+                    revenue_minor,
+                    orders: sign,
+                },
             });
         }
         Ok(())
     }
 }
 
-/// A change to one day's row of a product in a currency.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct DayChange {
-    /// Its place in the batch: the last change's SKU is the row's.
-    n: usize,
+/// A `sales_daily` row: one product's sales in one currency on one day.
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
+pub struct DayRow {
     pub day: NaiveDate,
     pub product_id: Uuid,
     pub currency: String,
+    /// The SKU of the product's latest booking.
     pub sku: String,
     pub units: i64,
     pub revenue_minor: i64,
     pub orders: i64,
+}
+
+/// A change to one day's row, added to it: its figures are the change.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DayChange {
+    /// Its place in the batch: the last change's SKU is the row's.
+    n: usize,
+    #[serde(flatten)]
+    pub row: DayRow,
 }
 
 /// One `sales_daily` row's figures in a rebuild, exact: one beyond
@@ -232,7 +242,7 @@ mod tests {
     fn figures(changes: &[DayChange]) -> Vec<(i64, i64, i64)> {
         changes
             .iter()
-            .map(|c| (c.units, c.revenue_minor, c.orders))
+            .map(|c| (c.row.units, c.row.revenue_minor, c.row.orders))
             .collect()
     }
 
@@ -258,7 +268,7 @@ mod tests {
         assert_eq!(figures(&changes), [(-2, -500, -1), (-1, -100, -1)]);
         assert_ne!(cancel.time().date_naive(), booking.day);
         assert!(
-            changes.iter().all(|c| c.day == booking.day),
+            changes.iter().all(|c| c.row.day == booking.day),
             "taken off the day it was placed"
         );
         assert_eq!(row, Some(booking), "the booking stays");

@@ -31,16 +31,8 @@ struct Args {
     /// Unmeasured seconds before measuring eshop.
     #[arg(long, default_value_t = 3)]
     warmup: u64,
-    /// The eshop binary to benchmark.
-    #[arg(long, default_value = "target/release/eshop")]
-    eshop: String,
-    /// PostgreSQL server, as a URL of its maintenance database.
-    #[arg(
-        long,
-        env = "BENCH_ADMIN_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
-    )]
-    admin_url: String,
+    #[command(flatten)]
+    target: eshop_tests::bench::Target,
 }
 
 const PRODUCTS: usize = 50;
@@ -59,16 +51,11 @@ impl Drop for Server {
     }
 }
 
-fn database_url(admin: &str, name: &str) -> String {
-    let base = admin.rsplit_once('/').map_or(admin, |(base, _)| base);
-    format!("{base}/{name}")
-}
-
 async fn start_server(args: &Args, db_url: &str) -> anyhow::Result<Server> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
-    let child = Command::new(&args.eshop)
+    let child = Command::new(&args.target.eshop)
         .args([
             "serve",
             "--listen",
@@ -86,7 +73,7 @@ async fn start_server(args: &Args, db_url: &str) -> anyhow::Result<Server> {
         .with_context(|| {
             format!(
                 "failed to start {} (build it with cargo build --release)",
-                args.eshop
+                args.target.eshop
             )
         })?;
     let server = Server {
@@ -297,8 +284,8 @@ fn run_pgbench(args: &Args, db_url: &str) -> anyhow::Result<f64> {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let name = format!("eshop_bench_{}", Uuid::now_v7().simple());
-    let db_url = database_url(&args.admin_url, &name);
-    let mut admin = PgConnection::connect(&args.admin_url)
+    let db_url = args.target.database_url(&name);
+    let mut admin = PgConnection::connect(&args.target.admin_url)
         .await
         .context("PostgreSQL must be running")?;
     admin

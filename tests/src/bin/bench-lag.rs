@@ -74,16 +74,8 @@ struct Args {
     /// after the run.
     #[arg(long)]
     keep: bool,
-    /// The eshop binary to benchmark.
-    #[arg(long, default_value = "target/release/eshop")]
-    eshop: String,
-    /// PostgreSQL server, as a URL of its maintenance database.
-    #[arg(
-        long,
-        env = "BENCH_ADMIN_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
-    )]
-    admin_url: String,
+    #[command(flatten)]
+    target: eshop_tests::bench::Target,
     /// The Kafka-protocol broker.
     #[arg(long, default_value = "127.0.0.1:9092")]
     kafka_brokers: String,
@@ -99,11 +91,6 @@ const BASELINE_DATABASE: &str = "eshop_bench_lag_baseline";
 const COMMANDS_PER_ORDER: usize = 3;
 /// A command sent this long after its slot counts as late.
 const LATE: Duration = Duration::from_millis(10);
-
-fn database_url(admin: &str, name: &str) -> String {
-    let base = admin.rsplit_once('/').map_or(admin, |(base, _)| base);
-    format!("{base}/{name}")
-}
 
 fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
@@ -158,7 +145,7 @@ impl Run {
     /// from the benchmark's environment.
     fn eshop(&self, args: &Args) -> Command {
         let [products, baskets, orders] = self.topics();
-        let mut command = Command::new(&args.eshop);
+        let mut command = Command::new(&args.target.eshop);
         command
             .env("DATABASE_URL", &self.db_url)
             .env("KAFKA_BROKERS", &args.kafka_brokers)
@@ -191,7 +178,7 @@ impl Run {
             .with_context(|| {
                 format!(
                     "failed to start {} (build it with cargo build --release)",
-                    args.eshop
+                    args.target.eshop
                 )
             })?;
         Ok(Process { name, child, log })
@@ -1151,7 +1138,7 @@ struct Report {
 async fn bench(run: &Run, args: &Args) -> anyhow::Result<Report> {
     // The baseline gets a database of its own with eshop's schema, so its
     // rows never reach the relay or the views measured here.
-    let baseline_url = database_url(&args.admin_url, BASELINE_DATABASE);
+    let baseline_url = args.target.database_url(BASELINE_DATABASE);
     let status = run
         .eshop(args)
         .env("DATABASE_URL", &baseline_url)
@@ -1364,11 +1351,11 @@ async fn main() -> anyhow::Result<()> {
     let logs = std::env::temp_dir().join(format!("eshop-bench-lag-{id}"));
     std::fs::create_dir_all(&logs)?;
     let run = Run {
-        db_url: database_url(&args.admin_url, DATABASE),
+        db_url: args.target.database_url(DATABASE),
         id,
         logs,
     };
-    let mut admin = PgConnection::connect(&args.admin_url)
+    let mut admin = PgConnection::connect(&args.target.admin_url)
         .await
         .context("PostgreSQL must be running")?;
     recreate(&mut admin, DATABASE).await?;

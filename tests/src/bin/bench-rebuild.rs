@@ -28,16 +28,8 @@ struct Args {
     /// Events in the history.
     #[arg(long, default_value_t = 1_000_000)]
     events: u64,
-    /// The eshop binary to benchmark.
-    #[arg(long, default_value = "target/release/eshop")]
-    eshop: String,
-    /// PostgreSQL server, as a URL of its maintenance database.
-    #[arg(
-        long,
-        env = "BENCH_ADMIN_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
-    )]
-    admin_url: String,
+    #[command(flatten)]
+    target: eshop_tests::bench::Target,
 }
 
 const PRODUCTS: usize = 500;
@@ -281,12 +273,17 @@ struct Run {
 }
 
 async fn run(args: &Args, events: u64) -> anyhow::Result<Run> {
-    let url = fresh_database(&args.admin_url, &args.eshop, "eshop_bench_rebuild").await?;
+    let url = fresh_database(
+        &args.target.admin_url,
+        &args.target.eshop,
+        "eshop_bench_rebuild",
+    )
+    .await?;
     let mut db = PgConnection::connect(&url).await?;
     let events = write_history(&mut db, events).await?;
     db.execute("VACUUM ANALYZE events").await?;
     eprintln!("rebuilding order_view and sales_daily from {events} events…");
-    let (elapsed, peak_kb, output) = rebuild(&args.eshop, &url)?;
+    let (elapsed, peak_kb, output) = rebuild(&args.target.eshop, &url)?;
     eprint!("{output}");
     let tables = ["order_view", "sales_daily", "sales_daily_orders"];
     let mut rows = 0;
