@@ -229,33 +229,10 @@ impl Aggregate for Basket {
                 self.status = BasketStatus::Open;
                 self.customer_id = Some(customer_id);
             }
-            BasketEvent::ItemAdded {
-                product_id,
-                sku,
-                name,
-                unit_price,
-                quantity,
-            } => {
-                self.lines.push(BasketLine {
-                    product_id,
-                    sku,
-                    name,
-                    unit_price,
-                    quantity,
-                });
-            }
-            BasketEvent::ItemQuantityChanged {
-                product_id,
-                quantity,
-            } => {
-                if let Some(line) = self.lines.iter_mut().find(|l| l.product_id == product_id) {
-                    line.quantity = quantity;
-                }
-            }
-            BasketEvent::ItemRemoved { product_id } => {
-                self.lines.retain(|line| line.product_id != product_id);
-            }
-            BasketEvent::BasketCleared {} => self.lines.clear(),
+            BasketEvent::ItemAdded { .. }
+            | BasketEvent::ItemQuantityChanged { .. }
+            | BasketEvent::ItemRemoved { .. }
+            | BasketEvent::BasketCleared {} => super::edit_lines(&mut self.lines, &event),
             BasketEvent::BasketCheckedOut { order_id } => {
                 self.status = BasketStatus::CheckedOut;
                 self.order_id = Some(order_id);

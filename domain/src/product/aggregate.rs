@@ -101,6 +101,15 @@ impl Product {
         self.details.as_ref().ok_or(ProductError::NotRegistered)
     }
 
+    /// The quantity reserved for `order_id` on a registered product.
+    fn reservation(&self, order_id: OrderId) -> Result<u32, ProductError> {
+        self.require_registered()?;
+        self.reservations
+            .get(&order_id)
+            .copied()
+            .ok_or(ProductError::NoReservation { order_id })
+    }
+
     fn require_active(&self) -> Result<&ProductDetails, ProductError> {
         let details = self.require_registered()?;
         if self.status == ProductStatus::Discontinued {
@@ -189,22 +198,14 @@ impl Product {
                 }
                 ProductEvent::StockReserved { order_id, quantity }
             }
-            ProductCommand::Release { order_id } => {
-                self.require_registered()?;
-                let quantity = *self
-                    .reservations
-                    .get(&order_id)
-                    .ok_or(ProductError::NoReservation { order_id })?;
-                ProductEvent::StockReleased { order_id, quantity }
-            }
-            ProductCommand::ShipReserved { order_id } => {
-                self.require_registered()?;
-                let quantity = *self
-                    .reservations
-                    .get(&order_id)
-                    .ok_or(ProductError::NoReservation { order_id })?;
-                ProductEvent::ReservedStockShipped { order_id, quantity }
-            }
+            ProductCommand::Release { order_id } => ProductEvent::StockReleased {
+                order_id,
+                quantity: self.reservation(order_id)?,
+            },
+            ProductCommand::ShipReserved { order_id } => ProductEvent::ReservedStockShipped {
+                order_id,
+                quantity: self.reservation(order_id)?,
+            },
         };
         Ok(vec![event])
     }

@@ -4,7 +4,10 @@
 //! reads it in `query-api/src/read_models.rs`.
 
 use chrono::{DateTime, Utc};
-use domain::basket::{BasketEvent, BasketStatus};
+use domain::basket::{BasketEvent, BasketStatus, LineItem, edit_lines};
+use domain::ids::ProductId;
+use domain::money::Money;
+use domain::text::{ProductName, Sku};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -78,6 +81,34 @@ pub struct Line {
     pub unit_price_minor: i64,
     pub quantity: i64,
     pub line_total_minor: i64,
+}
+
+impl LineItem for Line {
+    fn added(
+        product_id: &ProductId,
+        sku: &Sku,
+        name: &ProductName,
+        unit_price: &Money,
+        quantity: u32,
+    ) -> Self {
+        Self {
+            product_id: *product_id.as_uuid(),
+            sku: sku.to_string(),
+            name: name.to_string(),
+            unit_price_minor: unit_price.minor,
+            quantity: i64::from(quantity),
+            // Set with the basket's total, by `priced`.
+            line_total_minor: 0,
+        }
+    }
+
+    fn is_for(&self, product_id: &ProductId) -> bool {
+        self.product_id == *product_id.as_uuid()
+    }
+
+    fn set_quantity(&mut self, quantity: u32) {
+        self.quantity = i64::from(quantity);
+    }
 }
 
 /// A `basket_view` row: what the projector and a rebuild write, and what
@@ -154,45 +185,14 @@ fn edit(
 ) -> (BasketStatus, Option<uuid::Uuid>) {
     let mut status = BasketStatus::Open;
     let mut order_id = None;
-    match change {
-        BasketEvent::BasketOpened { .. } => {}
-        BasketEvent::ItemAdded {
-            product_id,
-            sku,
-            name,
-            unit_price,
-            quantity,
-        } => {
-            lines.push(Line {
-                product_id: *product_id.as_uuid(),
-                sku: sku.to_string(),
-                name: name.to_string(),
-                unit_price_minor: unit_price.minor,
-                quantity: i64::from(*quantity),
-                line_total_minor: 0,
-            });
-            currency.get_or_insert_with(|| unit_price.currency.to_string());
-        }
-        BasketEvent::ItemQuantityChanged {
-            product_id,
-            quantity,
-        } => {
-            if let Some(line) = lines
-                .iter_mut()
-                .find(|l| l.product_id == *product_id.as_uuid())
-            {
-                line.quantity = i64::from(*quantity);
-            }
-        }
-        BasketEvent::ItemRemoved { product_id } => {
-            lines.retain(|l| l.product_id != *product_id.as_uuid())
-        }
-        BasketEvent::BasketCleared {} => lines.clear(),
-        BasketEvent::BasketCheckedOut { order_id: placed } => {
-            status = BasketStatus::CheckedOut;
-            order_id = Some(*placed.as_uuid());
-        }
+    if let BasketEvent::ItemAdded { unit_price, .. } = change {
+        currency.get_or_insert_with(|| unit_price.currency.to_string());
     }
+    if let BasketEvent::BasketCheckedOut { order_id: placed } = change {
+        status = BasketStatus::CheckedOut;
+        order_id = Some(*placed.as_uuid());
+    }
+    edit_lines(lines, change);
     if lines.is_empty() && status == BasketStatus::Open {
         *currency = None;
     }
