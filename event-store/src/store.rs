@@ -446,6 +446,14 @@ async fn insert_events<'e>(
     if events.is_empty() {
         return Ok(last_positions);
     }
+    // Which aggregates the events append to, to name the one a conflict is
+    // about.
+    let mut appended: Vec<(String, String)> = events
+        .iter()
+        .map(|event| (event.aggregate_type.clone(), event.aggregate_id.clone()))
+        .collect();
+    appended.sort_unstable();
+    appended.dedup();
     let rows = if let [event] = events.as_slice() {
         // The common case, one event: a plain INSERT is cheaper to execute.
         sqlx::query(
@@ -488,7 +496,7 @@ async fn insert_events<'e>(
     };
     let rows = rows.map_err(|error| match violated_constraint(&error) {
         Some("events_pkey") => {
-            let (aggregate_type, aggregate_id) = conflicting_aggregate(&error);
+            let (aggregate_type, aggregate_id) = conflicting_aggregate(&error, appended);
             CommitError::Conflict {
                 aggregate_type,
                 aggregate_id,
@@ -566,21 +574,66 @@ impl EventColumns {
     }
 }
 
-/// Reads which aggregate a primary key violation was about from the
-/// server's detail text, `Key (aggregate_type, aggregate_id, sequence)=(T, I, S) already exists.`
-fn conflicting_aggregate(error: &sqlx::Error) -> (String, String) {
+/// Which of the `appended` aggregates a primary key violation was about:
+/// the only one, or the one the server's detail names
+/// (`Key (aggregate_type, aggregate_id, sequence)=(T, I, S) already exists.`;
+/// the `(…)=(…)` part is not translated). When neither tells, all of them,
+/// joined, rather than a made-up one.
+fn conflicting_aggregate(
+    error: &sqlx::Error,
+    mut appended: Vec<(String, String)>,
+) -> (String, String) {
+    if appended.len() == 1 {
+        return appended.remove(0);
+    }
     let detail = match error {
         sqlx::Error::Database(db) => db
             .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
             .and_then(|pg| pg.detail().map(str::to_owned)),
         _ => None,
     };
-    detail
+    let named = detail
         .as_deref()
         .and_then(|d| d.split_once(")=(").map(|(_, rest)| rest))
         .and_then(|rest| {
             let mut parts = rest.splitn(3, ", ");
             Some((parts.next()?.to_owned(), parts.next()?.to_owned()))
-        })
-        .unwrap_or_default()
+        });
+    match named {
+        Some(named) if appended.contains(&named) => named,
+        _ => {
+            let (types, ids): (Vec<String>, Vec<String>) = appended.into_iter().unzip();
+            (types.join(" or "), ids.join(" or "))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn aggregate(kind: &str, id: &str) -> (String, String) {
+        (kind.to_owned(), id.to_owned())
+    }
+
+    #[test]
+    fn a_conflict_names_the_only_aggregate_appended_to() {
+        let error = sqlx::Error::PoolTimedOut;
+        assert_eq!(
+            conflicting_aggregate(&error, vec![aggregate("Basket", "b-1")]),
+            aggregate("Basket", "b-1")
+        );
+    }
+
+    #[test]
+    fn a_conflict_that_cannot_be_placed_names_every_candidate_not_a_made_up_one() {
+        let error = sqlx::Error::PoolTimedOut;
+        assert_eq!(
+            conflicting_aggregate(
+                &error,
+                vec![aggregate("Basket", "b-1"), aggregate("Order", "o-1")]
+            ),
+            aggregate("Basket or Order", "b-1 or o-1")
+        );
+    }
 }
