@@ -43,9 +43,8 @@ fn is_json(headers: &HeaderMap) -> Result<(), ApiError> {
         .to_str()
         .map_err(|_| ApiError::UnsupportedMediaType("a Content-Type that is not text".into()))?;
     let essence = value
-        .split(';')
-        .next()
-        .unwrap_or_default()
+        .split_once(';')
+        .map_or(value, |(essence, _)| essence)
         .trim()
         .to_ascii_lowercase();
     let json = essence == "application/json"
@@ -185,6 +184,7 @@ impl CommandHeaders {
         ctx.idempotency = self.idempotency_key.clone().map(|key| IdempotencyKey {
             key,
             owner: who.0.subject_id.to_string(),
+            // `ApiJson` fingerprints every request that carries a key.
             fingerprint: fingerprint.unwrap_or_default(),
         });
         ctx

@@ -149,12 +149,12 @@ async fn graphql_post(
     let content_type = request
         .headers()
         .get(header::CONTENT_TYPE)
+        // None, or not text: either way not JSON, refused below.
         .and_then(|value| value.to_str().ok())
         .unwrap_or_default();
     let essence = content_type
-        .split(';')
-        .next()
-        .unwrap_or_default()
+        .split_once(';')
+        .map_or(content_type, |(essence, _)| essence)
         .trim()
         .to_ascii_lowercase();
     if essence != "application/json" && essence != "application/graphql+json" {
