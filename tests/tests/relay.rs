@@ -13,16 +13,19 @@ async fn stored_events(db: &TestDb) -> Vec<(String, String, i64, Value)> {
         .expect("events")
 }
 
-/// Each stored event exactly once, and per aggregate in sequence order.
+/// What the relay promises (docs/streaming.md, "Delivery"): every stored
+/// event, per aggregate in sequence order without a gap. A crash, a refusal
+/// or an unconfirmed delivery republishes from the checkpoint, so an event
+/// may come again after the ones published with it; a repeat is always of
+/// an event already published, never a jump ahead.
 fn assert_complete_and_ordered(consumed: &[Consumed], expected: usize) {
     let mut seen = HashSet::new();
-    let mut last_sequence: HashMap<String, i64> = HashMap::new();
+    let mut highest: HashMap<String, i64> = HashMap::new();
     for message in consumed {
         let id = message.envelope["id"]
             .as_str()
             .expect("envelope id")
             .to_owned();
-        assert!(seen.insert(id.clone()), "event {id} published twice");
         let aggregate = message.envelope["aggregateid"]
             .as_str()
             .expect("aggregate id")
@@ -30,20 +33,34 @@ fn assert_complete_and_ordered(consumed: &[Consumed], expected: usize) {
         let sequence = message.envelope["aggregatesequence"]
             .as_i64()
             .expect("sequence");
-        let previous = last_sequence
-            .insert(aggregate.clone(), sequence)
-            .unwrap_or(0);
-        assert_eq!(
-            sequence,
-            previous + 1,
-            "aggregate {aggregate} out of order or with a gap"
+        let top = highest.entry(aggregate.clone()).or_insert(0);
+        assert!(
+            sequence <= *top + 1,
+            "aggregate {aggregate}: #{sequence} after #{top}, a gap"
         );
+        if sequence == *top + 1 {
+            *top = sequence;
+            assert!(seen.insert(id.clone()), "event {id} under two sequences");
+        } else {
+            assert!(
+                seen.contains(&id),
+                "aggregate {aggregate}: #{sequence} repeated, but not as published before"
+            );
+        }
     }
     assert_eq!(seen.len(), expected);
 }
 
+/// How many different events `seen` holds.
+fn distinct(seen: &[Consumed]) -> usize {
+    seen.iter()
+        .map(|message| &message.envelope["id"])
+        .collect::<HashSet<_>>()
+        .len()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_event_is_published_once_in_order_with_its_envelope_and_headers() {
+async fn every_event_is_published_in_order_with_its_envelope_and_headers() {
     let app = TestApp::spawn().await;
     let broker = TestBroker::new();
     let (order, product) = app.placed_order("MUG", 1500, 2).await;
@@ -56,7 +73,9 @@ async fn every_event_is_published_once_in_order_with_its_envelope_and_headers() 
 
     let _relay = start_relay(&app.db, &broker, "it");
     let consumed = broker
-        .consume_until(Duration::from_secs(60), |seen| seen.len() >= stored.len())
+        .consume_until(Duration::from_secs(60), |seen| {
+            distinct(seen) >= stored.len()
+        })
         .await;
     assert_complete_and_ordered(&consumed, stored.len());
 
@@ -113,7 +132,7 @@ async fn the_checkpoint_follows_the_broker_acknowledgements_and_a_restart_resume
     let first = stored_events(&app.db).await.len();
     let relay = start_relay(&app.db, &broker, "resume");
     broker
-        .consume_until(Duration::from_secs(60), |seen| seen.len() >= first)
+        .consume_until(Duration::from_secs(60), |seen| distinct(seen) >= first)
         .await;
     drop(relay);
 
@@ -122,7 +141,7 @@ async fn the_checkpoint_follows_the_broker_acknowledgements_and_a_restart_resume
     let total = stored_events(&app.db).await.len();
     let _relay = start_relay(&app.db, &broker, "resume");
     let consumed = broker
-        .consume_until(Duration::from_secs(60), |seen| seen.len() >= total)
+        .consume_until(Duration::from_secs(60), |seen| distinct(seen) >= total)
         .await;
     assert_complete_and_ordered(&consumed, total);
 
@@ -148,13 +167,14 @@ async fn of_several_relays_with_one_name_only_the_leader_publishes() {
     }
     let total = stored_events(&app.db).await.len();
     let consumed = broker
-        .consume_until(Duration::from_secs(60), |seen| seen.len() >= total)
+        .consume_until(Duration::from_secs(60), |seen| distinct(seen) >= total)
         .await;
     // Give duplicates, if any, the time to show up behind the last event.
     let more = broker
-        .consume_until(Duration::from_secs(60), |seen| seen.len() >= total)
+        .consume_until(Duration::from_secs(60), |seen| distinct(seen) >= total)
         .await;
     assert_complete_and_ordered(&consumed, total);
+    // One publisher: with two, every event would stand twice.
     assert_eq!(
         more.len(),
         total,
@@ -175,21 +195,9 @@ async fn interleaved_slow_and_fast_writers_are_all_published() {
     }
     let total = (writers * per_writer) as usize;
     let consumed = broker
-        .consume_until(Duration::from_secs(60), |seen| seen.len() >= total)
+        .consume_until(Duration::from_secs(60), |seen| distinct(seen) >= total)
         .await;
-    let positions: HashSet<i64> = consumed
-        .iter()
-        .filter_map(|m| m.envelope["globalposition"].as_i64())
-        .collect();
-    assert_eq!(positions.len(), total, "every event published exactly once");
-    // Order per writer is what counts.
-    let mut last: HashMap<String, i64> = HashMap::new();
-    for message in &consumed {
-        let key = message.key.clone();
-        let sequence = message.envelope["aggregatesequence"]
-            .as_i64()
-            .expect("sequence");
-        let previous = last.insert(key, sequence).unwrap_or(0);
-        assert_eq!(sequence, previous + 1);
-    }
+    // Each writer's events in their order, whatever order the writers'
+    // transactions committed in.
+    assert_complete_and_ordered(&consumed, total);
 }
