@@ -24,6 +24,28 @@ pub struct Consumed {
     pub headers: HashMap<String, String>,
 }
 
+impl Consumed {
+    /// How many different events `seen` holds: the relay may publish an
+    /// event again (docs/streaming.md, "Delivery").
+    #[must_use]
+    pub fn distinct(seen: &[Self]) -> usize {
+        seen.iter()
+            .map(|message| &message.envelope["id"])
+            .collect::<std::collections::HashSet<_>>()
+            .len()
+    }
+
+    /// The first copy of each event, in the order they came.
+    #[must_use]
+    pub fn first_copies(consumed: Vec<Self>) -> Vec<Self> {
+        let mut seen = std::collections::HashSet::new();
+        consumed
+            .into_iter()
+            .filter(|message| seen.insert(message.envelope["id"].clone()))
+            .collect()
+    }
+}
+
 impl TestBroker {
     /// The broker at `TEST_KAFKA_BROKERS`; fails the test when none answers.
     pub fn new() -> Self {

@@ -51,14 +51,6 @@ fn assert_complete_and_ordered(consumed: &[Consumed], expected: usize) {
     assert_eq!(seen.len(), expected);
 }
 
-/// How many different events `seen` holds.
-fn distinct(seen: &[Consumed]) -> usize {
-    seen.iter()
-        .map(|message| &message.envelope["id"])
-        .collect::<HashSet<_>>()
-        .len()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_event_is_published_in_order_with_its_envelope_and_headers() {
     let app = TestApp::spawn().await;
@@ -74,7 +66,7 @@ async fn every_event_is_published_in_order_with_its_envelope_and_headers() {
     let _relay = start_relay(&app.db, &broker, "it");
     let consumed = broker
         .consume_until(Duration::from_secs(60), |seen| {
-            distinct(seen) >= stored.len()
+            Consumed::distinct(seen) >= stored.len()
         })
         .await;
     assert_complete_and_ordered(&consumed, stored.len());
@@ -132,7 +124,9 @@ async fn the_checkpoint_follows_the_broker_acknowledgements_and_a_restart_resume
     let first = stored_events(&app.db).await.len();
     let relay = start_relay(&app.db, &broker, "resume");
     broker
-        .consume_until(Duration::from_secs(60), |seen| distinct(seen) >= first)
+        .consume_until(Duration::from_secs(60), |seen| {
+            Consumed::distinct(seen) >= first
+        })
         .await;
     drop(relay);
 
@@ -141,7 +135,9 @@ async fn the_checkpoint_follows_the_broker_acknowledgements_and_a_restart_resume
     let total = stored_events(&app.db).await.len();
     let _relay = start_relay(&app.db, &broker, "resume");
     let consumed = broker
-        .consume_until(Duration::from_secs(60), |seen| distinct(seen) >= total)
+        .consume_until(Duration::from_secs(60), |seen| {
+            Consumed::distinct(seen) >= total
+        })
         .await;
     assert_complete_and_ordered(&consumed, total);
 
@@ -167,11 +163,15 @@ async fn of_several_relays_with_one_name_only_the_leader_publishes() {
     }
     let total = stored_events(&app.db).await.len();
     let consumed = broker
-        .consume_until(Duration::from_secs(60), |seen| distinct(seen) >= total)
+        .consume_until(Duration::from_secs(60), |seen| {
+            Consumed::distinct(seen) >= total
+        })
         .await;
     // Give duplicates, if any, the time to show up behind the last event.
     let more = broker
-        .consume_until(Duration::from_secs(60), |seen| distinct(seen) >= total)
+        .consume_until(Duration::from_secs(60), |seen| {
+            Consumed::distinct(seen) >= total
+        })
         .await;
     assert_complete_and_ordered(&consumed, total);
     // One publisher: with two, every event would stand twice.
@@ -195,7 +195,9 @@ async fn interleaved_slow_and_fast_writers_are_all_published() {
     }
     let total = (writers * per_writer) as usize;
     let consumed = broker
-        .consume_until(Duration::from_secs(60), |seen| distinct(seen) >= total)
+        .consume_until(Duration::from_secs(60), |seen| {
+            Consumed::distinct(seen) >= total
+        })
         .await;
     // Each writer's events in their order, whatever order the writers'
     // transactions committed in.
