@@ -25,7 +25,7 @@ use async_graphql::ServerError;
 use async_graphql::parser::types::{Directive, ExecutableDocument, Selection, SelectionSet};
 use async_graphql::{Name, Positioned};
 
-use crate::limits::with_code;
+use crate::error::with_code;
 
 /// Deepest nesting of `{`, `[` and `(` a query text may have. The schema's
 /// depth limit applies to selections; this one keeps list and object

@@ -140,3 +140,18 @@ impl<T, E: Into<QueryError>> Coded<T> for Result<T, E> {
         self.map_err(|error| error.into().extend())
     }
 }
+
+/// An error with `code` unless it has one already.
+pub fn with_code(mut error: async_graphql::ServerError, code: &str) -> async_graphql::ServerError {
+    let has_code = error
+        .extensions
+        .as_ref()
+        .is_some_and(|extensions| extensions.get("code").is_some());
+    if !has_code {
+        error
+            .extensions
+            .get_or_insert_with(Default::default)
+            .set("code", code);
+    }
+    error
+}

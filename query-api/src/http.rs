@@ -18,8 +18,9 @@ use serde_json::json;
 
 use crate::config::QueryConfig;
 use crate::consistency::{self, Consistency};
+use crate::error::with_code;
 use crate::graphiql;
-use crate::limits::{CodedSchema, Limits, with_code};
+use crate::limits::{CodedSchema, Limits};
 use crate::schema::EshopSchema;
 
 #[derive(Clone)]

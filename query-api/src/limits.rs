@@ -32,22 +32,8 @@ use futures::StreamExt;
 use futures::stream::BoxStream;
 
 use crate::document;
+use crate::error::with_code;
 use crate::schema::EshopSchema;
-
-/// An error with `code` unless it has one already.
-pub fn with_code(mut error: ServerError, code: &str) -> ServerError {
-    let has_code = error
-        .extensions
-        .as_ref()
-        .is_some_and(|extensions| extensions.get("code").is_some());
-    if !has_code {
-        error
-            .extensions
-            .get_or_insert_with(Default::default)
-            .set("code", code);
-    }
-    error
-}
 
 /// The limits the schema enforces, for the messages that explain them,
 /// and the ones checked before it sees a document.

@@ -36,7 +36,8 @@ use serde_json::json;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
 use crate::config::QueryConfig;
-use crate::limits::{CodedSchema, with_code};
+use crate::error::with_code;
+use crate::limits::CodedSchema;
 
 /// graphql-transport-ws's close code for a connection that sent no
 /// `connection_init` in time.

@@ -13,7 +13,7 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::event::Event;
-use crate::rows::{Fold, Rows, Table};
+use crate::rows::{Rows, Table};
 
 /// Why an event cannot be folded into a read model. It would fail the same
 /// way on every try: the live projector dead-letters the event, a rebuild
@@ -38,6 +38,22 @@ pub enum FoldError {
         table: &'static str,
         source: serde_json::Error,
     },
+}
+
+/// Computes a projection's rows from whole histories, for rebuilds: the
+/// events of one aggregate at a time, in sequence order, then the next.
+/// It gives exactly the rows that applying the same events one by one
+/// gives: both run the read model's one fold ([`crate::ReadModel::fold`]).
+pub trait Fold: Send {
+    /// Takes the next event of the current aggregate.
+    fn apply(&mut self, event: &Event) -> Result<(), FoldError>;
+
+    /// The current aggregate has no more events: write its rows, and start
+    /// afresh for the next one.
+    fn end_aggregate(&mut self, out: &mut Rows);
+
+    /// Every aggregate is in: write the rows kept across aggregates (totals).
+    fn end(&mut self, _out: &mut Rows) {}
 }
 
 /// Why a batch of events was not applied to a read model's tables.

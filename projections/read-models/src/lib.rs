@@ -25,11 +25,11 @@ pub mod status;
 use std::sync::Arc;
 
 pub use contract::{
-    ApplyError, FoldError, Folded, NoTotals, Projection, ReadModel, View, fold_batch,
+    ApplyError, Fold, FoldError, Folded, NoTotals, Projection, ReadModel, View, fold_batch,
 };
 pub use exact_sum::ExactSum;
 pub use order_view::OrderRecord;
-pub use rows::{CopyValue, Fold, Json, Rows, Table, pg_json_time};
+pub use rows::{CopyValue, Json, Rows, Table, pg_json_time};
 
 /// The registry: every PostgreSQL read model, as the projector, rebuild,
 /// verify and status run them.

@@ -4,9 +4,6 @@
 use chrono::{DateTime, NaiveDate, Utc};
 use uuid::Uuid;
 
-use crate::contract::FoldError;
-use crate::event::Event;
-
 /// A table a projection owns.
 #[derive(Debug, Clone, Copy)]
 pub struct Table {
@@ -20,22 +17,6 @@ pub struct Table {
     /// others only help the projection work, like the orders that
     /// `sales_daily` keeps to take cancellations off).
     pub in_snapshot: bool,
-}
-
-/// Computes a projection's rows from whole histories, for rebuilds: the
-/// events of one aggregate at a time, in sequence order, then the next.
-/// It gives exactly the rows that applying the same events one by one
-/// gives: both run the read model's one fold ([`crate::ReadModel::fold`]).
-pub trait Fold: Send {
-    /// Takes the next event of the current aggregate.
-    fn apply(&mut self, event: &Event) -> Result<(), FoldError>;
-
-    /// The current aggregate has no more events: write its rows, and start
-    /// afresh for the next one.
-    fn end_aggregate(&mut self, out: &mut Rows);
-
-    /// Every aggregate is in: write the rows kept across aggregates (totals).
-    fn end(&mut self, _out: &mut Rows) {}
 }
 
 /// A value as COPY's text format spells it.
