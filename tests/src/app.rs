@@ -1,3 +1,5 @@
+use std::ops::Deref;
+
 use command_api::{Application, ServeConfig};
 use reqwest::Method;
 use reqwest::header::HeaderMap;
@@ -6,13 +8,27 @@ use uuid::Uuid;
 
 use crate::db::TestDb;
 
-/// The command API served on an ephemeral port over a fresh database. Its
-/// `client` acts as the operator client (an admin); [`TestApp::as_`]
+/// The command API served on an ephemeral port over a fresh database. It
+/// derefs to the [`Caller`] of the operator client (an admin), so that
+/// `app.send(…)` and `app.post(…)` act as the operator; [`TestApp::as_`]
 /// gives one acting as another caller.
 pub struct TestApp {
+    operator: Caller,
+    pub db: TestDb,
+}
+
+impl Deref for TestApp {
+    type Target = Caller;
+
+    fn deref(&self) -> &Caller {
+        &self.operator
+    }
+}
+
+/// The command API, as one caller: its requests carry that caller's token.
+pub struct Caller {
     pub address: String,
     pub client: reqwest::Client,
-    pub db: TestDb,
 }
 
 /// A response, read whole.
@@ -24,6 +40,23 @@ pub struct TestResponse {
 }
 
 impl TestResponse {
+    /// Reads `response` whole; a body that is not JSON reads as null.
+    pub async fn read(response: reqwest::Response) -> Self {
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let bytes = response.bytes().await.expect("read response body");
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null)
+        };
+        Self {
+            status,
+            headers,
+            body,
+        }
+    }
+
     /// The response, after checking it is a 2xx.
     pub fn accepted(self) -> Self {
         assert!(
@@ -51,6 +84,16 @@ impl TestResponse {
         self.body["version"]
             .as_u64()
             .unwrap_or_else(|| panic!("no version in {}", self.body))
+    }
+
+    /// The `field` of every entry of a problem's `errors`, in order.
+    pub fn error_fields(&self) -> Vec<&str> {
+        self.body["errors"]
+            .as_array()
+            .expect("errors")
+            .iter()
+            .filter_map(|e| e["field"].as_str())
+            .collect()
     }
 
     /// Asserts a problem+json answer with this status and code.
@@ -89,86 +132,28 @@ impl TestApp {
         let address = format!("http://{}", app.local_addr().expect("bound address"));
         tokio::spawn(app.run_until(std::future::pending()));
         Self {
-            address,
-            client: crate::auth::client(crate::auth::Who::Ops).await,
+            operator: Caller {
+                address,
+                client: crate::auth::client(crate::auth::Who::Ops).await,
+            },
             db,
         }
     }
 
-    /// The same application, its requests made as `who`.
-    pub async fn as_(&self, who: crate::auth::Who) -> Caller<'_> {
+    /// The same application, its requests made without a token.
+    pub fn anonymous(&self) -> Caller {
         Caller {
-            app: self,
+            address: self.address.clone(),
+            client: reqwest::Client::new(),
+        }
+    }
+
+    /// The same application, its requests made as `who`.
+    pub async fn as_(&self, who: crate::auth::Who) -> Caller {
+        Caller {
+            address: self.address.clone(),
             client: crate::auth::client(who).await,
         }
-    }
-
-    /// Sends a request; `body` of `None` sends none.
-    pub async fn send(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<Value>,
-        headers: &[(&str, &str)],
-    ) -> TestResponse {
-        self.send_with(&self.client, method, path, body, headers)
-            .await
-    }
-
-    /// Sends a request with `client`; `body` of `None` sends none.
-    async fn send_with(
-        &self,
-        client: &reqwest::Client,
-        method: Method,
-        path: &str,
-        body: Option<Value>,
-        headers: &[(&str, &str)],
-    ) -> TestResponse {
-        let mut request = client.request(method, format!("{}{path}", self.address));
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        for (name, value) in headers {
-            request = request.header(*name, *value);
-        }
-        Self::read(request.send().await.expect("request reaches the server")).await
-    }
-
-    /// Sends a raw body with an optional `Content-Type`.
-    pub async fn send_raw(
-        &self,
-        path: &str,
-        content_type: Option<&str>,
-        body: &str,
-    ) -> TestResponse {
-        let mut request = self
-            .client
-            .post(format!("{}{path}", self.address))
-            .body(body.to_owned());
-        if let Some(content_type) = content_type {
-            request = request.header("content-type", content_type);
-        }
-        Self::read(request.send().await.expect("request reaches the server")).await
-    }
-
-    async fn read(response: reqwest::Response) -> TestResponse {
-        let status = response.status().as_u16();
-        let headers = response.headers().clone();
-        let bytes = response.bytes().await.expect("read response body");
-        let body = if bytes.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&bytes).unwrap_or(Value::Null)
-        };
-        TestResponse {
-            status,
-            headers,
-            body,
-        }
-    }
-
-    pub async fn post(&self, path: &str, body: Value) -> TestResponse {
-        self.send(Method::POST, path, Some(body), &[]).await
     }
 
     pub async fn register_product(&self, sku: &str, price_minor: i64, stock: u32) -> Uuid {
@@ -231,13 +216,7 @@ impl TestApp {
     }
 }
 
-/// [`TestApp`], acting as another caller.
-pub struct Caller<'a> {
-    app: &'a TestApp,
-    client: reqwest::Client,
-}
-
-impl Caller<'_> {
+impl Caller {
     /// Sends a request as this caller; `body` of `None` sends none.
     pub async fn send(
         &self,
@@ -246,9 +225,33 @@ impl Caller<'_> {
         body: Option<Value>,
         headers: &[(&str, &str)],
     ) -> TestResponse {
-        self.app
-            .send_with(&self.client, method, path, body, headers)
-            .await
+        let mut request = self
+            .client
+            .request(method, format!("{}{path}", self.address));
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        TestResponse::read(request.send().await.expect("request reaches the server")).await
+    }
+
+    /// Sends a raw body with an optional `Content-Type`.
+    pub async fn send_raw(
+        &self,
+        path: &str,
+        content_type: Option<&str>,
+        body: &str,
+    ) -> TestResponse {
+        let mut request = self
+            .client
+            .post(format!("{}{path}", self.address))
+            .body(body.to_owned());
+        if let Some(content_type) = content_type {
+            request = request.header("content-type", content_type);
+        }
+        TestResponse::read(request.send().await.expect("request reaches the server")).await
     }
 
     pub async fn post(&self, path: &str, body: Value) -> TestResponse {

@@ -268,12 +268,7 @@ impl TestIssuer {
     #[must_use]
     pub fn sign(claims: &Value) -> String {
         let key = jsonwebtoken::EncodingKey::from_rsa_pem(ISSUER_KEY).expect("issuer key");
-        sign_with(
-            jsonwebtoken::Algorithm::RS256,
-            Some("issuer-key"),
-            &key,
-            claims,
-        )
+        sign_as_issuer(jsonwebtoken::Algorithm::RS256, &key, claims)
     }
 
     /// `claims` signed with a key the issuer never published, under the
@@ -281,12 +276,7 @@ impl TestIssuer {
     #[must_use]
     pub fn sign_as_stranger(claims: &Value) -> String {
         let key = jsonwebtoken::EncodingKey::from_rsa_pem(STRANGER_KEY).expect("stranger key");
-        sign_with(
-            jsonwebtoken::Algorithm::RS256,
-            Some("issuer-key"),
-            &key,
-            claims,
-        )
+        sign_as_issuer(jsonwebtoken::Algorithm::RS256, &key, claims)
     }
 
     /// `claims` "signed" with HS256 and the issuer's public key as the
@@ -294,12 +284,7 @@ impl TestIssuer {
     #[must_use]
     pub fn sign_hs256_with_public_key(claims: &Value) -> String {
         let key = jsonwebtoken::EncodingKey::from_secret(ISSUER_PUBLIC);
-        sign_with(
-            jsonwebtoken::Algorithm::HS256,
-            Some("issuer-key"),
-            &key,
-            claims,
-        )
+        sign_as_issuer(jsonwebtoken::Algorithm::HS256, &key, claims)
     }
 
     /// `claims` with `alg: none` and no signature.
@@ -315,14 +300,14 @@ impl TestIssuer {
     }
 }
 
-fn sign_with(
+/// `claims` signed with `key`, under the key id the issuer publishes.
+fn sign_as_issuer(
     algorithm: jsonwebtoken::Algorithm,
-    kid: Option<&str>,
     key: &jsonwebtoken::EncodingKey,
     claims: &Value,
 ) -> String {
     let header = jsonwebtoken::Header {
-        kid: kid.map(str::to_owned),
+        kid: Some("issuer-key".to_owned()),
         ..jsonwebtoken::Header::new(algorithm)
     };
     jsonwebtoken::encode(&header, claims, key).expect("signed")
@@ -383,6 +368,11 @@ impl KeycloakAdmin {
             .unwrap_or_else(|| panic!("no admin token from {endpoint}: {body}"))
             .to_owned();
         Self { base, token }
+    }
+
+    /// `GET path` (under `/admin/realms`): the answer's JSON.
+    pub async fn get(&self, path: &str) -> Value {
+        self.call(reqwest::Method::GET, path, None).await
     }
 
     /// Sends `method path` (under `/admin/realms`) with `body` and returns
@@ -452,28 +442,14 @@ impl ShortLivedClient {
             )
             .await;
         let found = admin
-            .call(
-                reqwest::Method::GET,
-                &format!("/{realm}/clients?clientId={client_id}"),
-                None,
-            )
+            .get(&format!("/{realm}/clients?clientId={client_id}"))
             .await;
         let id = found[0]["id"].as_str().expect("the client's id").to_owned();
         let account = admin
-            .call(
-                reqwest::Method::GET,
-                &format!("/{realm}/clients/{id}/service-account-user"),
-                None,
-            )
+            .get(&format!("/{realm}/clients/{id}/service-account-user"))
             .await;
         let user = account["id"].as_str().expect("the service account");
-        let role = admin
-            .call(
-                reqwest::Method::GET,
-                &format!("/{realm}/roles/{role}"),
-                None,
-            )
-            .await;
+        let role = admin.get(&format!("/{realm}/roles/{role}")).await;
         admin
             .call(
                 reqwest::Method::POST,

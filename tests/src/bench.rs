@@ -1,14 +1,18 @@
 //! Shared by the benchmarks (`src/bin/bench-*`): the token verifier's own
 //! cost, measured alone, and the CPU time a process has used, so that a
 //! benchmark can say what share of a request's CPU time checking its token
-//! takes.
+//! takes; and what they run against, the eshop binary and a PostgreSQL
+//! server.
 
 use std::hint::black_box;
+use std::process::{Child, Command};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use anyhow::Context;
 use identity::{IdentityConfig, Verifier};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::json;
+use sqlx::{Executor, PgConnection};
 
 const ISSUER: &str = "https://issuer.test/realms/eshop";
 const ISSUER_KEY: &[u8] = include_bytes!("../../identity/tests/keys/issuer.pem");
@@ -171,4 +175,50 @@ impl Target {
         let base = admin.rsplit_once('/').map_or(admin, |(base, _)| base);
         format!("{base}/{name}")
     }
+
+    /// Starts `command`, a command of the eshop binary, saying how to build
+    /// the binary when it cannot start.
+    ///
+    /// # Errors
+    /// When the command does not start.
+    pub fn spawn(&self, command: &mut Command) -> anyhow::Result<Child> {
+        command.spawn().with_context(|| {
+            format!(
+                "failed to start {} (build it with cargo build --release)",
+                self.eshop
+            )
+        })
+    }
+}
+
+/// Drops the database `name` on the server of `admin`, if it exists.
+///
+/// # Errors
+/// When the server refuses.
+pub async fn drop_database(admin: &mut PgConnection, name: &str) -> anyhow::Result<()> {
+    admin
+        .execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
+        .await?;
+    Ok(())
+}
+
+/// Makes the database `name` on the server of `admin`.
+///
+/// # Errors
+/// When the server refuses (one of that name exists, for instance).
+pub async fn create_database(admin: &mut PgConnection, name: &str) -> anyhow::Result<()> {
+    admin
+        .execute(format!("CREATE DATABASE {name}").as_str())
+        .await?;
+    Ok(())
+}
+
+/// Makes the database `name` afresh on the server of `admin`, dropping
+/// the one of that name first.
+///
+/// # Errors
+/// When the server refuses.
+pub async fn recreate_database(admin: &mut PgConnection, name: &str) -> anyhow::Result<()> {
+    drop_database(admin, name).await?;
+    create_database(admin, name).await
 }

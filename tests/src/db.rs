@@ -157,10 +157,15 @@ impl TestDb {
 
     /// How many events the store holds.
     pub async fn event_count(&self) -> i64 {
-        sqlx::query_scalar("SELECT count(*) FROM events")
+        self.count("SELECT count(*) FROM events").await
+    }
+
+    /// The single number `sql` (a `SELECT count(*) …`) answers.
+    pub async fn count(&self, sql: &str) -> i64 {
+        sqlx::query_scalar(sql)
             .fetch_one(&self.pool)
             .await
-            .expect("count events")
+            .unwrap_or_else(|error| panic!("{sql}: {error}"))
     }
 }
 

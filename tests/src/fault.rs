@@ -25,6 +25,15 @@ pub struct LoadReport {
     pub failures: Vec<String>,
 }
 
+/// Asserts that no command failed, showing the first few that did.
+pub fn assert_no_failures(what: &str, failures: &[String]) {
+    assert!(
+        failures.is_empty(),
+        "{what}: {:?}",
+        &failures[..failures.len().min(5)]
+    );
+}
+
 /// Sends shop traffic to the API at `base`: `products` products, then
 /// `orders` baskets each opened, filled with two lines and checked out;
 /// every fifth order is cancelled. At least
@@ -160,6 +169,35 @@ pub async fn caught_up(env: &EshopEnv, deadline: Duration) {
         started.elapsed(),
         last.lock().expect("lock")
     );
+}
+
+/// `eshop projections verify --all`, which must find every view equal to
+/// its history.
+pub async fn assert_verified(env: &EshopEnv) {
+    let verify = {
+        let env = env.clone();
+        tokio::task::spawn_blocking(move || env.output(&["projections", "verify", "--all"]))
+            .await
+            .expect("verify ran")
+    };
+    let report = String::from_utf8_lossy(&verify.stdout);
+    assert!(
+        verify.status.success() && report.contains("every view equals its history"),
+        "verify found differences:\n{report}\n{}",
+        String::from_utf8_lossy(&verify.stderr)
+    );
+}
+
+/// The JSON report of `eshop projections verify <which> --json`, which
+/// must exit 1: it found differences.
+pub fn differences_found(env: &EshopEnv, which: &str) -> Value {
+    let output = env.output(&["projections", "verify", which, "--json"]);
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "verify exits 1 on differences"
+    );
+    serde_json::from_slice(&output.stdout).expect("a JSON report")
 }
 
 /// Every view's rows (ordered, without bookkeeping columns) and every

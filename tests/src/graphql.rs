@@ -173,6 +173,36 @@ pub fn error_codes(response: &Value) -> Vec<String> {
 pub type WsSocket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
+/// A WebSocket to `url` that asks for graphql-transport-ws, not yet
+/// initialised; and the server's answer to the handshake.
+pub async fn connect_socket(
+    url: &str,
+) -> (
+    WsSocket,
+    tokio_tungstenite::tungstenite::handshake::client::Response,
+) {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = url.into_client_request().expect("ws request");
+    request.headers_mut().insert(
+        "sec-websocket-protocol",
+        "graphql-transport-ws".parse().expect("header"),
+    );
+    tokio_tungstenite::connect_async(request)
+        .await
+        .expect("the WebSocket connects")
+}
+
+/// Sends `message` (a protocol message, as JSON) over `socket`.
+pub async fn send_message(socket: &mut WsSocket, message: Value) {
+    use futures::SinkExt;
+    socket
+        .send(tokio_tungstenite::tungstenite::Message::Text(
+            message.to_string().into(),
+        ))
+        .await
+        .unwrap_or_else(|error| panic!("the socket takes {message}: {error}"));
+}
+
 /// The next protocol message other than ping and pong, within 10 s.
 pub async fn next_message(socket: &mut WsSocket) -> Value {
     use futures::StreamExt;

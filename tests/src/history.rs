@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use crate::process::{EshopProcess, ProcessStack};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
@@ -23,10 +24,51 @@ pub struct History {
 }
 
 impl History {
+    /// Asserts that no command failed and some were accepted.
+    pub fn assert_ok(&self) {
+        crate::fault::assert_no_failures("commands failed", &self.failures);
+        assert!(self.accepted > 0, "no command was accepted");
+    }
+
     fn merge(&mut self, other: Self) {
         self.accepted += other.accepted;
         self.refused += other.refused;
         self.failures.extend(other.failures);
+    }
+}
+
+/// A process stack whose `eshop serve` has taken a random history.
+pub struct Served {
+    pub stack: ProcessStack,
+    pub serve: EshopProcess,
+    /// The API's base URL.
+    pub base: String,
+    /// The history's seed.
+    pub seed: u64,
+}
+
+impl Served {
+    /// A stack named `name` with `eshop serve` running on it, and a
+    /// random history of `(products, shoppers, baskets)` (as
+    /// [`random_history`]) made through it from `seed`, which it prints;
+    /// asserts that no command failed. Projections may lag behind.
+    pub async fn with_history(
+        name: &str,
+        seed: u64,
+        (products, shoppers, baskets): (usize, usize, usize),
+    ) -> Self {
+        let stack = ProcessStack::new(name).await;
+        let (serve, base) = stack.serve(&["serve"]).await;
+        eprintln!("history seed: {seed}");
+        random_history(&base, &stack.db.pool, seed, products, shoppers, baskets)
+            .await
+            .assert_ok();
+        Self {
+            stack,
+            serve,
+            base,
+            seed,
+        }
     }
 }
 

@@ -28,15 +28,17 @@ pub mod history;
 mod kafka;
 pub mod pgbench;
 mod process;
+mod rounds;
 mod search;
 mod streaming;
 mod wait;
 
-pub use app::{TestApp, TestResponse};
+pub use app::{Caller, TestApp, TestResponse};
 pub use broker::{Consumed, TestBroker};
 pub use db::TestDb;
 pub use kafka::KafkaCluster;
 pub use process::{EshopEnv, EshopProcess, ProcessStack, eshop_bin, free_port};
+pub use rounds::Rounds;
 pub use search::TestSearch;
 pub use streaming::{start_projectors, start_relay};
 pub use wait::eventually;

@@ -39,8 +39,7 @@ pub struct EshopEnv {
 
 impl EshopEnv {
     pub fn new(db: &TestDb, broker: &TestBroker, search: &TestSearch, name: &str) -> Self {
-        let vars = [
-            ("DATABASE_URL", db.url.clone()),
+        Self::for_database(db, name).with_all([
             ("KAFKA_BROKERS", broker.brokers.clone()),
             ("EVENT_TOPICS", broker.topics()),
             ("KAFKA_TOPIC_PARTITIONS", "3".to_owned()),
@@ -53,42 +52,33 @@ impl EshopEnv {
             ("SEARCH_INDEX_PREFIX", search.prefix.clone()),
             ("RELAY_NAME", name.to_owned()),
             ("RELAY_POLL_MS", "10".to_owned()),
-            ("LOG_FORMAT", "json".to_owned()),
-            (
-                "RUST_LOG",
-                "warn,eshop_projections=info,eshop_event_export=info".to_owned(),
-            ),
             // Several processes per test, and tests in parallel, share one
             // PostgreSQL (max_connections 300).
             ("DATABASE_MAX_CONNECTIONS", "8".to_owned()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect();
-        Self {
-            vars,
-            name: name.to_owned(),
-        }
+        ])
     }
 
     /// The environment of a command that needs the database only (no
     /// broker, no search server), such as `eshop events export`.
     pub fn for_database(db: &TestDb, name: &str) -> Self {
-        let vars = [
+        Self {
+            vars: Vec::new(),
+            name: name.to_owned(),
+        }
+        .with_all([
             ("DATABASE_URL", db.url.clone()),
             ("LOG_FORMAT", "json".to_owned()),
             (
                 "RUST_LOG",
                 "warn,eshop_projections=info,eshop_event_export=info".to_owned(),
             ),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect();
-        Self {
-            vars,
-            name: name.to_owned(),
-        }
+        ])
+    }
+
+    /// Sets (or overrides) each of `vars`.
+    fn with_all<const N: usize>(self, vars: [(&str, String); N]) -> Self {
+        vars.into_iter()
+            .fold(self, |env, (key, value)| env.with(key, &value))
     }
 
     /// Sets (or overrides) one variable.
@@ -231,6 +221,22 @@ impl ProcessStack {
             port,
             env,
         }
+    }
+
+    /// The same stack, its environment setting `key` to `value` as well.
+    #[must_use]
+    pub fn with(mut self, key: &str, value: &str) -> Self {
+        self.env = self.env.with(key, value);
+        self
+    }
+
+    /// Starts `eshop <args>` (`serve`, or `serve --api-only`) on the
+    /// stack's port and waits until its API is live; returns the process
+    /// and the API's base URL.
+    pub async fn serve(&self, args: &[&str]) -> (EshopProcess, String) {
+        let mut process = self.env.spawn(args);
+        let base = process.wait_live(self.port).await;
+        (process, base)
     }
 }
 

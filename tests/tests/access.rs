@@ -7,13 +7,13 @@
 use std::time::Duration;
 
 use eshop_tests::auth::{self, Who};
-use eshop_tests::graphql::{ReadSide, WsSocket, error_codes, next_message};
+use eshop_tests::graphql::{
+    ReadSide, WsSocket, connect_socket, error_codes, next_message, send_message,
+};
 use eshop_tests::{TestApp, TestResponse};
-use futures::SinkExt;
 use reqwest::Method;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use uuid::Uuid;
 
 /// The columns of every matrix: anonymous, alice, bob, sam, ada.
@@ -37,25 +37,22 @@ async fn send(
     path: &str,
     body: Value,
 ) -> TestResponse {
-    match caller {
-        Some(who) => app.as_(who).await.send(method, path, Some(body), &[]).await,
-        None => {
-            let response = reqwest::Client::new()
-                .request(method, format!("{}{path}", app.address))
-                .json(&body)
-                .send()
-                .await
-                .expect("the API answers");
-            let status = response.status().as_u16();
-            let headers = response.headers().clone();
-            let body = response.json().await.unwrap_or(Value::Null);
-            TestResponse {
-                status,
-                headers,
-                body,
-            }
-        }
-    }
+    let caller = match caller {
+        Some(who) => app.as_(who).await,
+        None => app.anonymous(),
+    };
+    caller.send(method, path, Some(body), &[]).await
+}
+
+/// Opens a basket with `authorization` as that header (none when `None`).
+async fn open_basket_with(app: &TestApp, authorization: Option<&str>) -> TestResponse {
+    let headers: Vec<(&str, &str)> = authorization
+        .map(|value| ("authorization", value))
+        .into_iter()
+        .collect();
+    app.anonymous()
+        .send(Method::POST, "/baskets", Some(json!({})), &headers)
+        .await
 }
 
 /// What an operation acts on, made fresh for each cell (as staff and
@@ -106,55 +103,66 @@ async fn fixture(app: &TestApp, needs: Needs, n: usize) -> Fixture {
         return fixture;
     }
     fixture.basket = TestResponse::accepted(alice.post("/baskets", json!({})).await).id();
-    TestResponse::accepted(
-        alice
-            .post(
-                &format!("/baskets/{}/items", fixture.basket),
-                json!({"product_id": product, "quantity": 2}),
-            )
-            .await,
-    );
+    let line = json!({"product_id": product, "quantity": 2});
+    TestResponse::accepted(alice.post(&fixture.on_basket("items"), line).await);
     if matches!(needs, Needs::Basket) {
         return fixture;
     }
-    fixture.order = TestResponse::accepted(
-        alice
-            .post(
-                &format!("/baskets/{}/checkout", fixture.basket),
-                TestApp::address_json(),
-            )
-            .await,
-    )
-    .id();
+    let checkout = alice
+        .post(&fixture.on_basket("checkout"), TestApp::address_json())
+        .await;
+    fixture.order = TestResponse::accepted(checkout).id();
     if matches!(needs, Needs::Paid | Needs::Shipped) {
-        TestResponse::accepted(
-            alice
-                .post(
-                    &format!("/orders/{}/pay", fixture.order),
-                    json!({"payment_reference": "PAY-1", "amount": {"amount_minor": 2000, "currency": "EUR"}}),
-                )
-                .await,
-        );
+        let paid = alice.post(&fixture.on_order("pay"), payment("PAY-1")).await;
+        TestResponse::accepted(paid);
     }
     if matches!(needs, Needs::Shipped) {
-        TestResponse::accepted(
-            sam.post(
-                &format!("/orders/{}/ship", fixture.order),
-                json!({"tracking_number": "T-1"}),
-            )
-            .await,
-        );
+        let shipped = sam
+            .post(&fixture.on_order("ship"), json!({"tracking_number": "T-1"}))
+            .await;
+        TestResponse::accepted(shipped);
     }
     fixture
+}
+
+/// The payment of a fixture's order: two mugs at 10 EUR.
+fn payment(reference: &str) -> Value {
+    json!({"payment_reference": reference, "amount": {"amount_minor": 2000, "currency": "EUR"}})
+}
+
+impl Fixture {
+    fn on_product(&self, action: &str) -> String {
+        format!("/products/{}/{action}", self.product)
+    }
+
+    fn on_basket(&self, rest: &str) -> String {
+        format!("/baskets/{}/{rest}", self.basket)
+    }
+
+    fn on_order(&self, action: &str) -> String {
+        format!("/orders/{}/{action}", self.order)
+    }
+}
+
+type Request = (Method, String, Value);
+
+fn post(path: String, body: Value) -> Request {
+    (Method::POST, path, body)
 }
 
 struct Operation {
     what: &'static str,
     needs: Needs,
-    request: fn(&Fixture) -> (Method, String, Value),
+    request: fn(&Fixture) -> Request,
     /// The status for anonymous, alice, bob, sam, ada.
     expected: [u16; 5],
 }
+
+/// Staff (and admins) only.
+const STAFF: [u16; 5] = [401, 403, 403, 200, 200];
+/// Alice's own, or an admin's: bob is told it does not exist, staff may
+/// not.
+const ALICES: [u16; 5] = [401, 200, 404, 403, 200];
 
 fn operations() -> Vec<Operation> {
     vec![
@@ -162,8 +170,7 @@ fn operations() -> Vec<Operation> {
             what: "register a product",
             needs: Needs::Nothing,
             request: |_| {
-                (
-                    Method::POST,
+                post(
                     "/products".into(),
                     json!({"sku": format!("NEW-{}", Uuid::now_v7().simple()),
                     "name": "New", "description": "d", "initial_stock": 1,
@@ -176,163 +183,102 @@ fn operations() -> Vec<Operation> {
             what: "change a price",
             needs: Needs::Product,
             request: |f| {
-                (
-                    Method::POST,
-                    format!("/products/{}/price", f.product),
-                    json!({"price": {"amount_minor": 900, "currency": "EUR"}}),
-                )
+                let price = json!({"price": {"amount_minor": 900, "currency": "EUR"}});
+                post(f.on_product("price"), price)
             },
-            expected: [401, 403, 403, 200, 200],
+            expected: STAFF,
         },
         Operation {
             what: "adjust stock",
             needs: Needs::Product,
             request: |f| {
-                (
-                    Method::POST,
-                    format!("/products/{}/stock", f.product),
+                post(
+                    f.on_product("stock"),
                     json!({"delta": 5, "reason": "delivery"}),
                 )
             },
-            expected: [401, 403, 403, 200, 200],
+            expected: STAFF,
         },
         Operation {
             what: "discontinue a product",
             needs: Needs::Product,
-            request: |f| {
-                (
-                    Method::POST,
-                    format!("/products/{}/discontinue", f.product),
-                    json!({}),
-                )
-            },
-            expected: [401, 403, 403, 200, 200],
+            request: |f| post(f.on_product("discontinue"), json!({})),
+            expected: STAFF,
         },
         Operation {
             what: "open a basket for oneself",
             needs: Needs::Nothing,
-            request: |_| (Method::POST, "/baskets".into(), json!({})),
+            request: |_| post("/baskets".into(), json!({})),
             expected: [401, 201, 201, 403, 201],
         },
         Operation {
             what: "open a basket naming another customer",
             needs: Needs::Nothing,
-            request: |_| {
-                (
-                    Method::POST,
-                    "/baskets".into(),
-                    json!({"customer_id": Uuid::now_v7()}),
-                )
-            },
+            request: |_| post("/baskets".into(), json!({"customer_id": Uuid::now_v7()})),
             expected: [401, 403, 403, 403, 201],
         },
         Operation {
             what: "add to alice's basket",
             needs: Needs::Basket,
             request: |f| {
-                (
-                    Method::POST,
-                    format!("/baskets/{}/items", f.basket),
-                    json!({"product_id": f.product, "quantity": 1}),
-                )
+                let line = json!({"product_id": f.product, "quantity": 1});
+                post(f.on_basket("items"), line)
             },
-            expected: [401, 200, 404, 403, 200],
+            expected: ALICES,
         },
         Operation {
             what: "change a quantity in alice's basket",
             needs: Needs::Basket,
             request: |f| {
-                (
-                    Method::PUT,
-                    format!("/baskets/{}/items/{}", f.basket, f.product),
-                    json!({"quantity": 3}),
-                )
+                let path = f.on_basket(&format!("items/{}", f.product));
+                (Method::PUT, path, json!({"quantity": 3}))
             },
-            expected: [401, 200, 404, 403, 200],
+            expected: ALICES,
         },
         Operation {
             what: "remove from alice's basket",
             needs: Needs::Basket,
             request: |f| {
-                (
-                    Method::DELETE,
-                    format!("/baskets/{}/items/{}", f.basket, f.product),
-                    json!({}),
-                )
+                let path = f.on_basket(&format!("items/{}", f.product));
+                (Method::DELETE, path, json!({}))
             },
-            expected: [401, 200, 404, 403, 200],
+            expected: ALICES,
         },
         Operation {
             what: "clear alice's basket",
             needs: Needs::Basket,
-            request: |f| {
-                (
-                    Method::DELETE,
-                    format!("/baskets/{}/items", f.basket),
-                    json!({}),
-                )
-            },
-            expected: [401, 200, 404, 403, 200],
+            request: |f| (Method::DELETE, f.on_basket("items"), json!({})),
+            expected: ALICES,
         },
         Operation {
             what: "check alice's basket out",
             needs: Needs::Basket,
-            request: |f| {
-                (
-                    Method::POST,
-                    format!("/baskets/{}/checkout", f.basket),
-                    TestApp::address_json(),
-                )
-            },
+            request: |f| post(f.on_basket("checkout"), TestApp::address_json()),
             expected: [401, 201, 404, 403, 201],
         },
         Operation {
             what: "pay alice's order",
             needs: Needs::Placed,
-            request: |f| {
-                (
-                    Method::POST,
-                    format!("/orders/{}/pay", f.order),
-                    json!({"payment_reference": "PAY-2", "amount": {"amount_minor": 2000, "currency": "EUR"}}),
-                )
-            },
-            expected: [401, 200, 404, 403, 200],
+            request: |f| post(f.on_order("pay"), payment("PAY-2")),
+            expected: ALICES,
         },
         Operation {
             what: "cancel alice's order",
             needs: Needs::Placed,
-            request: |f| {
-                (
-                    Method::POST,
-                    format!("/orders/{}/cancel", f.order),
-                    json!({"reason": "changed my mind"}),
-                )
-            },
-            expected: [401, 200, 404, 403, 200],
+            request: |f| post(f.on_order("cancel"), json!({"reason": "changed my mind"})),
+            expected: ALICES,
         },
         Operation {
             what: "ship alice's order",
             needs: Needs::Paid,
-            request: |f| {
-                (
-                    Method::POST,
-                    format!("/orders/{}/ship", f.order),
-                    json!({"tracking_number": "T-2"}),
-                )
-            },
-            expected: [401, 403, 403, 200, 200],
+            request: |f| post(f.on_order("ship"), json!({"tracking_number": "T-2"})),
+            expected: STAFF,
         },
         Operation {
             what: "deliver alice's order",
             needs: Needs::Shipped,
-            request: |f| {
-                (
-                    Method::POST,
-                    format!("/orders/{}/deliver", f.order),
-                    json!({}),
-                )
-            },
-            expected: [401, 403, 403, 200, 200],
+            request: |f| post(f.on_order("deliver"), json!({})),
+            expected: STAFF,
         },
     ]
 }
@@ -401,36 +347,18 @@ async fn every_rest_command_answers_each_caller_as_the_matrix_says() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_metrics_the_openapi_document_and_the_api_page_need_no_token() {
     let app = TestApp::spawn().await;
-    let http = reqwest::Client::new();
+    let anonymous = app.anonymous();
+    let get = |path| anonymous.send(Method::GET, path, None, &[]);
     for path in ["/health/live", "/health/ready", "/openapi.json", "/docs/"] {
-        let response = http
-            .get(format!("{}{path}", app.address))
-            .send()
-            .await
-            .expect("answers");
-        assert_eq!(response.status(), 200, "{path}");
+        assert_eq!(get(path).await.status, 200, "{path}");
     }
-    let ready: Value = http
-        .get(format!("{}/health/ready", app.address))
-        .send()
-        .await
-        .expect("answers")
-        .json()
-        .await
-        .expect("JSON");
+    let ready = get("/health/ready").await.body;
     assert!(
         ready.to_string().contains("identity"),
         "readiness checks the identity provider: {ready}"
     );
     // The document says how to authenticate, and that health needs none.
-    let document: Value = http
-        .get(format!("{}/openapi.json", app.address))
-        .send()
-        .await
-        .expect("answers")
-        .json()
-        .await
-        .expect("JSON");
+    let document = get("/openapi.json").await.body;
     assert_eq!(
         document["components"]["securitySchemes"]["bearer"]["scheme"],
         "bearer"
@@ -546,36 +474,19 @@ async fn forged_and_broken_tokens_are_refused_with_401_and_nothing_is_appended()
     ];
 
     // The setup is sound: the issuer's own token is accepted.
-    let accepted = reqwest::Client::new()
-        .post(format!("{}/baskets", app.address))
-        .bearer_auth(&good)
-        .json(&json!({}))
-        .send()
-        .await
-        .expect("answers");
-    assert_eq!(accepted.status(), 201, "{:?}", accepted.text().await);
+    let accepted = open_basket_with(&app, Some(&format!("Bearer {good}"))).await;
+    assert_eq!(accepted.status, 201, "{}", accepted.body);
     let events = app.event_count().await;
 
     for (what, token, reason) in &forged {
-        let response = reqwest::Client::new()
-            .post(format!("{}/baskets", app.address))
-            .bearer_auth(token)
-            .json(&json!({}))
-            .send()
-            .await
-            .expect("answers");
-        assert_eq!(response.status(), 401, "{what}");
-        let challenge = response
-            .headers()
-            .get("www-authenticate")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_owned();
+        let response = open_basket_with(&app, Some(&format!("Bearer {token}"))).await;
+        assert_eq!(response.status, 401, "{what}");
+        let challenge = response.header("www-authenticate").unwrap_or_default();
         assert!(
             challenge.starts_with(r#"Bearer realm="eshop", error="invalid_token""#),
             "{what}: {challenge}"
         );
-        let body: Value = response.json().await.expect("problem+json");
+        let body = &response.body;
         assert_eq!(body["code"], "invalid-token", "{what}: {body}");
         let detail = body["detail"].as_str().unwrap_or_default();
         assert!(detail.contains(reason), "{what}: {detail}");
@@ -590,16 +501,9 @@ async fn forged_and_broken_tokens_are_refused_with_401_and_nothing_is_appended()
         (Some("Bearer"), "invalid-token"),
         (None, "unauthenticated"),
     ] {
-        let mut request = reqwest::Client::new()
-            .post(format!("{}/baskets", app.address))
-            .json(&json!({}));
-        if let Some(header) = header {
-            request = request.header("authorization", header);
-        }
-        let response = request.send().await.expect("answers");
-        assert_eq!(response.status(), 401, "{header:?}");
-        let body: Value = response.json().await.expect("problem+json");
-        assert_eq!(body["code"], code, "{header:?}");
+        let response = open_basket_with(&app, header).await;
+        assert_eq!(response.status, 401, "{header:?}");
+        assert_eq!(response.body["code"], code, "{header:?}: {}", response.body);
     }
     assert_eq!(
         app.event_count().await,
@@ -677,6 +581,25 @@ async fn graphql(
     (status, response.json().await.expect("JSON"))
 }
 
+/// Waits (30 s at most) until `query`, asked as ada, answers `expected` at
+/// the JSON pointer `at`.
+async fn until_ada_sees(
+    side: &ReadSide,
+    query: &str,
+    variables: Value,
+    (at, expected): (&str, Value),
+) {
+    let what = format!("{at} = {expected} for {query}");
+    eshop_tests::eventually(Duration::from_secs(30), &what, || async {
+        let found = side
+            .graphql
+            .query_as(Who::Ada, query, variables.clone())
+            .await;
+        (found.pointer(at) == Some(&expected)).then_some(())
+    })
+    .await;
+}
+
 /// What a cell of the GraphQL matrix expects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Answer {
@@ -701,29 +624,19 @@ async fn every_graphql_field_answers_each_caller_as_the_matrix_says() {
         )
         .await;
     drop(placed);
-    eshop_tests::eventually(Duration::from_secs(30), "the order searchable", || async {
-        let found = side
-            .graphql
-            .query_as(
-                Who::Ada,
-                "query($q: String!) { searchOrders(query: $q) { totalCount } }",
-                json!({"q": fixture.order.to_string()}),
-            )
-            .await;
-        (found["data"]["searchOrders"]["totalCount"] == 1).then_some(())
-    })
+    until_ada_sees(
+        &side,
+        "query($q: String!) { searchOrders(query: $q) { totalCount } }",
+        json!({"q": fixture.order.to_string()}),
+        ("/data/searchOrders/totalCount", json!(1)),
+    )
     .await;
-    eshop_tests::eventually(Duration::from_secs(30), "the basket projected", || async {
-        let found = side
-            .graphql
-            .query_as(
-                Who::Ada,
-                "query($id: ID!) { basket(id: $id) { id } }",
-                json!({"id": fixture.basket}),
-            )
-            .await;
-        (found["data"]["basket"]["id"] == fixture.basket.to_string()).then_some(())
-    })
+    until_ada_sees(
+        &side,
+        "query($id: ID!) { basket(id: $id) { id } }",
+        json!({"id": fixture.basket}),
+        ("/data/basket/id", json!(fixture.basket)),
+    )
     .await;
 
     let today = chrono::Utc::now().date_naive().to_string();
@@ -876,18 +789,8 @@ async fn connect(side: &ReadSide, init: Value) -> (WsSocket, Value) {
 /// A graphql-transport-ws connection to `url` initialised with `init`, and
 /// the server's first answer.
 async fn connect_to(url: &str, init: Value) -> (WsSocket, Value) {
-    let mut request = url.into_client_request().expect("ws request");
-    request.headers_mut().insert(
-        "sec-websocket-protocol",
-        "graphql-transport-ws".parse().expect("header"),
-    );
-    let (mut socket, _) = tokio_tungstenite::connect_async(request)
-        .await
-        .expect("the WebSocket connects");
-    socket
-        .send(Message::Text(init.to_string().into()))
-        .await
-        .expect("init");
+    let (mut socket, _) = connect_socket(url).await;
+    send_message(&mut socket, init).await;
     let answer = next_or_close(&mut socket).await;
     (socket, answer)
 }
@@ -916,14 +819,12 @@ async fn next_or_close(socket: &mut WsSocket) -> Value {
 }
 
 async fn subscribe(socket: &mut WsSocket, query: &str, variables: Value) {
-    socket
-        .send(Message::Text(
-            json!({"id": "1", "type": "subscribe", "payload": {"query": query, "variables": variables}})
-                .to_string()
-                .into(),
-        ))
-        .await
-        .expect("subscribe");
+    let payload = json!({"query": query, "variables": variables});
+    send_message(
+        socket,
+        json!({"id": "1", "type": "subscribe", "payload": payload}),
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -933,17 +834,12 @@ async fn subscriptions_authenticate_at_init_and_show_each_customer_only_their_ow
     let alice = auth::customer_id(Who::Alice).await;
     // In the view before anyone subscribes: the first change pushed is
     // the payment below.
-    eshop_tests::eventually(Duration::from_secs(30), "the order projected", || async {
-        let found = side
-            .graphql
-            .query_as(
-                Who::Ada,
-                "query($id: ID!) { order(id: $id) { id } }",
-                json!({"id": fixture.order}),
-            )
-            .await;
-        (found["data"]["order"]["id"] == fixture.order.to_string()).then_some(())
-    })
+    until_ada_sees(
+        &side,
+        "query($id: ID!) { order(id: $id) { id } }",
+        json!({"id": fixture.order}),
+        ("/data/order/id", json!(fixture.order)),
+    )
     .await;
 
     // No token, or a bad one: the connection is closed with 4403.
@@ -990,28 +886,20 @@ async fn subscriptions_authenticate_at_init_and_show_each_customer_only_their_ow
     // answered after it: the server handles a connection's messages in
     // order.
     for (_, _, socket) in &mut open {
-        socket
-            .send(Message::Text(
-                json!({"id": "probe", "type": "subscribe", "payload": {"query": "{ __typename }"}})
-                    .to_string()
-                    .into(),
-            ))
-            .await
-            .expect("probe");
+        send_message(
+            socket,
+            json!({"id": "probe", "type": "subscribe", "payload": {"query": "{ __typename }"}}),
+        )
+        .await;
         let answer = next_message(socket).await;
         assert_eq!(answer["id"], "probe", "{answer}");
         let _complete = next_message(socket).await;
     }
-    TestResponse::accepted(
-        side.app
-            .as_(Who::Alice)
-            .await
-            .post(
-                &format!("/orders/{}/pay", fixture.order),
-                json!({"payment_reference": "PAY-3", "amount": {"amount_minor": 2000, "currency": "EUR"}}),
-            )
-            .await,
-    );
+    let alice_client = side.app.as_(Who::Alice).await;
+    let paid = alice_client
+        .post(&fixture.on_order("pay"), payment("PAY-3"))
+        .await;
+    TestResponse::accepted(paid);
     for (who, query, socket) in &mut open {
         let pushed = next_message(socket).await;
         assert_eq!(pushed["type"], "next", "{who:?} {query}: {pushed}");

@@ -11,60 +11,74 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use eshop_tests::fault::{Projected, caught_up, chaos, scratch_build, shop_load};
-use eshop_tests::{
-    EshopEnv, KafkaCluster, ProcessStack, TestBroker, TestDb, TestSearch, eventually,
+use eshop_tests::fault::{
+    Projected, assert_no_failures, assert_verified, caught_up, chaos, scratch_build, shop_load,
 };
-
-async fn count(db: &TestDb, sql: &str) -> i64 {
-    sqlx::query_scalar(sql)
-        .fetch_one(&db.pool)
-        .await
-        .expect("count")
-}
+use eshop_tests::{EshopProcess, KafkaCluster, ProcessStack, TestBroker, TestDb, eventually};
 
 /// No event lost and none applied twice: one order row per OrderPlaced, the
 /// views equal a from-scratch build by fresh processes, and `eshop
 /// projections verify` (the audit operators schedule) finds nothing.
-async fn assert_complete(db: &TestDb, search: &TestSearch, env: &EshopEnv) {
-    let verify = {
-        let env = env.clone();
-        tokio::task::spawn_blocking(move || env.output(&["projections", "verify", "--all"]))
-            .await
-            .expect("verify ran")
-    };
-    let report = String::from_utf8_lossy(&verify.stdout);
-    assert!(
-        verify.status.success() && report.contains("every view equals its history"),
-        "verify found differences:\n{report}\n{}",
-        String::from_utf8_lossy(&verify.stderr)
-    );
-    let placed = count(
-        db,
-        "SELECT count(*) FROM events WHERE event_type = 'OrderPlaced'",
-    )
-    .await;
-    assert_eq!(count(db, "SELECT count(*) FROM order_view").await, placed);
+async fn assert_complete(stack: &ProcessStack) {
+    let ProcessStack {
+        db, search, env, ..
+    } = stack;
+    assert_verified(env).await;
+    let placed = db
+        .count("SELECT count(*) FROM events WHERE event_type = 'OrderPlaced'")
+        .await;
+    assert_eq!(db.count("SELECT count(*) FROM order_view").await, placed);
     assert_eq!(search.documents("orders").await.len() as i64, placed);
     let live = Projected::read(db, search).await;
     let scratch = scratch_build(db).await;
     live.assert_same(&scratch);
 }
 
+/// How a test ends: within `deadline` every projection catches up, `serve`
+/// still runs, and nothing is lost or applied twice.
+async fn assert_recovered(stack: &ProcessStack, serve: &mut EshopProcess, deadline: Duration) {
+    caught_up(&stack.env, deadline).await;
+    assert!(serve.running(), "see {}", serve.log.display());
+    assert_complete(stack).await;
+}
+
+/// Sends rounds of shop traffic (`products` products and `orders` orders
+/// a round, four commands at a time) until `done`; returns every command
+/// that failed.
+async fn load_until(
+    done: &AtomicBool,
+    base: &str,
+    prefix: &str,
+    (products, orders): (usize, usize),
+    sent: &Arc<AtomicU64>,
+) -> Vec<String> {
+    let mut failures = Vec::new();
+    let mut round = 0;
+    while !done.load(Ordering::Relaxed) {
+        let sku_prefix = format!("{prefix}R{round}");
+        let report = shop_load(base, &sku_prefix, products, orders, 4, sent.clone()).await;
+        failures.extend(report.failures);
+        round += 1;
+    }
+    failures
+}
+
+/// Waits (60 s at most) until `order_view` holds at least `orders` rows.
+async fn orders_projected(db: &TestDb, orders: i64) {
+    let what = format!("{orders} orders projected");
+    eventually(Duration::from_secs(60), &what, || async {
+        (db.count("SELECT count(*) FROM order_view").await >= orders).then_some(())
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kill_9_of_relay_and_projector_under_load_loses_nothing() {
-    let ProcessStack {
-        db,
-        search,
-        port,
-        env,
-        ..
-    } = ProcessStack::new("kill9").await;
-    let mut api = env.spawn(&["serve", "--api-only"]);
-    let base = api.wait_live(port).await;
+    let stack = ProcessStack::new("kill9").await;
+    let (_api, base) = stack.serve(&["serve", "--api-only"]).await;
     let mut processes = vec![
-        (env.spawn(&["relay"]), vec!["relay"]),
-        (env.spawn(&["project"]), vec!["project"]),
+        (stack.env.spawn(&["relay"]), vec!["relay"]),
+        (stack.env.spawn(&["project"]), vec!["project"]),
     ];
 
     // 40 products and 1,300 orders of four commands each (plus a ship or
@@ -77,81 +91,46 @@ async fn kill_9_of_relay_and_projector_under_load_loses_nothing() {
             done.store(true, Ordering::Relaxed);
             report
         },
-        chaos(&env, &mut processes, &done)
+        chaos(&stack.env, &mut processes, &done)
     );
-    assert!(
-        report.failures.is_empty(),
-        "{:?}",
-        &report.failures[..report.failures.len().min(5)]
-    );
+    assert_no_failures("commands failed", &report.failures);
     assert!(report.ok >= 5000, "only {} commands", report.ok);
     assert!(kills >= 3, "only {kills} kills");
     eprintln!("{} commands, {kills} kills", report.ok);
 
-    caught_up(&env, Duration::from_secs(240)).await;
+    caught_up(&stack.env, Duration::from_secs(240)).await;
     for (process, _) in &mut processes {
         assert!(process.running(), "see {}", process.log.display());
     }
-    assert_complete(&db, &search, &env).await;
+    assert_complete(&stack).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_broker_stopped_for_20_seconds_fails_no_command_and_the_lag_drains() {
     let (own, stack) = on_a_broker_of_its_own("outage").await;
-    let ProcessStack {
-        db,
-        search,
-        port,
-        env,
-        ..
-    } = stack;
-    let mut serve = env.spawn(&["serve"]);
-    let base = serve.wait_live(port).await;
+    let (mut serve, base) = stack.serve(&["serve"]).await;
 
     let done = AtomicBool::new(false);
     let sent = Arc::new(AtomicU64::new(0));
-    let mut failures = Vec::new();
-    let mut during = 0;
-    tokio::join!(
-        async {
-            let mut round = 0;
-            while !done.load(Ordering::Relaxed) {
-                let report = shop_load(&base, &format!("R{round}"), 3, 20, 4, sent.clone()).await;
-                failures.extend(report.failures);
-                round += 1;
-            }
-        },
-        async {
-            eventually(
-                Duration::from_secs(60),
-                "events projected before the outage",
-                || async {
-                    (count(&db, "SELECT count(*) FROM order_view").await > 0).then_some(())
-                },
-            )
-            .await;
-            // The outage: the broker process is stopped (SIGSTOP) and
-            // resumed (SIGCONT) 20 s later: it answers nothing meanwhile,
-            // and every session it holds has run out when it comes back.
-            own.signal(1, "-STOP");
-            let before = sent.load(Ordering::Relaxed);
-            tokio::time::sleep(Duration::from_secs(20)).await;
-            during = sent.load(Ordering::Relaxed) - before;
-            own.signal(1, "-CONT");
-            done.store(true, Ordering::Relaxed);
-        }
-    );
-    assert!(
-        failures.is_empty(),
-        "{:?}",
-        &failures[..failures.len().min(5)]
-    );
+    let (failures, during) = tokio::join!(load_until(&done, &base, "", (3, 20), &sent), async {
+        // Events projected before the outage.
+        orders_projected(&stack.db, 1).await;
+        // The outage: the broker process is stopped (SIGSTOP) and
+        // resumed (SIGCONT) 20 s later: it answers nothing meanwhile,
+        // and every session it holds has run out when it comes back.
+        own.signal(1, "-STOP");
+        let before = sent.load(Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        let during = sent.load(Ordering::Relaxed) - before;
+        own.signal(1, "-CONT");
+        done.store(true, Ordering::Relaxed);
+        during
+    });
+    assert_no_failures("commands failed", &failures);
     assert!(during > 100, "only {during} commands during the outage");
     eprintln!("{during} commands during the outage");
 
-    caught_up(&env, Duration::from_secs(180)).await;
-    assert!(serve.running(), "see {}", serve.log.display());
-    assert_complete(&db, &search, &env).await;
+    assert_recovered(&stack, &mut serve, Duration::from_secs(180)).await;
 }
 
 /// A broker that stops answering for longer than the consumers' session
@@ -166,56 +145,28 @@ async fn a_broker_stopped_for_20_seconds_fails_no_command_and_the_lag_drains() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_broker_stopped_again_and_again_leaves_no_projection_behind() {
     let (own, stack) = on_a_broker_of_its_own("outages").await;
-    let ProcessStack {
-        db,
-        search,
-        port,
-        env,
-        ..
-    } = stack;
-    let env = env
+    let stack = stack
         .with("PROJECTION_STALL_MS", "3000")
         .with("KAFKA_SESSION_TIMEOUT_MS", "6000");
-    let (mut serve, base) = serving_at_work(&env, &db, port).await;
+    let (mut serve, base) = serving_at_work(&stack).await;
 
     for outage in 0..6 {
         let done = AtomicBool::new(false);
-        let mut failures = Vec::new();
-        tokio::join!(
-            async {
-                let mut round = 0;
-                while !done.load(Ordering::Relaxed) {
-                    let report = shop_load(
-                        &base,
-                        &format!("O{outage}R{round}"),
-                        2,
-                        5,
-                        4,
-                        Arc::new(AtomicU64::new(0)),
-                    )
-                    .await;
-                    failures.extend(report.failures);
-                    round += 1;
-                }
-            },
-            async {
+        let (prefix, sent) = (format!("O{outage}"), Arc::new(AtomicU64::new(0)));
+        let (failures, ()) =
+            tokio::join!(load_until(&done, &base, &prefix, (2, 5), &sent), async {
                 own.signal(1, "-STOP");
                 // The outage outlasts the session timeout (6 s) well.
                 tokio::time::sleep(Duration::from_secs(14)).await;
                 own.signal(1, "-CONT");
                 done.store(true, Ordering::Relaxed);
-            }
-        );
-        assert!(
-            failures.is_empty(),
-            "outage {outage}: {:?}",
-            &failures[..failures.len().min(5)]
-        );
-        caught_up(&env, Duration::from_secs(45)).await;
+            });
+        assert_no_failures(&format!("outage {outage}"), &failures);
+        caught_up(&stack.env, Duration::from_secs(45)).await;
         eprintln!("caught up after outage {outage}");
     }
     assert!(serve.running(), "see {}", serve.log.display());
-    assert_complete(&db, &search, &env).await;
+    assert_complete(&stack).await;
 }
 
 /// The partitions of `topic` a projection process was last assigned.
@@ -241,31 +192,20 @@ fn assigned(log: &std::path::Path, projection: &str, topic: &str) -> Vec<String>
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_projector_processes_share_the_partitions() {
-    let ProcessStack {
-        db,
-        broker,
-        search,
-        port,
-        env,
-    } = ProcessStack::new("scale").await;
-    let mut api = env.spawn(&["serve", "--api-only"]);
-    let base = api.wait_live(port).await;
-    let _relay = env.spawn(&["relay"]);
-    let mut first = env.spawn(&["project"]);
-    let mut second = env.spawn(&["project"]);
+    let stack = ProcessStack::new("scale").await;
+    let (_api, base) = stack.serve(&["serve", "--api-only"]).await;
+    let _relay = stack.env.spawn(&["relay"]);
+    let mut first = stack.env.spawn(&["project"]);
+    let mut second = stack.env.spawn(&["project"]);
 
     let report = shop_load(&base, "S", 20, 300, 8, Arc::new(AtomicU64::new(0))).await;
-    assert!(
-        report.failures.is_empty(),
-        "{:?}",
-        &report.failures[..report.failures.len().min(5)]
-    );
-    caught_up(&env, Duration::from_secs(180)).await;
+    assert_no_failures("commands failed", &report.failures);
+    caught_up(&stack.env, Duration::from_secs(180)).await;
     assert!(first.running() && second.running());
 
     // Each process holds a share of every projection's partitions: disjoint,
     // and together all three.
-    let orders = format!("{}.orders", broker.prefix);
+    let orders = format!("{}.orders", stack.broker.prefix);
     for projection in ["order_view", "sales_daily", "search"] {
         let (a, b) = eventually(
             Duration::from_secs(60),
@@ -282,7 +222,7 @@ async fn two_projector_processes_share_the_partitions() {
             "{projection}: {a:?} and {b:?} overlap"
         );
     }
-    assert_complete(&db, &search, &env).await;
+    assert_complete(&stack).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -292,16 +232,10 @@ async fn kill_9_of_the_leader_of_a_busy_partition_fails_no_command_and_loses_not
     let mut cluster = KafkaCluster::start(3);
     let broker = TestBroker::on(&cluster.bootstrap());
     let orders = format!("{}.orders", broker.prefix);
-    let ProcessStack {
-        db,
-        search,
-        port,
-        env,
-        ..
-    } = ProcessStack::on(broker, "leaderkill").await;
-    let env = env.with("KAFKA_TOPIC_REPLICATION", "3");
-    let mut serve = env.spawn(&["serve"]);
-    let base = serve.wait_live(port).await;
+    let stack = ProcessStack::on(broker, "leaderkill")
+        .await
+        .with("KAFKA_TOPIC_REPLICATION", "3");
+    let (mut serve, base) = stack.serve(&["serve"]).await;
 
     let done = AtomicBool::new(false);
     let sent = Arc::new(AtomicU64::new(0));
@@ -314,10 +248,7 @@ async fn kill_9_of_the_leader_of_a_busy_partition_fails_no_command_and_loses_not
         },
         async {
             // Busy: orders are flowing through the partition's leader.
-            eventually(Duration::from_secs(60), "orders projected", || async {
-                (count(&db, "SELECT count(*) FROM order_view").await >= 100).then_some(())
-            })
-            .await;
+            orders_projected(&stack.db, 100).await;
             let leader = cluster
                 .leader(&orders, 0)
                 .expect("partition 0 of the orders topic has a leader");
@@ -336,54 +267,31 @@ async fn kill_9_of_the_leader_of_a_busy_partition_fails_no_command_and_loses_not
             leader
         }
     );
-    assert!(
-        report.failures.is_empty(),
-        "{:?}",
-        &report.failures[..report.failures.len().min(5)]
-    );
+    assert_no_failures("commands failed", &report.failures);
     assert!(report.ok >= 2000, "only {} commands", report.ok);
     eprintln!("{} commands; broker {killed} killed under load", report.ok);
 
-    caught_up(&env, Duration::from_secs(180)).await;
-    assert!(serve.running(), "see {}", serve.log.display());
-    assert_complete(&db, &search, &env).await;
+    assert_recovered(&stack, &mut serve, Duration::from_secs(180)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_killed_serve_restarted_under_load_projects_again_within_10_seconds() {
-    let ProcessStack {
-        db,
-        search,
-        port,
-        env,
-        ..
-    } = ProcessStack::new("restart").await;
-    let mut serve = env.spawn(&["serve"]);
-    let base = serve.wait_live(port).await;
+    let stack = ProcessStack::new("restart").await;
+    let (mut serve, base) = stack.serve(&["serve"]).await;
 
     let done = AtomicBool::new(false);
     let sent = Arc::new(AtomicU64::new(0));
     tokio::join!(
+        // Load before, during and after the restart; commands sent while
+        // no API listens fail, which is not what this test is about.
+        load_until(&done, &base, "", (3, 20), &sent),
         async {
-            // Load before, during and after the restart; commands sent
-            // while no API listens fail, which is not what this test is
-            // about.
-            let mut round = 0;
-            while !done.load(Ordering::Relaxed) {
-                shop_load(&base, &format!("R{round}"), 3, 20, 4, sent.clone()).await;
-                round += 1;
-            }
-        },
-        async {
-            eventually(Duration::from_secs(60), "orders projected", || async {
-                (count(&db, "SELECT count(*) FROM order_view").await >= 50).then_some(())
-            })
-            .await;
-            every_projection_at_work(&db).await;
+            orders_projected(&stack.db, 50).await;
+            every_projection_at_work(&stack.db).await;
             serve.kill();
             let restarted = std::time::Instant::now();
-            serve = env.spawn(&["serve"]);
-            serve.wait_live(port).await;
+            serve = stack.env.spawn(&["serve"]);
+            serve.wait_live(stack.port).await;
             // An order placed after the restart, in every view it touches
             // and in the search index.
             let placed = shop_load(&base, "after", 1, 1, 1, Arc::new(AtomicU64::new(0))).await;
@@ -392,7 +300,7 @@ async fn a_killed_serve_restarted_under_load_projects_again_within_10_seconds() 
                 "SELECT aggregate_id FROM events WHERE event_type = 'OrderPlaced' \
                  ORDER BY global_position DESC LIMIT 1",
             )
-            .fetch_one(&db.pool)
+            .fetch_one(&stack.db.pool)
             .await
             .expect("the new order");
             let id = uuid::Uuid::parse_str(&order).expect("order id");
@@ -403,10 +311,10 @@ async fn a_killed_serve_restarted_under_load_projects_again_within_10_seconds() 
                     let row: i64 =
                         sqlx::query_scalar("SELECT count(*) FROM order_view WHERE order_id = $1")
                             .bind(id)
-                            .fetch_one(&db.pool)
+                            .fetch_one(&stack.db.pool)
                             .await
                             .ok()?;
-                    let indexed = search.documents("orders").await.contains_key(&order);
+                    let indexed = stack.search.documents("orders").await.contains_key(&order);
                     (row == 1 && indexed).then_some(())
                 },
             )
@@ -421,8 +329,8 @@ async fn a_killed_serve_restarted_under_load_projects_again_within_10_seconds() 
             );
         }
     );
-    caught_up(&env, Duration::from_secs(120)).await;
-    assert_complete(&db, &search, &env).await;
+    caught_up(&stack.env, Duration::from_secs(120)).await;
+    assert_complete(&stack).await;
 }
 
 /// `/health/ready` of the API at `base`: its status code and body.
@@ -460,20 +368,15 @@ async fn a_projection_stuck_on_a_stale_assignment_after_a_restart_is_reported_an
     use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions};
     use rdkafka::client::DefaultClientContext;
 
-    let ProcessStack {
-        db,
-        broker,
-        search,
-        port,
-        env,
-    } = ProcessStack::new("stall").await;
-    let env = env.with("PROJECTION_STALL_MS", "3000");
-    let (mut serve, base) = serving_at_work(&env, &db, port).await;
+    let stack = ProcessStack::new("stall")
+        .await
+        .with("PROJECTION_STALL_MS", "3000");
+    let (mut serve, base) = serving_at_work(&stack).await;
 
     serve.kill();
-    let products = format!("{}.products", broker.prefix);
+    let products = format!("{}.products", stack.broker.prefix);
     let admin: AdminClient<DefaultClientContext> = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", &broker.brokers)
+        .set("bootstrap.servers", &stack.broker.brokers)
         .create()
         .expect("admin client");
     let grown = admin
@@ -484,8 +387,8 @@ async fn a_projection_stuck_on_a_stale_assignment_after_a_restart_is_reported_an
         .await
         .expect("partitions added");
     assert!(grown.iter().all(Result::is_ok), "{grown:?}");
-    serve = env.spawn(&["serve"]);
-    serve.wait_live(port).await;
+    serve = stack.env.spawn(&["serve"]);
+    serve.wait_live(stack.port).await;
 
     // Products whose events go to every partition, the new ones included.
     let after = shop_load(&base, "A", 12, 0, 4, Arc::new(AtomicU64::new(0))).await;
@@ -512,14 +415,14 @@ async fn a_projection_stuck_on_a_stale_assignment_after_a_restart_is_reported_an
     .await;
 
     // No restart: the process gets the new partitions assigned by itself.
-    caught_up(&env, Duration::from_secs(90)).await;
+    caught_up(&stack.env, Duration::from_secs(90)).await;
     eventually(Duration::from_secs(30), "ready again", || async {
         (readiness(&base).await.0 == 200).then_some(())
     })
     .await;
     assert!(serve.running(), "see {}", serve.log.display());
     assert!(!reported_stalled(&base, "product_catalog").await);
-    assert_complete(&db, &search, &env).await;
+    assert_complete(&stack).await;
 }
 
 /// A projection held up for several stall times (here its view's table is
@@ -530,17 +433,12 @@ async fn a_projection_stuck_on_a_stale_assignment_after_a_restart_is_reported_an
 /// applied twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_projection_held_up_for_long_gets_a_new_consumer_and_loses_nothing() {
-    let ProcessStack {
-        db,
-        search,
-        port,
-        env,
-        ..
-    } = ProcessStack::new("renew").await;
-    let env = env.with("PROJECTION_STALL_MS", "2000");
-    let (mut serve, base) = serving_at_work(&env, &db, port).await;
+    let stack = ProcessStack::new("renew")
+        .await
+        .with("PROJECTION_STALL_MS", "2000");
+    let (mut serve, base) = serving_at_work(&stack).await;
 
-    let mut lock = db.pool.begin().await.expect("transaction");
+    let mut lock = stack.db.pool.begin().await.expect("transaction");
     sqlx::query("LOCK TABLE basket_view IN EXCLUSIVE MODE")
         .execute(&mut *lock)
         .await
@@ -566,9 +464,7 @@ async fn a_projection_held_up_for_long_gets_a_new_consumer_and_loses_nothing() {
     .await;
     lock.rollback().await.expect("unlock");
 
-    caught_up(&env, Duration::from_secs(60)).await;
-    assert!(serve.running(), "see {}", serve.log.display());
-    assert_complete(&db, &search, &env).await;
+    assert_recovered(&stack, &mut serve, Duration::from_secs(60)).await;
 }
 
 /// A one-node Kafka cluster of the test's own, so that stopping it troubles
@@ -582,16 +478,11 @@ async fn on_a_broker_of_its_own(name: &str) -> (KafkaCluster, ProcessStack) {
 
 /// `eshop serve` on `port`, with every projection at work on a first few
 /// commands; and the API's base URL.
-async fn serving_at_work(
-    env: &EshopEnv,
-    db: &TestDb,
-    port: u16,
-) -> (eshop_tests::EshopProcess, String) {
-    let mut serve = env.spawn(&["serve"]);
-    let base = serve.wait_live(port).await;
+async fn serving_at_work(stack: &ProcessStack) -> (EshopProcess, String) {
+    let (serve, base) = stack.serve(&["serve"]).await;
     let first = shop_load(&base, "B", 2, 2, 2, Arc::new(AtomicU64::new(0))).await;
     assert!(first.failures.is_empty(), "{:?}", first.failures);
-    every_projection_at_work(db).await;
+    every_projection_at_work(&stack.db).await;
     (serve, base)
 }
 

@@ -5,12 +5,11 @@
 
 use std::time::{Duration, Instant};
 
-use eshop_tests::graphql::{ReadSide, error_codes, next_message};
+use eshop_tests::graphql::{
+    ReadSide, WsSocket, connect_socket, error_codes, next_message, send_message,
+};
 use eshop_tests::{TestApp, TestResponse};
-use futures::SinkExt;
 use serde_json::{Value, json};
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use uuid::Uuid;
 
 fn token(response: &TestResponse) -> String {
@@ -24,6 +23,57 @@ fn token(response: &TestResponse) -> String {
 fn data(response: Value) -> Value {
     assert!(response.get("errors").is_none(), "errors: {response}");
     response["data"].clone()
+}
+
+/// The SKUs of a page of products, in order.
+fn skus(page: &Value) -> Vec<String> {
+    page["edges"]
+        .as_array()
+        .expect("edges")
+        .iter()
+        .map(|e| e["node"]["sku"].as_str().expect("sku").to_owned())
+        .collect()
+}
+
+/// The statuses of an order's `statusHistory`, in order.
+fn statuses(order: &Value) -> Vec<String> {
+    order["statusHistory"]
+        .as_array()
+        .expect("statusHistory")
+        .iter()
+        .map(|change| change["status"].as_str().expect("status").to_owned())
+        .collect()
+}
+
+/// Asserts that a read-your-writes query gave up waiting for `projection`.
+fn assert_consistency_timeout(response: &Value, projection: &str) {
+    assert_eq!(error_codes(response), ["CONSISTENCY_TIMEOUT"], "{response}");
+    assert_eq!(
+        response["errors"][0]["extensions"]["projection"],
+        projection
+    );
+}
+
+/// Pays `order` (accepted): `amount_minor` EUR under `reference`.
+async fn pay(app: &TestApp, order: Uuid, reference: &str, amount_minor: i64) -> TestResponse {
+    TestResponse::accepted(
+        app.post(
+            &format!("/orders/{order}/pay"),
+            json!({"payment_reference": reference, "amount": {"amount_minor": amount_minor, "currency": "EUR"}}),
+        )
+        .await,
+    )
+}
+
+/// Ships `order` (accepted) under `tracking_number`.
+async fn ship(app: &TestApp, order: Uuid, tracking_number: &str) -> TestResponse {
+    TestResponse::accepted(
+        app.post(
+            &format!("/orders/{order}/ship"),
+            json!({"tracking_number": tracking_number}),
+        )
+        .await,
+    )
 }
 
 async fn product(
@@ -100,20 +150,8 @@ async fn every_field_of_products_baskets_orders_and_sales_comes_from_the_real_pa
     );
     let customer = Uuid::now_v7();
     let (delivered, _) = order_of(app, customer, mug, 2).await;
-    TestResponse::accepted(
-        app.post(
-            &format!("/orders/{delivered}/pay"),
-            json!({"payment_reference": "PAY-1", "amount": {"amount_minor": 2400, "currency": "EUR"}}),
-        )
-        .await,
-    );
-    TestResponse::accepted(
-        app.post(
-            &format!("/orders/{delivered}/ship"),
-            json!({"tracking_number": "TRACK-1"}),
-        )
-        .await,
-    );
+    pay(app, delivered, "PAY-1", 2400).await;
+    ship(app, delivered, "TRACK-1").await;
     let deliver = TestResponse::accepted(
         app.post(&format!("/orders/{delivered}/deliver"), json!({}))
             .await,
@@ -161,13 +199,7 @@ async fn every_field_of_products_baskets_orders_and_sales_comes_from_the_real_pa
     assert_eq!(order["paymentReference"], "PAY-1");
     assert_eq!(order["trackingNumber"], "TRACK-1");
     assert_eq!(order["cancellationReason"], Value::Null);
-    let history: Vec<&str> = order["statusHistory"]
-        .as_array()
-        .expect("history")
-        .iter()
-        .map(|change| change["status"].as_str().expect("status"))
-        .collect();
-    assert_eq!(history, ["PLACED", "PAID", "SHIPPED", "DELIVERED"]);
+    assert_eq!(statuses(&order), ["PLACED", "PAID", "SHIPPED", "DELIVERED"]);
     assert_eq!(order["version"], 4);
     let placed_at =
         chrono::DateTime::parse_from_rfc3339(order["placedAt"].as_str().expect("placedAt"))
@@ -329,14 +361,6 @@ async fn pages_have_opaque_cursors_and_refuse_foreign_ones() {
         }
     };
     let first = page(None).await;
-    let skus = |page: &Value| -> Vec<String> {
-        page["edges"]
-            .as_array()
-            .expect("edges")
-            .iter()
-            .map(|e| e["node"]["sku"].as_str().expect("sku").to_owned())
-            .collect()
-    };
     assert_eq!(skus(&first), ["P-1", "P-2"]);
     assert_eq!(first["pageInfo"]["hasNextPage"], true);
     assert_eq!(first["pageInfo"]["hasPreviousPage"], false);
@@ -517,14 +541,6 @@ async fn search_ranks_products_by_relevance_with_facets_and_highlights() {
                 .clone()
         }
     };
-    let skus = |result: &Value| -> Vec<String> {
-        result["edges"]
-            .as_array()
-            .expect("edges")
-            .iter()
-            .map(|e| e["node"]["sku"].as_str().expect("sku").to_owned())
-            .collect()
-    };
 
     // Both words beat one: the merino scarf before the silk one.
     let scarves = search("merino scarf", "").await;
@@ -605,19 +621,8 @@ async fn search_ranks_products_by_relevance_with_facets_and_highlights() {
 
 /// A graphql-transport-ws client: connects, subscribes, and returns the
 /// socket once the server acknowledged.
-async fn subscribe(
-    url: &str,
-    query: &str,
-    variables: Value,
-) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
-    let mut request = url.into_client_request().expect("ws request");
-    request.headers_mut().insert(
-        "sec-websocket-protocol",
-        "graphql-transport-ws".parse().expect("header"),
-    );
-    let (mut socket, response) = tokio_tungstenite::connect_async(request)
-        .await
-        .expect("the WebSocket connects");
+async fn subscribe(url: &str, query: &str, variables: Value) -> WsSocket {
+    let (mut socket, response) = connect_socket(url).await;
     assert_eq!(
         response
             .headers()
@@ -625,20 +630,16 @@ async fn subscribe(
             .map(|v| v.as_bytes()),
         Some(&b"graphql-transport-ws"[..])
     );
-    let send = |value: Value| Message::Text(value.to_string().into());
-    socket
-        .send(send(
-            eshop_tests::auth::connection_init(eshop_tests::auth::Who::Ops).await,
-        ))
-        .await
-        .expect("init");
+    let init = eshop_tests::auth::connection_init(eshop_tests::auth::Who::Ops).await;
+    send_message(&mut socket, init).await;
     let ack = next_message(&mut socket).await;
     assert_eq!(ack["type"], "connection_ack");
-    socket
-        .send(send(json!({"id": "1", "type": "subscribe",
-                          "payload": {"query": query, "variables": variables}})))
-        .await
-        .expect("subscribe");
+    let payload = json!({"query": query, "variables": variables});
+    send_message(
+        &mut socket,
+        json!({"id": "1", "type": "subscribe", "payload": payload}),
+    )
+    .await;
     socket
 }
 
@@ -664,13 +665,14 @@ async fn a_subscriber_sees_its_order_change_within_a_second_of_the_command() {
 
     for round in 0..3 {
         let started = Instant::now();
-        let response = match round {
-            0 => app.post(&format!("/orders/{order}/pay"),
-                json!({"payment_reference": "PAY-L", "amount": {"amount_minor": 700, "currency": "EUR"}})).await,
-            1 => app.post(&format!("/orders/{order}/ship"), json!({"tracking_number": "T-L"})).await,
-            _ => app.post(&format!("/orders/{order}/deliver"), json!({})).await,
+        match round {
+            0 => pay(app, order, "PAY-L", 700).await,
+            1 => ship(app, order, "T-L").await,
+            _ => TestResponse::accepted(
+                app.post(&format!("/orders/{order}/deliver"), json!({}))
+                    .await,
+            ),
         };
-        TestResponse::accepted(response);
         let update = next_message(&mut updates).await;
         let elapsed = started.elapsed();
         assert_eq!(update["type"], "next", "{update}");
@@ -771,15 +773,7 @@ async fn a_lagging_projection_times_out_with_its_name_and_bad_tokens_are_refused
             json!({"id": id}),
         )
         .await;
-    assert_eq!(
-        error_codes(&response),
-        ["CONSISTENCY_TIMEOUT"],
-        "{response}"
-    );
-    assert_eq!(
-        response["errors"][0]["extensions"]["projection"],
-        "product_catalog"
-    );
+    assert_consistency_timeout(&response, "product_catalog");
     assert!(started.elapsed() >= Duration::from_millis(300));
     assert!(started.elapsed() < Duration::from_secs(3));
 
@@ -1057,21 +1051,9 @@ async fn order_as_of_rebuilds_the_order_as_it_stood_at_each_moment() {
     let checkout = TestResponse::accepted(app.checkout(basket).await);
     let order = checkout.id();
     let placed = chrono::Utc::now();
-    let pay = TestResponse::accepted(
-        app.post(
-            &format!("/orders/{order}/pay"),
-            json!({"payment_reference": "PAY-T", "amount": {"amount_minor": 1600, "currency": "EUR"}}),
-        )
-        .await,
-    );
+    let payment = pay(app, order, "PAY-T", 1600).await;
     let paid = chrono::Utc::now();
-    let ship = TestResponse::accepted(
-        app.post(
-            &format!("/orders/{order}/ship"),
-            json!({"tracking_number": "TRACK-T"}),
-        )
-        .await,
-    );
+    let shipment = ship(app, order, "TRACK-T").await;
     let shipped = chrono::Utc::now();
 
     let as_of = |at: Value| async move {
@@ -1082,14 +1064,6 @@ async fn order_as_of_rebuilds_the_order_as_it_stood_at_each_moment() {
             json!({"id": order, "at": at}),
         )
         .await
-    };
-    let statuses = |order: &Value| -> Vec<String> {
-        order["statusHistory"]
-            .as_array()
-            .expect("statusHistory")
-            .iter()
-            .map(|change| change["status"].as_str().expect("status").to_owned())
-            .collect()
     };
     let expected = [
         (placed, "PLACED", 1, None, None),
@@ -1135,28 +1109,17 @@ async fn order_as_of_rebuilds_the_order_as_it_stood_at_each_moment() {
     );
 
     // Before it was placed, and an order that never was: NOT_FOUND, null.
-    for (id, at) in [
-        (order.to_string(), before_placing),
-        (Uuid::now_v7().to_string(), shipped),
-    ] {
-        let response = gql
-            .query(
-                "query($id: ID!, $at: DateTime!) { orderAsOf(id: $id, at: $at) { id } }",
-                json!({"id": id, "at": at}),
-            )
-            .await;
-        assert_eq!(
-            error_codes(&response),
-            ["NOT_FOUND"],
-            "{id} at {at}: {response}"
-        );
-        assert_eq!(response["data"]["orderAsOf"], Value::Null);
-    }
     // A malformed id or time: BAD_USER_INPUT.
-    for (id, at) in [
-        (json!("not-a-uuid"), json!(shipped)),
-        (json!(order), json!("yesterday")),
-        (json!(order), json!("2026-13-01T00:00:00Z")),
+    for (id, at, code) in [
+        (json!(order), json!(before_placing), "NOT_FOUND"),
+        (json!(Uuid::now_v7()), json!(shipped), "NOT_FOUND"),
+        (json!("not-a-uuid"), json!(shipped), "BAD_USER_INPUT"),
+        (json!(order), json!("yesterday"), "BAD_USER_INPUT"),
+        (
+            json!(order),
+            json!("2026-13-01T00:00:00Z"),
+            "BAD_USER_INPUT",
+        ),
     ] {
         let response = gql
             .query(
@@ -1164,11 +1127,10 @@ async fn order_as_of_rebuilds_the_order_as_it_stood_at_each_moment() {
                 json!({"id": id, "at": at}),
             )
             .await;
-        assert_eq!(
-            error_codes(&response),
-            ["BAD_USER_INPUT"],
-            "{id} at {at}: {response}"
-        );
+        assert_eq!(error_codes(&response), [code], "{id} at {at}: {response}");
+        if code == "NOT_FOUND" {
+            assert_eq!(response["data"]["orderAsOf"], Value::Null);
+        }
     }
     let inline = gql
         .query(
@@ -1199,9 +1161,14 @@ async fn order_as_of_rebuilds_the_order_as_it_stood_at_each_moment() {
     let now = chrono::Utc::now();
     let both = data(
         gql.query_after(
-            &[&registered, &token(&checkout), &token(&pay), &token(&ship)]
-                .map(String::as_str)
-                .join(","),
+            &[
+                &registered,
+                &token(&checkout),
+                &token(&payment),
+                &token(&shipment),
+            ]
+            .map(String::as_str)
+            .join(","),
             &format!(
                 "query($id: ID!, $at: DateTime!) {{
                    asOf: orderAsOf(id: $id, at: $at) {{ {ORDER_FIELDS} }}
@@ -1233,13 +1200,7 @@ async fn order_as_of_reads_the_event_store_so_a_token_never_waits_for_a_projecti
     let (app, gql) = without_projectors("gql-as-of-ryw").await;
     let (mug, _) = product(&app, "ASOF-2", "Mug", "x", 450).await;
     let (order, placed) = order_of(&app, Uuid::now_v7(), mug, 3).await;
-    let paid = TestResponse::accepted(
-        app.post(
-            &format!("/orders/{order}/pay"),
-            json!({"payment_reference": "PAY-R", "amount": {"amount_minor": 1350, "currency": "EUR"}}),
-        )
-        .await,
-    );
+    let paid = pay(&app, order, "PAY-R", 1350).await;
 
     let started = Instant::now();
     let response = gql
@@ -1267,15 +1228,7 @@ async fn order_as_of_reads_the_event_store_so_a_token_never_waits_for_a_projecti
             json!({"id": order}),
         )
         .await;
-    assert_eq!(
-        error_codes(&response),
-        ["CONSISTENCY_TIMEOUT"],
-        "{response}"
-    );
-    assert_eq!(
-        response["errors"][0]["extensions"]["projection"],
-        "order_view"
-    );
+    assert_consistency_timeout(&response, "order_view");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -310,14 +310,8 @@ async fn invalid_values_are_422_with_every_field_named() {
     let body = json!({"sku": "has space", "name": "", "price": {"amount_minor": -5, "currency": "eur"}, "initial_stock": 1});
     let response = rejected!(app, app.post("/products", body));
     response.assert_problem(422, "validation-failed");
-    let fields: Vec<&str> = response.body["errors"]
-        .as_array()
-        .expect("errors")
-        .iter()
-        .filter_map(|e| e["field"].as_str())
-        .collect();
     assert_eq!(
-        fields,
+        response.error_fields(),
         ["sku", "name", "price.currency", "price.amount_minor"]
     );
 }
@@ -378,14 +372,8 @@ async fn domain_rules_are_422() {
         app,
         app.post(&format!("/baskets/{fresh}/checkout"), address)
     );
-    let fields: Vec<&str> = response.body["errors"]
-        .as_array()
-        .expect("errors")
-        .iter()
-        .filter_map(|e| e["field"].as_str())
-        .collect();
     assert_eq!(
-        fields,
+        response.error_fields(),
         ["shipping_address.recipient", "shipping_address.country"]
     );
 }

@@ -2,36 +2,72 @@
 
 use std::time::Duration;
 
-use eshop_tests::{TestApp, TestDb, eventually};
+use eshop_tests::{TestApp, TestDb, TestResponse, eventually};
 use event_store::{CommitError, EventStore, IdempotencyRecord, SnapshotPolicy, UnitOfWork};
 use futures::future::join_all;
 use reqwest::Method;
-use serde_json::json;
+use serde_json::{Value, json};
 use uuid::Uuid;
 
-fn product(sku: &str) -> serde_json::Value {
+fn product(sku: &str) -> Value {
     json!({"sku": sku, "name": "Mug", "price": {"amount_minor": 100, "currency": "EUR"}, "initial_stock": 3})
+}
+
+/// POSTs `body` to `path` with `Idempotency-Key: key`.
+async fn post_keyed(app: &TestApp, path: &str, body: Value, key: &str) -> TestResponse {
+    app.send(Method::POST, path, Some(body), &[("idempotency-key", key)])
+        .await
+}
+
+/// A new basket holding one `product`.
+async fn basket_with(app: &TestApp, product: Uuid) -> Uuid {
+    let basket = app.open_basket().await;
+    app.add_item(basket, product, 1).await;
+    basket
+}
+
+/// Checks `basket` out (to the usual address) with `Idempotency-Key: key`.
+async fn checkout_keyed(app: &TestApp, basket: Uuid, key: &str) -> TestResponse {
+    let path = format!("/baskets/{basket}/checkout");
+    post_keyed(app, &path, TestApp::address_json(), key).await
+}
+
+/// Adds one `product` to `basket` with `If-Match: if_match`.
+async fn add_if_match(app: &TestApp, basket: Uuid, product: Uuid, if_match: &str) -> TestResponse {
+    app.send(
+        Method::POST,
+        &format!("/baskets/{basket}/items"),
+        Some(json!({"product_id": product, "quantity": 1})),
+        &[("if-match", if_match)],
+    )
+    .await
+}
+
+/// Waits (10 s at most) until `sql`, a count, satisfies `done`.
+async fn until_count(db: &TestDb, what: &str, sql: &str, done: impl Fn(i64) -> bool) {
+    eventually(Duration::from_secs(10), what, || async {
+        let n: i64 = sqlx::query_scalar(sql).fetch_one(&db.pool).await.ok()?;
+        done(n).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn a_retry_with_the_same_key_returns_the_original_response_and_appends_nothing() {
     let app = TestApp::spawn().await;
-    let key = [("idempotency-key", "register-mug-1")];
-    let first = app
-        .send(Method::POST, "/products", Some(product("MUG")), &key)
-        .await;
+    let key = "register-mug-1";
+    let first = post_keyed(&app, "/products", product("MUG"), key).await;
     assert_eq!(first.status, 201);
     let events = app.event_count().await;
 
     // Same body, keys in another order and other whitespace: the same request.
-    let retry = app
-        .send(
-            Method::POST,
-            "/products",
-            Some(json!({"initial_stock": 3, "price": {"currency": "EUR", "amount_minor": 100}, "name": "Mug", "sku": "MUG"})),
-            &key,
-        )
-        .await;
+    let retry = post_keyed(
+        &app,
+        "/products",
+        json!({"initial_stock": 3, "price": {"currency": "EUR", "amount_minor": 100}, "name": "Mug", "sku": "MUG"}),
+        key,
+    )
+    .await;
     assert_eq!(retry.status, 201);
     assert_eq!(retry.body, first.body);
     assert_eq!(retry.header("location"), first.header("location"));
@@ -42,27 +78,24 @@ async fn a_retry_with_the_same_key_returns_the_original_response_and_appends_not
 #[tokio::test]
 async fn the_same_key_with_another_body_or_path_is_422() {
     let app = TestApp::spawn().await;
-    let key = [("idempotency-key", "k-1")];
+    let key = "k-1";
     assert_eq!(
-        app.send(Method::POST, "/products", Some(product("MUG")), &key)
+        post_keyed(&app, "/products", product("MUG"), key)
             .await
             .status,
         201
     );
     let events = app.event_count().await;
 
-    let other_body = app
-        .send(Method::POST, "/products", Some(product("CUP")), &key)
-        .await;
+    let other_body = post_keyed(&app, "/products", product("CUP"), key).await;
     other_body.assert_problem(422, "idempotency-key-reused");
-    let other_path = app
-        .send(
-            Method::POST,
-            "/baskets",
-            Some(json!({"customer_id": uuid::Uuid::now_v7()})),
-            &key,
-        )
-        .await;
+    let other_path = post_keyed(
+        &app,
+        "/baskets",
+        json!({"customer_id": Uuid::now_v7()}),
+        key,
+    )
+    .await;
     other_path.assert_problem(422, "idempotency-key-reused");
     assert_eq!(app.event_count().await, events);
 }
@@ -70,11 +103,8 @@ async fn the_same_key_with_another_body_or_path_is_422() {
 #[tokio::test]
 async fn concurrent_requests_with_one_key_append_once() {
     let app = TestApp::spawn().await;
-    let key = [("idempotency-key", "burst")];
-    let responses = join_all(
-        (0..10).map(|_| app.send(Method::POST, "/products", Some(product("BURST")), &key)),
-    )
-    .await;
+    let responses =
+        join_all((0..10).map(|_| post_keyed(&app, "/products", product("BURST"), "burst"))).await;
     for response in &responses {
         assert_eq!(response.status, 201, "{}", response.body);
         assert_eq!(response.body, responses[0].body);
@@ -86,33 +116,18 @@ async fn concurrent_requests_with_one_key_append_once() {
 async fn a_retried_checkout_returns_the_same_order() {
     let app = TestApp::spawn().await;
     let item = app.register_product("MUG", 100, 5).await;
-    let basket = app.open_basket().await;
-    app.add_item(basket, item, 1).await;
-    let path = format!("/baskets/{basket}/checkout");
-    let key = [("idempotency-key", "checkout-1")];
-    let first = app
-        .send(Method::POST, &path, Some(TestApp::address_json()), &key)
-        .await;
-    let retry = app
-        .send(Method::POST, &path, Some(TestApp::address_json()), &key)
-        .await;
+    let basket = basket_with(&app, item).await;
+    let first = checkout_keyed(&app, basket, "checkout-1").await;
+    let retry = checkout_keyed(&app, basket, "checkout-1").await;
     assert_eq!((first.status, retry.status), (201, 201));
     assert_eq!(first.body["order_id"], retry.body["order_id"]);
-    let orders: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM events WHERE event_type = 'OrderPlaced'")
-            .fetch_one(&app.db.pool)
-            .await
-            .expect("count");
-    assert_eq!(orders, 1);
+    assert_eq!(orders_placed(&app).await, 1);
 }
 
 #[tokio::test]
 async fn keys_are_kept_in_postgres_for_at_least_24_hours() {
     let app = TestApp::spawn().await;
-    let key = [("idempotency-key", "aged")];
-    let first = app
-        .send(Method::POST, "/products", Some(product("AGED")), &key)
-        .await;
+    let first = post_keyed(&app, "/products", product("AGED"), "aged").await;
     let age = |hours: i32| {
         sqlx::query("UPDATE idempotency_keys SET created_at = now() - make_interval(hours => $1) WHERE key LIKE '%:aged'")
             .bind(hours)
@@ -120,15 +135,11 @@ async fn keys_are_kept_in_postgres_for_at_least_24_hours() {
     };
 
     age(23).await.expect("age the key");
-    let retry = app
-        .send(Method::POST, "/products", Some(product("AGED")), &key)
-        .await;
+    let retry = post_keyed(&app, "/products", product("AGED"), "aged").await;
     assert_eq!(retry.body, first.body, "a 23-hour-old key still replays");
 
     age(25).await.expect("age the key");
-    let after_expiry = app
-        .send(Method::POST, "/products", Some(product("AGED-2")), &key)
-        .await;
+    let after_expiry = post_keyed(&app, "/products", product("AGED-2"), "aged").await;
     assert_eq!(
         after_expiry.status, 201,
         "an expired key is free again: {}",
@@ -142,32 +153,14 @@ async fn if_match_applies_only_at_the_named_version() {
     let app = TestApp::spawn().await;
     let item = app.register_product("MUG", 100, 5).await;
     let basket = app.open_basket().await;
-    let path = format!("/baskets/{basket}/items");
-    let body = json!({"product_id": item, "quantity": 1});
 
-    let ok = app
-        .send(
-            Method::POST,
-            &path,
-            Some(body.clone()),
-            &[("if-match", "\"1\"")],
-        )
-        .await;
+    let ok = add_if_match(&app, basket, item, "\"1\"").await;
     assert_eq!((ok.status, ok.header("etag")), (200, Some("\"2\"")));
     let events = app.event_count().await;
-    let stale = app
-        .send(
-            Method::POST,
-            &path,
-            Some(body.clone()),
-            &[("if-match", "\"1\"")],
-        )
-        .await;
+    let stale = add_if_match(&app, basket, item, "\"1\"").await;
     stale.assert_problem(412, "stale-version");
     assert_eq!(app.event_count().await, events);
-    let any = app
-        .send(Method::POST, &path, Some(body), &[("if-match", "*")])
-        .await;
+    let any = add_if_match(&app, basket, item, "*").await;
     assert_eq!(any.status, 200);
 }
 
@@ -176,18 +169,8 @@ async fn if_match_with_a_concurrent_writer_never_applies_twice() {
     let app = TestApp::spawn().await;
     let item = app.register_product("MUG", 100, 500).await;
     let basket = app.open_basket().await;
-    let path = format!("/baskets/{basket}/items");
-    let body = json!({"product_id": item, "quantity": 1});
     // Ten clients all believe the basket is at version 1.
-    let responses = join_all((0..10).map(|_| {
-        app.send(
-            Method::POST,
-            &path,
-            Some(body.clone()),
-            &[("if-match", "\"1\"")],
-        )
-    }))
-    .await;
+    let responses = join_all((0..10).map(|_| add_if_match(&app, basket, item, "\"1\""))).await;
     let accepted = responses.iter().filter(|r| r.status == 200).count();
     assert_eq!(accepted, 1, "exactly one write at version 1 succeeds");
     for response in responses.iter().filter(|r| r.status != 200) {
@@ -210,16 +193,10 @@ async fn concurrent_checkouts_with_one_key_all_answer_with_the_one_order() {
     // The race is between one request's commit and another's look-up of the
     // key, so each round gives it 64 chances.
     for round in 0..8 {
-        let basket = app.open_basket().await;
-        app.add_item(basket, item, 1).await;
-        let path = format!("/baskets/{basket}/checkout");
+        let basket = basket_with(&app, item).await;
         let key = format!("checkout-burst-{round}");
-        let key = [("idempotency-key", key.as_str())];
 
-        let responses = join_all(
-            (0..64).map(|_| app.send(Method::POST, &path, Some(TestApp::address_json()), &key)),
-        )
-        .await;
+        let responses = join_all((0..64).map(|_| checkout_keyed(&app, basket, &key))).await;
 
         for response in &responses {
             assert_eq!(
@@ -239,14 +216,11 @@ async fn a_checkout_and_its_immediate_retry_both_answer_with_the_one_order() {
     let app = TestApp::spawn().await;
     let item = app.register_product("MUG", 100, 100).await;
     for trial in 0..30 {
-        let basket = app.open_basket().await;
-        app.add_item(basket, item, 1).await;
-        let path = format!("/baskets/{basket}/checkout");
+        let basket = basket_with(&app, item).await;
         let key = format!("checkout-{trial}");
-        let key = [("idempotency-key", key.as_str())];
         let (original, retry) = tokio::join!(
-            app.send(Method::POST, &path, Some(TestApp::address_json()), &key),
-            app.send(Method::POST, &path, Some(TestApp::address_json()), &key),
+            checkout_keyed(&app, basket, &key),
+            checkout_keyed(&app, basket, &key),
         );
         assert_eq!(original.status, 201, "trial {trial}: {}", original.body);
         assert_eq!(retry.status, 201, "trial {trial}: {}", retry.body);
@@ -259,14 +233,7 @@ async fn a_checkout_and_its_immediate_retry_both_answer_with_the_one_order() {
 async fn a_key_held_by_a_request_in_flight_answers_a_retryable_409_until_its_claim_lapses() {
     let app = TestApp::spawn_with(|config| config.idempotency_wait_ms = 100).await;
     let body = json!({"customer_id": Uuid::now_v7()});
-    let opened = app
-        .send(
-            Method::POST,
-            "/baskets",
-            Some(body.clone()),
-            &[("idempotency-key", "template")],
-        )
-        .await;
+    let opened = post_keyed(&app, "/baskets", body.clone(), "template").await;
     assert_eq!(opened.status, 201, "{}", opened.body);
     // The same request under the key 'in-flight', claimed by a request that
     // has not finished (or has crashed).
@@ -280,11 +247,9 @@ async fn a_key_held_by_a_request_in_flight_answers_a_retryable_409_until_its_cla
     .await
     .expect("claim the key");
     let events = app.event_count().await;
-    let key = [("idempotency-key", "in-flight")];
+    let key = "in-flight";
 
-    let busy = app
-        .send(Method::POST, "/baskets", Some(body.clone()), &key)
-        .await;
+    let busy = post_keyed(&app, "/baskets", body.clone(), key).await;
     busy.assert_problem(409, "idempotency-key-in-progress");
     assert_eq!(busy.header("retry-after"), Some("1"));
     assert!(
@@ -294,14 +259,13 @@ async fn a_key_held_by_a_request_in_flight_answers_a_retryable_409_until_its_cla
         "the detail names the key: {}",
         busy.body
     );
-    let other = app
-        .send(
-            Method::POST,
-            "/baskets",
-            Some(json!({"customer_id": Uuid::now_v7()})),
-            &key,
-        )
-        .await;
+    let other = post_keyed(
+        &app,
+        "/baskets",
+        json!({"customer_id": Uuid::now_v7()}),
+        key,
+    )
+    .await;
     other.assert_problem(422, "idempotency-key-reused");
     assert_eq!(app.event_count().await, events, "nothing ran meanwhile");
 
@@ -313,11 +277,9 @@ async fn a_key_held_by_a_request_in_flight_answers_a_retryable_409_until_its_cla
     .execute(&app.db.pool)
     .await
     .expect("lapse the claim");
-    let retry = app
-        .send(Method::POST, "/baskets", Some(body.clone()), &key)
-        .await;
+    let retry = post_keyed(&app, "/baskets", body.clone(), key).await;
     assert_eq!(retry.status, 201, "{}", retry.body);
-    let again = app.send(Method::POST, "/baskets", Some(body), &key).await;
+    let again = post_keyed(&app, "/baskets", body, key).await;
     assert_eq!(again.body, retry.body);
     assert_eq!(app.event_count().await, events + 1);
 }
@@ -327,17 +289,12 @@ async fn a_rejected_command_is_not_remembered_and_its_retry_runs_again() {
     let app = TestApp::spawn().await;
     let item = app.register_product("MUG", 100, 5).await;
     let basket = app.open_basket().await;
-    let path = format!("/baskets/{basket}/checkout");
-    let key = [("idempotency-key", "checkout-too-early")];
+    let key = "checkout-too-early";
 
-    let empty = app
-        .send(Method::POST, &path, Some(TestApp::address_json()), &key)
-        .await;
+    let empty = checkout_keyed(&app, basket, key).await;
     empty.assert_problem(409, "basket-empty");
     app.add_item(basket, item, 1).await;
-    let retry = app
-        .send(Method::POST, &path, Some(TestApp::address_json()), &key)
-        .await;
+    let retry = checkout_keyed(&app, basket, key).await;
     assert_eq!(retry.status, 201, "{}", retry.body);
     assert_eq!(orders_placed(&app).await, 1);
 }
@@ -388,7 +345,6 @@ async fn a_claim_that_lapsed_and_was_taken_over_cannot_commit() {
 async fn a_request_abandoned_by_its_client_releases_its_key() {
     let app = TestApp::spawn().await;
     let basket = json!({"customer_id": Uuid::now_v7()});
-    let key = [("idempotency-key", "abandoned")];
     // Appends wait while this transaction holds the table; reads do not.
     let mut lock = app.db.pool.begin().await.expect("begin");
     sqlx::query("LOCK TABLE events IN EXCLUSIVE MODE")
@@ -407,41 +363,24 @@ async fn a_request_abandoned_by_its_client_releases_its_key() {
                 .await
         }
     });
-    let pool = app.db.pool.clone();
-    eventually(
-        Duration::from_secs(10),
+    until_count(
+        &app.db,
         "the request to wait to append",
-        || {
-            let pool = pool.clone();
-            async move {
-                let waiting: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM pg_locks WHERE relation = 'events'::regclass AND NOT granted",
-            )
-            .fetch_one(&pool)
-            .await
-            .ok()?;
-                (waiting > 0).then_some(())
-            }
-        },
+        "SELECT count(*) FROM pg_locks WHERE relation = 'events'::regclass AND NOT granted",
+        |waiting| waiting > 0,
     )
     .await;
 
     request.abort();
-    eventually(Duration::from_secs(10), "the claim to be released", || {
-        let pool = pool.clone();
-        async move {
-            let claims: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM idempotency_keys WHERE key LIKE '%:abandoned'",
-            )
-            .fetch_one(&pool)
-            .await
-            .ok()?;
-            (claims == 0).then_some(())
-        }
-    })
+    until_count(
+        &app.db,
+        "the claim to be released",
+        "SELECT count(*) FROM idempotency_keys WHERE key LIKE '%:abandoned'",
+        |claims| claims == 0,
+    )
     .await;
     lock.rollback().await.expect("unlock the events");
 
-    let retry = app.send(Method::POST, "/baskets", Some(basket), &key).await;
+    let retry = post_keyed(&app, "/baskets", basket, "abandoned").await;
     assert_eq!(retry.status, 201, "{}", retry.body);
 }

@@ -471,14 +471,10 @@ impl OwnRealm {
     async fn rsa_signing_providers(&self) -> Vec<(String, String)> {
         let components = self
             .admin
-            .call(
-                reqwest::Method::GET,
-                &format!(
-                    "/{}/components?type=org.keycloak.keys.KeyProvider",
-                    self.name
-                ),
-                None,
-            )
+            .get(&format!(
+                "/{}/components?type=org.keycloak.keys.KeyProvider",
+                self.name
+            ))
             .await;
         components
             .as_array()
@@ -492,10 +488,7 @@ impl OwnRealm {
     /// Adds an RS256 key that outranks the realm's first one: new tokens
     /// are signed with it.
     async fn add_signing_key(&self, name: &str) {
-        let realm = self
-            .admin
-            .call(reqwest::Method::GET, &format!("/{}", self.name), None)
-            .await;
+        let realm = self.admin.get(&format!("/{}", self.name)).await;
         let component = serde_json::json!({
             "name": name,
             "providerId": "rsa-generated",

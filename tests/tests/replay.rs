@@ -5,13 +5,13 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use chrono::Utc;
-use eshop_tests::fault::caught_up;
-use eshop_tests::history::{History, random_history};
-use eshop_tests::{EshopEnv, ProcessStack, TestDb, eventually};
+use eshop_tests::fault::{assert_verified, caught_up, differences_found};
+use eshop_tests::history::{Served, random_history};
+use eshop_tests::{EshopEnv, ProcessStack, Rounds, TestDb, eventually};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -68,33 +68,6 @@ fn assert_same_views(
     }
 }
 
-fn assert_history_ok(history: &History) {
-    assert!(
-        history.failures.is_empty(),
-        "commands failed: {:?}",
-        &history.failures[..history.failures.len().min(5)]
-    );
-    assert!(history.accepted > 0, "no command was accepted");
-}
-
-/// `eshop projections verify --all`, which must find nothing.
-fn assert_verified(env: &EshopEnv) {
-    let output = env.output(&["projections", "verify", "--all"]);
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success() && stdout.contains("every view equals its history"),
-        "verify found differences:\n{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
-
-async fn count(db: &TestDb, sql: &str) -> i64 {
-    sqlx::query_scalar(sql)
-        .fetch_one(&db.pool)
-        .await
-        .expect("count")
-}
-
 async fn schema_exists(db: &TestDb, name: &str) -> bool {
     sqlx::query_scalar("SELECT to_regnamespace($1) IS NOT NULL")
         .bind(name)
@@ -103,23 +76,25 @@ async fn schema_exists(db: &TestDb, name: &str) -> bool {
         .expect("schema lookup")
 }
 
-/// `eshop <args>` on a blocking thread, so the test's runtime goes on.
-async fn run(env: &EshopEnv, args: &[&str]) -> String {
+/// `eshop <args>` on a blocking thread, so the test's runtime goes on;
+/// the future borrows neither, so that a task of its own can run it.
+fn run(env: &EshopEnv, args: &[&str]) -> impl Future<Output = String> + Send + use<> {
     let env = env.clone();
     let args: Vec<String> = args.iter().map(ToString::to_string).collect();
-    tokio::task::spawn_blocking(move || {
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        env.run(&args)
-    })
-    .await
-    .expect("eshop ran")
+    async move {
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            env.run(&args)
+        })
+        .await
+        .expect("eshop ran")
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_rebuild_from_scratch_equals_the_incremental_projection_on_a_random_history() {
     let stack = ProcessStack::new("rebuild-equal").await;
-    let mut serve = stack.env.spawn(&["serve"]);
-    let base = serve.wait_live(stack.port).await;
+    let (mut serve, base) = stack.serve(&["serve"]).await;
     // A product registered before the schema changed: stored as version
     // 1.0 (price in cents, stock), read everywhere upcast to the current one.
     let old_product = Uuid::now_v7();
@@ -136,7 +111,7 @@ async fn a_rebuild_from_scratch_equals_the_incremental_projection_on_a_random_hi
     let seed: u64 = rand::random();
     eprintln!("history seed: {seed}");
     let history = random_history(&base, &stack.db.pool, seed, 30, 8, 60).await;
-    assert_history_ok(&history);
+    history.assert_ok();
     caught_up(&stack.env, Duration::from_secs(300)).await;
     let events = stack.db.event_count().await;
     assert!(events > 2_000, "a large history: {events} events");
@@ -160,16 +135,17 @@ async fn a_rebuild_from_scratch_equals_the_incremental_projection_on_a_random_hi
         "OrderDelivered",
         "OrderCancelled",
     ] {
-        let n = count(
-            &stack.db,
-            &format!("SELECT count(*) FROM events WHERE event_type = '{kind}'"),
-        )
-        .await;
+        let n = stack
+            .db
+            .count(&format!(
+                "SELECT count(*) FROM events WHERE event_type = '{kind}'"
+            ))
+            .await;
         assert!(n > 0, "the history has no {kind} (seed {seed})");
     }
     let incremental = views(&stack.db).await;
 
-    assert_verified(&stack.env);
+    assert_verified(&stack.env).await;
     let out = run(&stack.env, &["projections", "rebuild", "--all"]).await;
     for name in [
         "product_catalog",
@@ -201,90 +177,81 @@ async fn a_rebuild_from_scratch_equals_the_incremental_projection_on_a_random_hi
     assert!(basket.status().is_success());
     caught_up(&stack.env, Duration::from_secs(120)).await;
     assert_eq!(
-        count(&stack.db, "SELECT count(*) FROM basket_view").await,
-        count(
-            &stack.db,
-            "SELECT count(*) FROM events WHERE event_type = 'BasketOpened'"
-        )
-        .await
+        stack.db.count("SELECT count(*) FROM basket_view").await,
+        stack
+            .db
+            .count("SELECT count(*) FROM events WHERE event_type = 'BasketOpened'")
+            .await
     );
-    assert_verified(&stack.env);
+    assert_verified(&stack.env).await;
     assert!(serve.running(), "serve exited; see {}", serve.log.display());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_rebuild_while_commands_flow_loses_nothing_and_queries_keep_answering() {
-    let stack = ProcessStack::new("rebuild-live").await;
-    let mut serve = stack.env.spawn(&["serve"]);
-    let base = serve.wait_live(stack.port).await;
-    let seed: u64 = rand::random();
-    eprintln!("history seed: {seed}");
-    assert_history_ok(&random_history(&base, &stack.db.pool, seed, 20, 4, 20).await);
+    let Served {
+        stack,
+        mut serve,
+        base,
+        seed,
+    } = Served::with_history("rebuild-live", rand::random(), (20, 4, 20)).await;
 
-    let done = Arc::new(AtomicBool::new(false));
+    let mut rounds = Rounds::default();
     // A reader of the views through the whole run: it must always get an
     // answer, and orders never disappear.
-    let reader = {
-        let (pool, done) = (stack.db.pool.clone(), done.clone());
-        tokio::spawn(async move {
-            let (mut reads, mut last) = (0_u64, 0_i64);
-            while !done.load(Ordering::Relaxed) {
-                let orders: i64 = sqlx::query_scalar("SELECT count(*) FROM order_view")
-                    .fetch_one(&pool)
-                    .await
-                    .expect("order_view answers during the rebuild");
-                assert!(
-                    orders >= last,
-                    "order_view went from {last} to {orders} rows"
-                );
-                last = orders;
-                reads += 1;
-                // A query every 5 ms: a steady reader, not a second load.
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            reads
-        })
-    };
-    let rebuilds = {
-        let (env, done) = (stack.env.clone(), done.clone());
-        tokio::spawn(async move {
-            let mut rebuilds = 0;
-            while !done.load(Ordering::Relaxed) || rebuilds < 2 {
-                run(&env, &["projections", "rebuild", "--all"]).await;
-                rebuilds += 1;
-            }
-            rebuilds
-        })
-    };
-    let history = random_history(&base, &stack.db.pool, seed.wrapping_add(1), 20, 6, 40).await;
-    done.store(true, Ordering::Relaxed);
-    let rebuilds = rebuilds.await.expect("rebuilds");
-    let reads = reader.await.expect("reader");
-    assert_history_ok(&history);
-    eprintln!("{rebuilds} rebuilds, {reads} reads during the load");
+    let (pool, last) = (stack.db.pool.clone(), Arc::new(AtomicI64::new(0)));
+    rounds.spawn(0, move || {
+        let (pool, last) = (pool.clone(), Arc::clone(&last));
+        async move {
+            let orders: i64 = sqlx::query_scalar("SELECT count(*) FROM order_view")
+                .fetch_one(&pool)
+                .await
+                .expect("order_view answers during the rebuild");
+            let last = last.swap(orders, Ordering::Relaxed);
+            assert!(
+                orders >= last,
+                "order_view went from {last} to {orders} rows"
+            );
+            // A query every 5 ms: a steady reader, not a second load.
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    });
+    let env = stack.env.clone();
+    rounds.spawn(2, move || run(&env, &["projections", "rebuild", "--all"]));
+    let (history, counts) = rounds
+        .beside(random_history(
+            &base,
+            &stack.db.pool,
+            seed.wrapping_add(1),
+            20,
+            6,
+            40,
+        ))
+        .await;
+    history.assert_ok();
+    eprintln!(
+        "{} rebuilds, {} reads during the load",
+        counts[1], counts[0]
+    );
 
     caught_up(&stack.env, Duration::from_secs(300)).await;
     assert_eq!(
-        count(&stack.db, "SELECT count(*) FROM order_view").await,
-        count(
-            &stack.db,
-            "SELECT count(*) FROM events WHERE event_type = 'OrderPlaced'"
-        )
-        .await,
+        stack.db.count("SELECT count(*) FROM order_view").await,
+        stack
+            .db
+            .count("SELECT count(*) FROM events WHERE event_type = 'OrderPlaced'")
+            .await,
         "one order row per OrderPlaced"
     );
-    assert_verified(&stack.env);
+    assert_verified(&stack.env).await;
     assert!(serve.running(), "serve exited; see {}", serve.log.display());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kill_9_during_a_rebuild_leaves_the_live_view_serving_and_a_rerun_finishes() {
-    let stack = ProcessStack::new("rebuild-kill").await;
-    let mut serve = stack.env.spawn(&["serve"]);
-    let base = serve.wait_live(stack.port).await;
-    let seed: u64 = rand::random();
-    eprintln!("history seed: {seed}");
-    assert_history_ok(&random_history(&base, &stack.db.pool, seed, 20, 4, 30).await);
+    let Served {
+        stack, mut serve, ..
+    } = Served::with_history("rebuild-kill", rand::random(), (20, 4, 30)).await;
     caught_up(&stack.env, Duration::from_secs(300)).await;
     let before = views(&stack.db).await;
 
@@ -348,13 +315,12 @@ async fn kill_9_during_a_rebuild_leaves_the_live_view_serving_and_a_rerun_finish
     let out = run(&stack.env, &["projections", "rebuild", "--all"]).await;
     assert!(out.contains("order_view: rebuilt from"), "{out}");
     assert_same_views(&views(&stack.db).await, &before);
-    let leftovers: i64 = count(
-        &stack.db,
-        "SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'eshop\\_%'",
-    )
-    .await;
+    let leftovers: i64 = stack
+        .db
+        .count("SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'eshop\\_%'")
+        .await;
     assert_eq!(leftovers, 0, "the rerun leaves no shadow or retired tables");
-    assert_verified(&stack.env);
+    assert_verified(&stack.env).await;
     assert!(serve.running(), "serve exited; see {}", serve.log.display());
 }
 
@@ -364,10 +330,9 @@ async fn kill_9_during_a_rebuild_leaves_the_live_view_serving_and_a_rerun_finish
 /// from the same second, never stop the next rebuild.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_rebuild_beside_retired_tables_of_the_same_second_swaps_and_leaves_none_of_its_own() {
-    let stack = ProcessStack::new("rebuild-retired").await;
-    let mut serve = stack.env.spawn(&["serve"]);
-    let base = serve.wait_live(stack.port).await;
-    assert_history_ok(&random_history(&base, &stack.db.pool, 11, 5, 2, 6).await);
+    let Served {
+        stack, mut serve, ..
+    } = Served::with_history("rebuild-retired", 11, (5, 2, 6)).await;
     caught_up(&stack.env, Duration::from_secs(120)).await;
     let before = views(&stack.db).await;
 
@@ -414,11 +379,10 @@ async fn a_rebuild_beside_retired_tables_of_the_same_second_swaps_and_leaves_non
         out.contains("the old tables are in schema eshop_retired_product_catalog_"),
         "{out}"
     );
-    let kept: i64 = count(
-        &stack.db,
-        "SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'eshop\\_retired\\_%'",
-    )
-    .await;
+    let kept: i64 = stack
+        .db
+        .count("SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'eshop\\_retired\\_%'")
+        .await;
     assert_eq!(kept, 31);
     assert!(serve.running(), "serve exited; see {}", serve.log.display());
 }
@@ -470,8 +434,7 @@ async fn totals(db: &TestDb, table: &str) -> (i64, i64, i64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn point_in_time_snapshots_match_a_hand_computed_expectation() {
     let stack = ProcessStack::new("rebuild-asof").await;
-    let mut serve = stack.env.spawn(&["serve"]);
-    let base = serve.wait_live(stack.port).await;
+    let (mut serve, base) = stack.serve(&["serve"]).await;
     let http = eshop_tests::auth::client(eshop_tests::auth::Who::Ops).await;
     let product: Value = http
         .post(format!("{base}/products"))
@@ -524,11 +487,10 @@ async fn point_in_time_snapshots_match_a_hand_computed_expectation() {
         "the live view is untouched"
     );
     assert_eq!(
-        count(
-            &stack.db,
-            "SELECT count(*) FROM pg_class WHERE relname = 'sales_daily_orders_then'"
-        )
-        .await,
+        stack
+            .db
+            .count("SELECT count(*) FROM pg_class WHERE relname = 'sales_daily_orders_then'")
+            .await,
         0,
         "only the analysts' table is kept"
     );
@@ -614,11 +576,10 @@ async fn point_in_time_snapshots_match_a_hand_computed_expectation() {
         &["projections", "rebuild", "--all", "--dry-run"],
     )
     .await;
-    let orders = count(
-        &stack.db,
-        "SELECT count(*) FROM events WHERE aggregate_type = 'Order'",
-    )
-    .await;
+    let orders = stack
+        .db
+        .count("SELECT count(*) FROM events WHERE aggregate_type = 'Order'")
+        .await;
     assert!(
         out.contains(&format!("order_view       would read {orders} events")),
         "{out}"
@@ -635,9 +596,7 @@ async fn point_in_time_snapshots_match_a_hand_computed_expectation() {
         ],
     )
     .await;
-    let upto = count(
-        &stack.db,
-        &format!("SELECT count(*) FROM events WHERE aggregate_type = 'Order' AND global_position <= {position}"),
+    let upto = stack.db.count(&format!("SELECT count(*) FROM events WHERE aggregate_type = 'Order' AND global_position <= {position}"),
     )
     .await;
     assert!(out.contains(&format!("would read {upto} events")), "{out}");
@@ -646,14 +605,11 @@ async fn point_in_time_snapshots_match_a_hand_computed_expectation() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn verify_names_exactly_the_rows_corrupted_behind_its_back() {
-    let stack = ProcessStack::new("verify").await;
-    let mut serve = stack.env.spawn(&["serve"]);
-    let base = serve.wait_live(stack.port).await;
-    let seed: u64 = rand::random();
-    eprintln!("history seed: {seed}");
-    assert_history_ok(&random_history(&base, &stack.db.pool, seed, 10, 3, 15).await);
+    let Served {
+        stack, mut serve, ..
+    } = Served::with_history("verify", rand::random(), (10, 3, 15)).await;
     caught_up(&stack.env, Duration::from_secs(300)).await;
-    assert_verified(&stack.env);
+    assert_verified(&stack.env).await;
 
     let order: String = sqlx::query_scalar(
         "SELECT order_id::text FROM order_view WHERE status <> 'delivered' LIMIT 1",
@@ -683,15 +639,7 @@ async fn verify_names_exactly_the_rows_corrupted_behind_its_back() {
     .await
     .expect("corrupt the views");
 
-    let output = stack
-        .env
-        .output(&["projections", "verify", "--all", "--json"]);
-    assert_eq!(
-        output.status.code(),
-        Some(1),
-        "verify exits 1 on differences"
-    );
-    let report: Value = serde_json::from_slice(&output.stdout).expect("a JSON report");
+    let report = differences_found(&stack.env, "--all");
     let mut found: Vec<(String, String, String, Value)> = Vec::new();
     for table in report["tables"].as_array().expect("tables") {
         for difference in table["differences"].as_array().expect("differences") {

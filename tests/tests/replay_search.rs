@@ -4,13 +4,11 @@
 //! made through the REST API.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use eshop_tests::fault::caught_up;
-use eshop_tests::history::{History, random_history};
-use eshop_tests::{ProcessStack, TestDb, eventually};
+use eshop_tests::fault::{caught_up, differences_found};
+use eshop_tests::history::{Served, random_history};
+use eshop_tests::{ProcessStack, Rounds, TestDb, eventually};
 use event_store::DatabaseConfig;
 use projections::replay::{Difference, TableReport, rebuild_search, verify_search};
 use projections::search::{SearchClient, ensure_indices};
@@ -26,20 +24,20 @@ fn database(db: &TestDb) -> DatabaseConfig {
     }
 }
 
-fn assert_history_ok(history: &History) {
-    assert!(
-        history.failures.is_empty(),
-        "commands failed: {:?}",
-        &history.failures[..history.failures.len().min(5)]
-    );
-    assert!(history.accepted > 0, "no command was accepted");
-}
-
-async fn count(db: &TestDb, sql: &str) -> i64 {
-    sqlx::query_scalar(sql)
-        .fetch_one(&db.pool)
+/// Registers a product through the API at `base`; returns its id.
+async fn register_product(base: &str, product: Value) -> String {
+    let registered = eshop_tests::auth::client(eshop_tests::auth::Who::Ops)
         .await
-        .expect("count")
+        .post(format!("{base}/products"))
+        .json(&product)
+        .send()
+        .await
+        .expect("register a product");
+    assert!(registered.status().is_success());
+    registered.json::<Value>().await.expect("answer")["id"]
+        .as_str()
+        .expect("product id")
+        .to_owned()
 }
 
 /// Both indices' documents, by id: `(version, source)`.
@@ -98,31 +96,12 @@ fn assert_clean(reports: &[TableReport], stack: &ProcessStack) {
     }
 }
 
-/// Makes a random history through `eshop serve` and waits until every
-/// projection, the search index among them, has taken it.
+/// [`Served::with_history`] with a random seed, once every projection,
+/// the search index among them, has taken the history.
 async fn served_history(name: &str, products: usize, shoppers: usize, baskets: usize) -> Served {
-    let stack = ProcessStack::new(name).await;
-    let mut serve = stack.env.spawn(&["serve"]);
-    let base = serve.wait_live(stack.port).await;
-    let seed: u64 = rand::random();
-    eprintln!("history seed: {seed}");
-    assert_history_ok(
-        &random_history(&base, &stack.db.pool, seed, products, shoppers, baskets).await,
-    );
-    caught_up(&stack.env, Duration::from_secs(300)).await;
-    Served {
-        stack,
-        serve,
-        base,
-        seed,
-    }
-}
-
-struct Served {
-    stack: ProcessStack,
-    serve: eshop_tests::EshopProcess,
-    base: String,
-    seed: u64,
+    let served = Served::with_history(name, rand::random(), (products, shoppers, baskets)).await;
+    caught_up(&served.stack.env, Duration::from_secs(300)).await;
+    served
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -187,20 +166,13 @@ async fn a_search_rebuild_yields_exactly_the_incremental_documents_behind_moved_
     assert!(!index_exists(&stack, &format!("{products}-v1")).await);
 
     // The live projector goes on through the aliases, into the new index.
-    let registered = eshop_tests::auth::client(eshop_tests::auth::Who::Ops)
-        .await
-        .post(format!("{base}/products"))
-        .json(&json!({"sku": "AFTER-REBUILD", "name": "After the rebuild",
+    let id = register_product(
+        &base,
+        json!({"sku": "AFTER-REBUILD", "name": "After the rebuild",
             "description": "registered once the aliases moved", "initial_stock": 3,
-            "price": {"amount_minor": 250, "currency": "EUR"}}))
-        .send()
-        .await
-        .expect("register a product");
-    assert!(registered.status().is_success());
-    let id = registered.json::<Value>().await.expect("answer")["id"]
-        .as_str()
-        .expect("product id")
-        .to_owned();
+            "price": {"amount_minor": 250, "currency": "EUR"}}),
+    )
+    .await;
     eventually(
         Duration::from_secs(60),
         "the new product in the index",
@@ -275,15 +247,7 @@ async fn verify_search_names_exactly_the_documents_changed_or_removed_behind_its
     assert_ne!(reports[1].view_hash, reports[1].history_hash);
 
     // The command an operator schedules says so too, and exits 1.
-    let output = stack
-        .env
-        .output(&["projections", "verify", "search", "--json"]);
-    assert_eq!(
-        output.status.code(),
-        Some(1),
-        "verify exits 1 on differences"
-    );
-    let report: Value = serde_json::from_slice(&output.stdout).expect("a JSON report");
+    let report = differences_found(&stack.env, "search");
     let keys: Vec<String> = report["tables"]
         .as_array()
         .expect("tables")
@@ -315,77 +279,74 @@ async fn a_search_rebuild_while_commands_flow_loses_nothing_and_searches_keep_an
         base,
         seed,
     } = served_history("search-rebuild-live", 15, 4, 15).await;
-    let done = Arc::new(AtomicBool::new(false));
+    let mut rounds = Rounds::default();
     // A reader of both aliases through the whole run: it always gets an
     // answer.
-    let reader = {
-        let done = done.clone();
-        let aliases = [stack.search.alias("products"), stack.search.alias("orders")];
-        let url = stack.search.url.clone();
-        tokio::spawn(async move {
-            let http = reqwest::Client::new();
-            let mut reads = 0_u64;
-            while !done.load(Ordering::Relaxed) {
-                for alias in &aliases {
-                    let response = http
-                        .post(format!("{url}/{alias}/_search"))
-                        .json(&json!({"size": 0, "query": {"match_all": {}}}))
-                        .send()
-                        .await
-                        .expect("the search engine answers");
-                    let status = response.status();
-                    assert!(
-                        status.is_success(),
-                        "a search of {alias} failed during a rebuild: {status} {:?}",
-                        response.text().await
-                    );
-                    reads += 1;
-                }
-                // A search every 5 ms: a steady reader, not a second load.
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            reads
-        })
-    };
-    let rebuilds = {
-        let (database, config, done) = (database(&stack.db), stack.search.config(), done.clone());
-        tokio::spawn(async move {
-            let mut rebuilds = 0;
-            while !done.load(Ordering::Relaxed) || rebuilds < 2 {
-                rebuild_search(&database, &config, false)
+    let aliases = [stack.search.alias("products"), stack.search.alias("orders")];
+    let (http, url) = (reqwest::Client::new(), stack.search.url.clone());
+    rounds.spawn(0, move || {
+        let (http, url, aliases) = (http.clone(), url.clone(), aliases.clone());
+        async move {
+            for alias in &aliases {
+                let response = http
+                    .post(format!("{url}/{alias}/_search"))
+                    .json(&json!({"size": 0, "query": {"match_all": {}}}))
+                    .send()
                     .await
-                    .expect("the search rebuild succeeds");
-                rebuilds += 1;
+                    .expect("the search engine answers");
+                let status = response.status();
+                assert!(
+                    status.is_success(),
+                    "a search of {alias} failed during a rebuild: {status} {:?}",
+                    response.text().await
+                );
             }
-            rebuilds
-        })
-    };
-    let history = random_history(&base, &stack.db.pool, seed.wrapping_add(1), 15, 6, 30).await;
-    done.store(true, Ordering::Relaxed);
-    let rebuilds = rebuilds.await.expect("rebuilds");
-    let reads = reader.await.expect("reader");
-    assert_history_ok(&history);
-    eprintln!("{rebuilds} rebuilds, {reads} searches during the load");
+            // A search every 5 ms: a steady reader, not a second load.
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    });
+    let (database, config) = (database(&stack.db), stack.search.config());
+    rounds.spawn(2, move || {
+        let (database, config) = (database.clone(), config.clone());
+        async move {
+            rebuild_search(&database, &config, false)
+                .await
+                .expect("the search rebuild succeeds");
+        }
+    });
+    let (history, counts) = rounds
+        .beside(random_history(
+            &base,
+            &stack.db.pool,
+            seed.wrapping_add(1),
+            15,
+            6,
+            30,
+        ))
+        .await;
+    history.assert_ok();
+    eprintln!(
+        "{} rebuilds, {} searches of both aliases during the load",
+        counts[1], counts[0]
+    );
 
     caught_up(&stack.env, Duration::from_secs(300)).await;
     assert_clean(&verify(&stack).await, &stack);
     let (products, orders) = documents(&stack).await;
     assert_eq!(
         products.len() as i64,
-        count(
-            &stack.db,
-            "SELECT count(*) FROM events WHERE event_type = 'ProductRegistered'"
-        )
-        .await,
+        stack
+            .db
+            .count("SELECT count(*) FROM events WHERE event_type = 'ProductRegistered'")
+            .await,
         "one product document per ProductRegistered"
     );
     assert_eq!(
         orders.len() as i64,
-        count(
-            &stack.db,
-            "SELECT count(*) FROM events WHERE event_type = 'OrderPlaced'"
-        )
-        .await,
+        stack
+            .db
+            .count("SELECT count(*) FROM events WHERE event_type = 'OrderPlaced'")
+            .await,
         "one order document per OrderPlaced"
     );
     let (products_alias, orders_alias) = (
@@ -434,23 +395,13 @@ async fn a_search_rebuild_on_a_fresh_system_makes_the_aliases_the_projector_then
         assert!(!index_exists(&stack, &format!("{alias}-v1")).await);
     }
 
-    let mut serve = stack.env.spawn(&["serve"]);
-    let base = serve.wait_live(stack.port).await;
-    let registered = eshop_tests::auth::client(eshop_tests::auth::Who::Ops)
-        .await
-        .post(format!("{base}/products"))
-        .json(
-            &json!({"sku": "FRESH-1", "name": "Fresh", "description": "first product",
+    let (mut serve, base) = stack.serve(&["serve"]).await;
+    let id = register_product(
+        &base,
+        json!({"sku": "FRESH-1", "name": "Fresh", "description": "first product",
             "initial_stock": 1, "price": {"amount_minor": 100, "currency": "EUR"}}),
-        )
-        .send()
-        .await
-        .expect("register a product");
-    assert!(registered.status().is_success());
-    let id = registered.json::<Value>().await.expect("answer")["id"]
-        .as_str()
-        .expect("product id")
-        .to_owned();
+    )
+    .await;
     eventually(
         Duration::from_secs(60),
         "the product in the rebuilt index",
@@ -537,7 +488,10 @@ async fn the_indices_of_a_killed_search_rebuild_are_removed_by_the_next_one() {
         );
     }
     assert_eq!(
-        count(&stack.db, "SELECT count(*) FROM search_rebuild_indices").await,
+        stack
+            .db
+            .count("SELECT count(*) FROM search_rebuild_indices")
+            .await,
         0
     );
     assert_clean(&verify(&stack).await, &stack);

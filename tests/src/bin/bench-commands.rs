@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Parser;
+use eshop_tests::bench::{create_database, drop_database};
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
@@ -55,27 +56,22 @@ async fn start_server(args: &Args, db_url: &str) -> anyhow::Result<Server> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
-    let child = Command::new(&args.target.eshop)
-        .args([
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--database-url",
-            db_url,
-        ])
-        .args([
-            "--database-max-connections",
-            &args.clients.max(4).to_string(),
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .with_context(|| {
-            format!(
-                "failed to start {} (build it with cargo build --release)",
-                args.target.eshop
-            )
-        })?;
+    let child = args.target.spawn(
+        Command::new(&args.target.eshop)
+            .args([
+                "serve",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--database-url",
+                db_url,
+            ])
+            .args([
+                "--database-max-connections",
+                &args.clients.max(4).to_string(),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit()),
+    )?;
     let server = Server {
         child,
         base: format!("http://127.0.0.1:{port}"),
@@ -288,9 +284,7 @@ async fn main() -> anyhow::Result<()> {
     let mut admin = PgConnection::connect(&args.target.admin_url)
         .await
         .context("PostgreSQL must be running")?;
-    admin
-        .execute(format!("CREATE DATABASE {name}").as_str())
-        .await?;
+    create_database(&mut admin, &name).await?;
 
     let result = async {
         let server = start_server(&args, &db_url).await?;
@@ -320,9 +314,7 @@ async fn main() -> anyhow::Result<()> {
         anyhow::Ok((load, before, after))
     }
     .await;
-    admin
-        .execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
-        .await?;
+    drop_database(&mut admin, &name).await?;
     let (load, before, after) = result?;
     let tps = (before + after) / 2.0;
     // The verifier alone, in the same run, against eshop's CPU per command.

@@ -28,13 +28,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Parser;
+use eshop_tests::bench::{drop_database, recreate_database};
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions};
 use rdkafka::client::DefaultClientContext;
 use serde_json::{Value, json};
-use sqlx::{Connection, Executor, PgConnection, Row};
+use sqlx::{Connection, PgConnection, Row};
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
@@ -169,18 +170,12 @@ impl Run {
     fn spawn(&self, args: &Args, name: &'static str, argv: &[&str]) -> anyhow::Result<Process> {
         let log = self.logs.join(format!("{name}.log"));
         let out = File::create(&log)?;
-        let child = self
-            .eshop(args)
-            .args(argv)
-            .stdout(out.try_clone()?)
-            .stderr(out)
-            .spawn()
-            .with_context(|| {
-                format!(
-                    "failed to start {} (build it with cargo build --release)",
-                    args.target.eshop
-                )
-            })?;
+        let child = args.target.spawn(
+            self.eshop(args)
+                .args(argv)
+                .stdout(out.try_clone()?)
+                .stderr(out),
+        )?;
         Ok(Process { name, child, log })
     }
 
@@ -1080,16 +1075,6 @@ fn baseline(args: &Args, db_url: &str, projections: usize) -> anyhow::Result<(f6
     ))
 }
 
-async fn recreate(admin: &mut PgConnection, name: &str) -> anyhow::Result<()> {
-    admin
-        .execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
-        .await?;
-    admin
-        .execute(format!("CREATE DATABASE {name}").as_str())
-        .await?;
-    Ok(())
-}
-
 /// Deletes this run's topics and search indices (best effort).
 async fn clean_up(run: &Run, args: &Args) {
     if let Ok(admin) = ClientConfig::new()
@@ -1358,8 +1343,8 @@ async fn main() -> anyhow::Result<()> {
     let mut admin = PgConnection::connect(&args.target.admin_url)
         .await
         .context("PostgreSQL must be running")?;
-    recreate(&mut admin, DATABASE).await?;
-    recreate(&mut admin, BASELINE_DATABASE).await?;
+    recreate_database(&mut admin, DATABASE).await?;
+    recreate_database(&mut admin, BASELINE_DATABASE).await?;
 
     let result = tokio::select! {
         result = bench(&run, &args) => result,
@@ -1368,9 +1353,7 @@ async fn main() -> anyhow::Result<()> {
     if !args.keep {
         clean_up(&run, &args).await;
         for name in [DATABASE, BASELINE_DATABASE] {
-            admin
-                .execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
-                .await?;
+            drop_database(&mut admin, name).await?;
         }
     }
     let report = result.with_context(|| format!("logs in {}", run.logs.display()))?;

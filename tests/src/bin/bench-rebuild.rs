@@ -14,6 +14,7 @@ use chrono::{TimeZone, Utc};
 use clap::Parser;
 use cqrs_es::DomainEvent;
 use domain::order::{OrderEvent, OrderLine, ShippingAddress};
+use eshop_tests::bench::recreate_database;
 use event_schemas::EventMetadata;
 use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -242,12 +243,7 @@ async fn copy_baseline(db: &mut PgConnection, tables: &[&str]) -> anyhow::Result
 
 async fn fresh_database(admin_url: &str, eshop: &str, name: &str) -> anyhow::Result<String> {
     let mut admin = PgConnection::connect(admin_url).await?;
-    admin
-        .execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
-        .await?;
-    admin
-        .execute(format!("CREATE DATABASE {name}").as_str())
-        .await?;
+    recreate_database(&mut admin, name).await?;
     let url = match admin_url.rsplit_once('/') {
         Some((server, _)) => format!("{server}/{name}"),
         None => bail!("BENCH_ADMIN_URL must name a database"),
