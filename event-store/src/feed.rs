@@ -66,8 +66,8 @@ pub struct RecordedEvent {
 /// Filters for [`read_after`].
 #[derive(Debug, Clone, Default)]
 pub struct FeedFilter {
-    /// Only events of this aggregate type.
-    pub aggregate_type: Option<String>,
+    /// Only events of these aggregate types (all when `None`).
+    pub aggregate_types: Option<Vec<String>>,
     /// Also read committed events above the stable horizon. Right for a
     /// one-shot replay of what is visible now; wrong for a reader that
     /// follows the feed and keeps its position, which could then pass an
@@ -101,13 +101,13 @@ pub async fn read_after(
          FROM events, horizon \
          WHERE (transaction_id, global_position) > ($1::text::xid8, $2) \
            AND ($5 OR transaction_id < horizon.below) \
-           AND ($3::text IS NULL OR aggregate_type = $3) \
+           AND ($3::text[] IS NULL OR aggregate_type = ANY($3)) \
          ORDER BY events.transaction_id, events.global_position \
          LIMIT $4",
     )
     .bind(after.transaction_id.to_string())
     .bind(after.position)
-    .bind(filter.aggregate_type.as_deref())
+    .bind(filter.aggregate_types.as_deref())
     .bind(limit)
     .bind(filter.beyond_horizon)
     .bind(crate::READ_MODEL_WRITER)

@@ -202,7 +202,7 @@ impl PersistedEventRepository for PgEventRepository {
         let page_size = self.page_size;
         // A one-shot replay of everything committed and visible now.
         let filter = FeedFilter {
-            aggregate_type: Some(A::TYPE.to_owned()),
+            aggregate_types: Some(vec![A::TYPE.to_owned()]),
             beyond_horizon: true,
         };
         tokio::spawn(async move {

@@ -1,6 +1,7 @@
-//! The dead-letter topic: where a message goes that a projection can never
-//! take, with the error and the original payload, counted in
-//! `projection_status`.
+//! Dead letters: where a message goes that a projection can never take,
+//! with the error and the original payload, counted in
+//! `projection_status`. On a broker, its dead-letter topic; without one,
+//! the `dead_letters` table.
 
 use std::time::Duration;
 
@@ -10,20 +11,37 @@ use sqlx::PgPool;
 
 use super::{Delivered, Failure, Unavailable, record_offset};
 
-/// Publishes what projections cannot take to the dead-letter topic.
+/// Puts away what projections cannot take.
 pub struct DeadLetters {
     pool: PgPool,
-    producer: FutureProducer,
-    topic: String,
+    outlet: Outlet,
+}
+
+/// Where dead letters go.
+enum Outlet {
+    Topic {
+        producer: FutureProducer,
+        topic: String,
+    },
+    Table,
 }
 
 impl DeadLetters {
+    /// Dead letters published to `topic` on the broker.
     #[must_use]
     pub fn new(pool: PgPool, producer: FutureProducer, topic: String) -> Self {
         Self {
             pool,
-            producer,
-            topic,
+            outlet: Outlet::Topic { producer, topic },
+        }
+    }
+
+    /// Dead letters kept in the `dead_letters` table, when no broker runs.
+    #[must_use]
+    pub fn in_store(pool: PgPool) -> Self {
+        Self {
+            pool,
+            outlet: Outlet::Table,
         }
     }
 
@@ -37,40 +55,28 @@ impl DeadLetters {
         error: &str,
     ) -> Result<(), Failure> {
         tracing::error!(projection, topic = %message.topic, offset = message.offset, %error, "event dead-lettered");
-        let partition = message.partition.to_string();
-        let offset = message.offset.to_string();
-        let mut headers = OwnedHeaders::new();
-        for (key, value) in [
-            ("dlq_projection", projection),
-            ("dlq_error", error),
-            ("dlq_topic", message.topic.as_str()),
-            ("dlq_partition", &partition),
-            ("dlq_offset", &offset),
-        ] {
-            headers = headers.insert(Header {
-                key,
-                value: Some(value),
-            });
-        }
-        // The original headers follow (`ce_*`, `traceparent`), so the dead
-        // letter stays in the command's trace and can be routed like the
-        // event.
-        for (key, value) in &message.headers {
-            headers = headers.insert(Header {
-                key,
-                value: value.as_deref(),
-            });
-        }
-        let mut record = FutureRecord::to(&self.topic).headers(headers);
-        if let Some(key) = &message.key {
-            record = record.key(key);
-        }
-        if let Some(payload) = &message.payload {
-            record = record.payload(payload);
-        }
-        crate::relay::confirmed(self.producer.send(record, Duration::from_secs(10)).await)
-            .map_err(|error| Failure::Transient(Unavailable::DeadLetterTopic(error)))?;
         let store = |error| Failure::Transient(Unavailable::Store(error));
+        match &self.outlet {
+            Outlet::Topic { producer, topic } => {
+                publish(producer, topic, projection, message, error).await?;
+            }
+            Outlet::Table => {
+                sqlx::query(
+                    "INSERT INTO dead_letters (projection, error, topic, partition, \"offset\", key, payload) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                )
+                .bind(projection)
+                .bind(error)
+                .bind(&message.topic)
+                .bind(message.partition)
+                .bind(message.offset)
+                .bind(message.key.as_deref())
+                .bind(message.payload.as_deref())
+                .execute(&self.pool)
+                .await
+                .map_err(store)?;
+            }
+        }
         sqlx::query(
             "INSERT INTO projection_status (projection, dead_letters, last_dead_letter_at) VALUES ($1, 1, now()) \
              ON CONFLICT (projection) DO UPDATE \
@@ -88,6 +94,51 @@ impl DeadLetters {
             .map_err(store)?;
         Ok(())
     }
+}
+
+/// Publishes `message` to the dead-letter `topic`, with the error and where
+/// it came from in headers.
+async fn publish(
+    producer: &FutureProducer,
+    topic: &str,
+    projection: &str,
+    message: &Delivered,
+    error: &str,
+) -> Result<(), Failure> {
+    let partition = message.partition.to_string();
+    let offset = message.offset.to_string();
+    let mut headers = OwnedHeaders::new();
+    for (key, value) in [
+        ("dlq_projection", projection),
+        ("dlq_error", error),
+        ("dlq_topic", message.topic.as_str()),
+        ("dlq_partition", &partition),
+        ("dlq_offset", &offset),
+    ] {
+        headers = headers.insert(Header {
+            key,
+            value: Some(value),
+        });
+    }
+    // The original headers follow (`ce_*`, `traceparent`), so the dead
+    // letter stays in the command's trace and can be routed like the
+    // event.
+    for (key, value) in &message.headers {
+        headers = headers.insert(Header {
+            key,
+            value: value.as_deref(),
+        });
+    }
+    let mut record = FutureRecord::to(topic).headers(headers);
+    if let Some(key) = &message.key {
+        record = record.key(key);
+    }
+    if let Some(payload) = &message.payload {
+        record = record.payload(payload);
+    }
+    crate::relay::confirmed(producer.send(record, Duration::from_secs(10)).await)
+        .map_err(|error| Failure::Transient(Unavailable::DeadLetterTopic(error)))?;
+    Ok(())
 }
 
 /// Marks a dead-lettered event's sequence as taken, when its envelope says

@@ -21,6 +21,7 @@ mod claims;
 mod dead_letters;
 mod kafka;
 mod stall;
+mod store;
 mod views;
 
 use std::future::Future;
@@ -38,6 +39,7 @@ pub use kafka::{KafkaSource, ProjectionConsumer, Rebalances, rebalance_group};
 pub use read_models::Projection;
 pub use read_models::event::Event;
 pub use stall::{DEFAULT_STALL, StallWatch};
+pub use store::{STORE_TOPIC, StoreSource};
 pub use views::ViewSink;
 
 use crate::relay::KafkaConfig;

@@ -31,7 +31,7 @@ use backon::{BackoffBuilder, ExponentialBuilder};
 use event_store::DatabaseConfig;
 use event_store::feed::{FeedFilter, GlobalPosition, read_after};
 use futures::FutureExt;
-use sqlx::{Connection, PgConnection, PgPool};
+use sqlx::{Connection, PgPool};
 
 pub use checkpoint::{advance as advance_checkpoint, load as load_checkpoint};
 pub use config::{KafkaConfig, RelayConfig, RelayOptions, TopicMap};
@@ -74,20 +74,9 @@ async fn lead(
     config: &RelayConfig,
     publisher: &mut Publisher,
 ) -> anyhow::Result<()> {
-    let mut lock = PgConnection::connect(&database.url)
+    let mut lock = crate::leader::hold(&database.url, &format!("eshop.relay.{}", config.name))
         .await
-        .context("failed to connect for the leader lock")?;
-    let key = format!("eshop.relay.{}", config.name);
-    loop {
-        let acquired: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtext($1))")
-            .bind(&key)
-            .fetch_one(&mut lock)
-            .await?;
-        if acquired {
-            break;
-        }
-        tokio::time::sleep(LEADERSHIP_CHECK).await;
-    }
+        .context("the relay's leader lock")?;
     tracing::info!(relay = %config.name, "relay is the leader");
     publisher.ensure_topics(config).await?;
     let mut pipeline = Pipeline::new(checkpoint::load(pool, &config.name).await?);

@@ -1,0 +1,201 @@
+//! The event store itself as a [`Source`], for a deployment without a
+//! broker: a projection reads the store's global feed
+//! ([`event_store::feed::read_after`]) the way the relay does.
+//!
+//! - **Below the horizon.** The feed never passes an event whose
+//!   transaction could still commit below it, so an event that commits
+//!   late, below events already taken, is still read.
+//! - **A checkpoint per projection**, in `relay_checkpoints` under the name
+//!   `projection.<name>` (a reader of the feed keeps its place there,
+//!   whatever it does with the events). It moves only over batches the
+//!   sink has taken, and never backwards. A crash re-reads from it; the
+//!   sink's claims by aggregate sequence skip what was taken already.
+//!   Both the views and the checkpoint commit with `synchronous_commit =
+//!   off` on one server: a crash loses a suffix of the write-ahead log, so
+//!   a checkpoint that survived never stands ahead of a view change lost.
+//! - **One active reader per projection**: a PostgreSQL advisory lock, held
+//!   on a connection of its own. Another process running the projection
+//!   waits on the lock and takes over when the holder's connection goes.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use async_trait::async_trait;
+use cqrs_es::persist::EventUpcaster;
+use event_store::DatabaseConfig;
+use event_store::feed::{FeedFilter, GlobalPosition, RecordedEvent, read_after};
+use sqlx::{Connection, PgConnection, PgPool};
+
+use super::{Delivered, Source};
+use crate::relay::checkpoint;
+
+/// The topic name a message read from the store carries, in dead letters
+/// and in `projection_offsets`.
+pub const STORE_TOPIC: &str = "eshop.store";
+
+/// How often the holder of the lock checks it still has its connection.
+const LOCK_CHECK: Duration = crate::leader::RETRY;
+
+/// A projection's feed of the event store.
+pub struct StoreSource {
+    pool: PgPool,
+    database: DatabaseConfig,
+    name: &'static str,
+    filter: FeedFilter,
+    upcasters: Vec<Box<dyn EventUpcaster>>,
+    poll: Duration,
+    /// The connection holding the projection's lock, once it is held.
+    lock: Option<(PgConnection, tokio::time::Instant)>,
+    /// Where reading goes on from: the end of the last batch handed out.
+    read: GlobalPosition,
+    /// The end of the last batch the sink took, not yet written down.
+    taken: Option<GlobalPosition>,
+}
+
+impl StoreSource {
+    /// The feed of the events of `aggregate_types`, for the projection
+    /// `name`, looked at every `poll` while there is nothing new.
+    #[must_use]
+    pub fn new(
+        pool: PgPool,
+        database: DatabaseConfig,
+        name: &'static str,
+        aggregate_types: &[&str],
+        poll: Duration,
+    ) -> Self {
+        Self {
+            pool,
+            database,
+            name,
+            filter: FeedFilter {
+                aggregate_types: Some(aggregate_types.iter().map(|t| (*t).to_owned()).collect()),
+                beyond_horizon: false,
+            },
+            upcasters: event_schemas::upcasters(),
+            poll,
+            lock: None,
+            read: GlobalPosition::default(),
+            taken: None,
+        }
+    }
+
+    /// The name of the projection's checkpoint in `relay_checkpoints`.
+    #[must_use]
+    pub fn checkpoint_name(projection: &str) -> String {
+        format!("projection.{projection}")
+    }
+
+    /// Holds the projection's lock (waiting for it), and knows where to
+    /// read from; checks now and then that the lock is still held.
+    async fn hold_lock(&mut self) -> anyhow::Result<()> {
+        if let Some((connection, checked)) = &mut self.lock {
+            if checked.elapsed() >= LOCK_CHECK {
+                // The lock lives as long as this connection does.
+                if let Err(error) = connection.ping().await {
+                    self.lock = None;
+                    return Err(error).context("lost the projection lock's connection");
+                }
+                *checked = tokio::time::Instant::now();
+            }
+            return Ok(());
+        }
+        let connection = crate::leader::hold(&self.database.url, &reader_lock(self.name))
+            .await
+            .context("the projection's reader lock")?;
+        self.read = checkpoint::load(&self.pool, &Self::checkpoint_name(self.name)).await?;
+        self.taken = None;
+        tracing::info!(projection = self.name, after = ?self.read, "reading the event store");
+        self.lock = Some((connection, tokio::time::Instant::now()));
+        Ok(())
+    }
+
+    /// Writes down the end of what the sink took.
+    async fn write_checkpoint(&mut self) -> anyhow::Result<()> {
+        if let Some(taken) = self.taken {
+            checkpoint::advance(&self.pool, &Self::checkpoint_name(self.name), taken).await?;
+            self.taken = None;
+        }
+        Ok(())
+    }
+
+    async fn read_next(&mut self, max: usize) -> anyhow::Result<Vec<Delivered>> {
+        self.hold_lock().await?;
+        self.write_checkpoint().await?;
+        let limit = i64::try_from(max).unwrap_or(i64::MAX);
+        let events = read_after(&self.pool, self.read, &self.filter, limit).await?;
+        if let Some(last) = events.last() {
+            self.read = last.global;
+        }
+        Ok(events
+            .into_iter()
+            .map(|event| delivered(event, &self.upcasters))
+            .collect())
+    }
+}
+
+/// The advisory lock of the one active reader of `projection`. Not the
+/// rebuild's swap lock ([`super::swap_lock`]): the sink takes that one,
+/// shared, for every batch, and a rebuild takes it exclusively.
+fn reader_lock(projection: &str) -> String {
+    format!("eshop.store-reader.{projection}")
+}
+
+/// A stored event as a message: the envelope the relay would publish.
+fn delivered(event: RecordedEvent, upcasters: &[Box<dyn EventUpcaster>]) -> Delivered {
+    let (position, key) = (event.global.position, event.aggregate_id.clone());
+    let envelope = read_models::event::envelope_from(event, upcasters);
+    let payload =
+        Some(serde_json::to_vec(&envelope).expect("an envelope is plain data: it serialises"));
+    let event = read_models::event::Event::from_envelope(envelope).map_err(|e| e.to_string());
+    Delivered {
+        topic: STORE_TOPIC.to_owned(),
+        partition: 0,
+        offset: position,
+        key: Some(key.into_bytes()),
+        payload,
+        headers: Vec::new(),
+        event,
+    }
+}
+
+#[async_trait]
+impl Source for StoreSource {
+    async fn next(&mut self, max: usize) -> anyhow::Result<Vec<Delivered>> {
+        match self.read_next(max).await {
+            Ok(batch) if !batch.is_empty() => Ok(batch),
+            Ok(_) => {
+                tokio::time::sleep(self.poll).await;
+                Ok(Vec::new())
+            }
+            Err(error) => {
+                // The store or the lock's connection is away: try again,
+                // from the checkpoint when the lock went with it.
+                tracing::warn!(
+                    projection = self.name,
+                    error = format!("{error:#}"),
+                    "reading the event store failed; retrying"
+                );
+                tokio::time::sleep(self.poll.max(Duration::from_millis(500))).await;
+                Ok(Vec::new())
+            }
+        }
+    }
+
+    fn acknowledge(&mut self, _batch: &[Delivered]) {
+        // Batches are taken one at a time, in the order they were read:
+        // the sink has taken everything read so far.
+        self.taken = Some(self.read);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_readers_lock_is_not_the_rebuilds_swap_lock() {
+        for projection in read_models::names() {
+            assert_ne!(reader_lock(projection), super::super::swap_lock(projection));
+        }
+    }
+}

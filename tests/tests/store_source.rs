@@ -1,0 +1,197 @@
+//! Projections without a broker: each reads the event store's global feed
+//! itself (`StoreSource`), below the horizon, from a checkpoint of its
+//! own, one active reader at a time.
+
+use std::time::Duration;
+
+use eshop_tests::{TestDb, eventually};
+use event_store::DatabaseConfig;
+use projections::projector::{DeadLetters, Source, StoreSource, ViewSink, run};
+use serde_json::{Value, json};
+use sqlx::{Executor, PgPool};
+use uuid::Uuid;
+
+const CATALOG: &str = "product_catalog";
+
+/// Appends a product's registration through `db` (a pool or an open
+/// transaction), as the command side would.
+async fn register<'e>(
+    db: impl Executor<'e, Database = sqlx::Postgres>,
+    product: Uuid,
+    payload: Value,
+) {
+    sqlx::query(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
+         VALUES ('Product', $1, 1, 'ProductRegistered', '2.0', $2, '{}')",
+    )
+    .bind(product.to_string())
+    .bind(json!({ "ProductRegistered": payload }))
+    .execute(db)
+    .await
+    .expect("append a registration");
+}
+
+fn product(sku: &str) -> Value {
+    json!({"sku": sku, "name": format!("Mug {sku}"), "description": "",
+           "price": {"amount_minor": 1299, "currency": "EUR"}, "initial_stock": 5})
+}
+
+fn source(db: &TestDb, pool: &PgPool) -> StoreSource {
+    StoreSource::new(
+        pool.clone(),
+        DatabaseConfig::for_url(&db.url),
+        CATALOG,
+        &["Product"],
+        Duration::from_millis(10),
+    )
+}
+
+fn projector_pool(db: &TestDb) -> PgPool {
+    projections::projector::pool(&DatabaseConfig::for_url(&db.url)).expect("projector pool")
+}
+
+/// The aggregate ids of the next batch that has any, in order. The
+/// horizon is the server's, not the database's: while a transaction of
+/// another test is open anywhere on it, the feed waits.
+async fn next_ids(source: &mut StoreSource) -> Vec<String> {
+    let ids = |batch: Vec<projections::projector::Delivered>| {
+        batch
+            .iter()
+            .map(|message| {
+                String::from_utf8(message.key.clone().expect("a key")).expect("a UUID's text")
+            })
+            .collect::<Vec<_>>()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let batch = source.next(100).await.expect("the store answers");
+        if !batch.is_empty() {
+            return ids(batch);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nothing to read for 30 s"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_committed_late_below_later_ones_is_read_not_passed() {
+    let db = TestDb::new().await;
+    let pool = projector_pool(&db);
+    let mut feed = source(&db, &pool);
+    let (late, early) = (Uuid::now_v7(), Uuid::now_v7());
+
+    // The late writer takes its transaction id first and commits last.
+    let mut writing = db.pool.begin().await.expect("begin");
+    sqlx::query("SELECT pg_current_xact_id()")
+        .execute(&mut *writing)
+        .await
+        .expect("take an id");
+    register(&mut *writing, late, product("LATE")).await;
+    register(&db.pool, early, product("EARLY")).await;
+    let batch = feed.next(100).await.expect("the store answers");
+    let read: Vec<i64> = batch.iter().map(|message| message.offset).collect();
+    assert!(
+        read.is_empty(),
+        "the committed event waits above the running transaction; read positions {read:?}"
+    );
+
+    writing.commit().await.expect("commit late");
+    assert_eq!(
+        next_ids(&mut feed).await,
+        [late.to_string(), early.to_string()],
+        "both, in the order of their transactions"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_takes_over_from_the_checkpoint_when_the_active_reader_goes() {
+    let db = TestDb::new().await;
+    let pool = projector_pool(&db);
+    let (first, second) = (Uuid::now_v7(), Uuid::now_v7());
+    register(&db.pool, first, product("FIRST")).await;
+
+    let mut active = source(&db, &pool);
+    assert_eq!(next_ids(&mut active).await, [first.to_string()]);
+    active.acknowledge(&[]);
+    // The next read writes the checkpoint down first.
+    assert!(active.next(100).await.expect("read").is_empty());
+
+    register(&db.pool, second, product("SECOND")).await;
+    let mut standby = source(&db, &pool);
+    // It waits on the lock while the active reader holds it.
+    let waiting = tokio::spawn(async move { next_ids(&mut standby).await });
+    drop(active);
+    let taken_over = tokio::time::timeout(Duration::from_secs(30), waiting)
+        .await
+        .expect("the standby takes over")
+        .expect("the standby's read");
+    assert_eq!(
+        taken_over,
+        [second.to_string()],
+        "from the checkpoint: nothing lost, nothing taken twice"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_loop_projects_the_store_and_dead_letters_what_does_not_decode() {
+    eshop_tests::log_projections();
+    let db = TestDb::new().await;
+    let pool = projector_pool(&db);
+    let (broken, fine) = (Uuid::now_v7(), Uuid::now_v7());
+    register(&db.pool, broken, json!({"not": "a registration"})).await;
+    register(&db.pool, fine, product("FINE")).await;
+
+    let view = read_models::all()
+        .into_iter()
+        .find(|p| p.name() == CATALOG)
+        .expect("the catalog");
+    let sink = ViewSink::new(pool.clone(), view);
+    let dead = DeadLetters::in_store(pool.clone());
+    let mut feed = source(&db, &pool);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let projector = tokio::spawn(async move {
+        run(&sink, &mut feed, &dead, async {
+            let _ = stopped.await;
+        })
+        .await
+    });
+
+    let sku: String = eventually(
+        Duration::from_secs(30),
+        "the product in the catalog",
+        || async {
+            sqlx::query_scalar("SELECT sku FROM product_catalog WHERE product_id = $1")
+                .bind(fine)
+                .fetch_optional(&db.pool)
+                .await
+                .expect("read the catalog")
+        },
+    )
+    .await;
+    assert_eq!(sku, "FINE");
+    let (projection, key, error): (String, Vec<u8>, String) =
+        sqlx::query_as("SELECT projection, key, error FROM dead_letters")
+            .fetch_one(&db.pool)
+            .await
+            .expect("one dead letter");
+    assert_eq!(
+        (projection.as_str(), key),
+        (CATALOG, broken.to_string().into_bytes())
+    );
+    assert!(error.contains("ProductRegistered"), "{error}");
+    let counted: i64 =
+        sqlx::query_scalar("SELECT dead_letters FROM projection_status WHERE projection = $1")
+            .bind(CATALOG)
+            .fetch_one(&db.pool)
+            .await
+            .expect("counted in status");
+    assert_eq!(counted, 1);
+
+    stop.send(()).expect("the projector runs");
+    projector
+        .await
+        .expect("the projector task")
+        .expect("the projector stops cleanly");
+}
