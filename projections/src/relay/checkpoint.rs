@@ -1,9 +1,11 @@
-//! The relay's position in the global order, kept in PostgreSQL.
+//! A reader's position in the global order, kept in PostgreSQL: the
+//! relay's (named by `RELAY_NAME`), and each projection's that reads the
+//! event store itself (`projection.<name>`, see `projector::StoreSource`).
 
 use event_store::feed::GlobalPosition;
 use sqlx::{PgPool, Row};
 
-/// The last published position of the relay named `name`, or the start.
+/// The last position the reader named `name` has passed, or the start.
 pub async fn load(pool: &PgPool, name: &str) -> Result<GlobalPosition, sqlx::Error> {
     let row = sqlx::query(
         "SELECT transaction_id::text AS transaction_id, global_position FROM relay_checkpoints WHERE name = $1",
