@@ -32,7 +32,14 @@ impl ReadSide {
         let search = TestSearch::new(&broker.prefix).await;
         let relay = start_relay(&app.db, &broker, name);
         let projectors = start_projectors(&app.db, &broker, &search, name);
-        let mut config = QueryConfig::default();
+        let mut config = QueryConfig {
+            // The pipeline (relay, Kafka, projector processes, the index's
+            // refresh) runs beside the whole suite: give read-your-writes
+            // the time a loaded machine needs. The timeout itself has its
+            // own test, with its own setting.
+            consistency_timeout_ms: 30_000,
+            ..QueryConfig::default()
+        };
         configure(&mut config);
         let graphql = TestGraphql::spawn(&app, &broker, &search, name, config).await;
         Self {
