@@ -5,8 +5,9 @@
 use std::net::SocketAddr;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use projections::bus::BusArgs;
 use projections::projector::ProjectorOptions;
-use projections::relay::{KafkaConfig, RelayOptions};
+use projections::relay::RelayOptions;
 use tracing_subscriber::EnvFilter;
 
 /// eshop: an event-sourced CQRS order and basket service.
@@ -43,28 +44,30 @@ pub enum Command {
     /// `eshop project` as separate processes. Applies pending migrations at
     /// start-up.
     Serve(Box<ServeArgs>),
-    /// Publish every event of the store, in order and without gaps, to Kafka
-    /// (one topic per aggregate type). Relays with the same name elect one
-    /// leader; the others stand by.
+    /// Publish every event of the store, in order and without gaps, to the
+    /// event bus (on Kafka, one topic per aggregate type). Relays with the
+    /// same name elect one leader; the others stand by. With no broker
+    /// (EVENT_BUS_URL=none) there is nothing to relay: it refuses to start.
     Relay {
         #[command(flatten)]
         database: event_store::DatabaseConfig,
         #[command(flatten)]
-        kafka: KafkaConfig,
+        bus: BusArgs,
         #[command(flatten)]
         relay: RelayOptions,
         /// Serve /metrics (Prometheus) on this address.
         #[arg(long, env = "METRICS_ADDR")]
         metrics_addr: Option<SocketAddr>,
     },
-    /// Run the projectors: one Kafka consumer group per projection, feeding
-    /// the PostgreSQL views and the search index. Start more processes to
-    /// share partitions.
+    /// Run the projectors, feeding the PostgreSQL views and the search
+    /// index: on Kafka, one consumer group per projection (start more
+    /// processes to share partitions); with no broker, each projection
+    /// reads the event store's feed (start more processes for standbys).
     Project {
         #[command(flatten)]
         database: event_store::DatabaseConfig,
         #[command(flatten)]
-        kafka: KafkaConfig,
+        bus: BusArgs,
         #[command(flatten)]
         projector: ProjectorOptions,
         /// Serve /metrics (Prometheus) on this address.
@@ -115,7 +118,7 @@ pub enum ProjectionsCommand {
         #[command(flatten)]
         database: event_store::DatabaseConfig,
         #[command(flatten)]
-        kafka: KafkaConfig,
+        bus: BusArgs,
         /// The relay whose checkpoint tells which events are unpublished.
         #[arg(long = "relay-name", env = "RELAY_NAME", default_value = "eshop")]
         relay_name: String,
@@ -192,7 +195,7 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub api: command_api::ServeConfig,
     #[command(flatten)]
-    pub kafka: KafkaConfig,
+    pub bus: BusArgs,
     #[command(flatten)]
     pub relay: RelayOptions,
     #[command(flatten)]
@@ -214,7 +217,7 @@ pub struct QueryApiArgs {
     #[command(flatten)]
     pub database: event_store::DatabaseConfig,
     #[command(flatten)]
-    pub kafka: KafkaConfig,
+    pub bus: BusArgs,
     #[command(flatten)]
     pub search: projections::search::SearchConfig,
     #[command(flatten)]

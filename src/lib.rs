@@ -87,10 +87,17 @@ pub async fn run(command: Command, stop: Stop) -> anyhow::Result<()> {
         Command::Serve(args) => serve::serve(*args, &stop).await,
         Command::Relay {
             database,
-            kafka,
+            bus,
             relay,
             metrics_addr,
         } => {
+            let bus = bus.bus();
+            let Some(kafka) = bus.kafka().cloned() else {
+                anyhow::bail!(
+                    "the event bus is {}: there is no broker to relay to (the projectors read the event store themselves); run `eshop project` alone",
+                    bus.name()
+                );
+            };
             read_models::schema::migrate(&database)
                 .await
                 .context("failed to migrate the event store")?;
@@ -103,7 +110,7 @@ pub async fn run(command: Command, stop: Stop) -> anyhow::Result<()> {
         }
         Command::Project {
             database,
-            kafka,
+            bus,
             projector,
             metrics_addr,
         } => {
@@ -116,7 +123,7 @@ pub async fn run(command: Command, stop: Stop) -> anyhow::Result<()> {
                 tokio::spawn(command_api::serve_metrics(addr, handle, stop.requested()));
             }
             let watch = projector.stall_watch();
-            let projector = ProjectorConfig::new(kafka, projector);
+            let projector = ProjectorConfig::new(database, bus.bus(), projector);
             let views = projections::views::all();
             projections::run_all_watched(pool, projector, views, watch, stop.requested()).await
         }
@@ -125,14 +132,14 @@ pub async fn run(command: Command, stop: Stop) -> anyhow::Result<()> {
             command:
                 ProjectionsCommand::Status {
                     database,
-                    kafka,
+                    bus,
                     relay_name,
                     json,
                 },
         } => {
             let pool = event_store::connect(&database).context("invalid DATABASE_URL")?;
             let statuses =
-                projections::status::collect(&pool, &status_source(&kafka, &relay_name)).await?;
+                projections::status::collect(&pool, &status_source(&bus, &relay_name)).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&statuses)?);
             } else {

@@ -6,9 +6,10 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use projections::bus::BusArgs;
 use projections::projector::ProjectorConfig;
-use projections::relay::{KafkaConfig, RelayConfig};
-use projections::status::{KafkaStatus, StatusSource};
+use projections::relay::RelayConfig;
+use projections::status::{BusStatus, StatusSource};
 
 use crate::Stop;
 use crate::cli::{QueryApiArgs, ServeArgs};
@@ -21,9 +22,9 @@ pub(crate) fn metrics() -> anyhow::Result<PrometheusHandle> {
         .context("failed to install the metrics recorder")
 }
 
-pub(crate) fn status_source(kafka: &KafkaConfig, relay_name: &str) -> StatusSource {
+pub(crate) fn status_source(bus: &BusArgs, relay_name: &str) -> StatusSource {
     StatusSource {
-        kafka: kafka.clone(),
+        bus: bus.bus(),
         relay_name: relay_name.to_owned(),
     }
 }
@@ -44,9 +45,9 @@ pub async fn serve(args: ServeArgs, stop: &Stop) -> anyhow::Result<()> {
     let graphql = query_api::QueryApi::new(
         read_pool.clone(),
         &args.projector.search,
-        std::sync::Arc::new(KafkaStatus::new(
+        std::sync::Arc::new(BusStatus::new(
             read_pool,
-            status_source(&args.kafka, &args.relay.name),
+            status_source(&args.bus, &args.relay.name),
         )),
         args.graphql.clone(),
         app.verifier(),
@@ -59,12 +60,17 @@ pub async fn serve(args: ServeArgs, stop: &Stop) -> anyhow::Result<()> {
     let stopping = move || halted.requested();
     let mut streaming = tokio::task::JoinSet::new();
     if !args.api_only {
-        let kafka = args.kafka.clone();
+        let bus = args.bus.bus();
+        tracing::info!(bus = bus.name(), "event bus");
+        // The check is named after the bus in use: `kafka`, or
+        // `event_store_feed` with no broker (the database's own check
+        // covers the event store).
+        let checked = bus.clone();
         app = app.with_readiness(
-            "kafka",
+            bus.check_name(),
             Arc::new(move || {
-                let kafka = kafka.clone();
-                Box::pin(async move { projections::relay::broker_reachable(&kafka).await })
+                let bus = checked.clone();
+                Box::pin(async move { bus.reachable().await })
             }),
         );
         let search = projections::search::SearchClient::new(&args.projector.search.url)?;
@@ -77,10 +83,13 @@ pub async fn serve(args: ServeArgs, stop: &Stop) -> anyhow::Result<()> {
         );
         let pool =
             projections::projector::pool(&args.api.database).context("invalid DATABASE_URL")?;
-        let relay = RelayConfig::new(args.kafka.clone(), args.relay.clone());
-        let database = args.api.database.clone();
-        let stopped = stopping();
-        streaming.spawn(async move { projections::relay::run(&database, relay, stopped).await });
+        if let Some(kafka) = bus.kafka() {
+            let relay = RelayConfig::new(kafka.clone(), args.relay.clone());
+            let database = args.api.database.clone();
+            let stopped = stopping();
+            streaming
+                .spawn(async move { projections::relay::run(&database, relay, stopped).await });
+        }
         // A projection with messages pending that takes none for the stall
         // time makes the process not ready, naming it.
         let watch = args.projector.stall_watch();
@@ -92,7 +101,7 @@ pub async fn serve(args: ServeArgs, stop: &Stop) -> anyhow::Result<()> {
                 Box::pin(async move { stalls.check() })
             }),
         );
-        let mut projector = ProjectorConfig::new(args.kafka.clone(), args.projector);
+        let mut projector = ProjectorConfig::new(args.api.database.clone(), bus, args.projector);
         if projector.instance_id.is_none() && args.api.listen.port() != 0 {
             // Stable across restarts with the same configuration, and unique
             // on this host: no two processes listen on one port.
@@ -151,9 +160,9 @@ pub async fn query_api(args: QueryApiArgs, stop: &Stop) -> anyhow::Result<()> {
     let api = query_api::QueryApi::new(
         pool.clone(),
         &args.search,
-        std::sync::Arc::new(KafkaStatus::new(
+        std::sync::Arc::new(BusStatus::new(
             pool,
-            status_source(&args.kafka, &args.relay_name),
+            status_source(&args.bus, &args.relay_name),
         )),
         args.graphql,
         verifier,

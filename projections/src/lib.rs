@@ -1,6 +1,7 @@
 //! eshop's streaming side: the relay from the event store to Kafka, and the
 //! projectors that turn events into read models.
 
+pub mod bus;
 pub mod leader;
 pub mod position;
 pub mod projector;

@@ -4,7 +4,9 @@
 //!
 //! Lag is measured against the event store, not just the broker: events
 //! the relay has not published yet count too, so a stopped relay shows up
-//! as growing lag in every projection. The Kafka part is, per partition,
+//! as growing lag in every projection. With no broker, lag is what the
+//! projection's own feed has not passed yet: the events after its
+//! checkpoint, and the age of the oldest of them. The Kafka part is, per partition,
 //! the partition's end (the offset after its last message) minus the next
 //! offset the projection recorded (in the same transaction as its view
 //! change); its age is the time of the oldest message not yet taken (the
@@ -23,14 +25,16 @@ use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use sqlx::{PgPool, Row};
 
+use crate::bus::EventBus;
+use crate::projector::{STORE_TOPIC, StoreSource};
 use crate::relay::{KafkaConfig, checkpoint};
 
 pub use read_models::status::{CollectStatus, PartitionStatus, ProjectionStatus};
 
-/// What the status needs to know: the broker, the topics and the relay.
+/// What the status needs to know: the bus, and the relay.
 #[derive(Debug, Clone)]
 pub struct StatusSource {
-    pub kafka: KafkaConfig,
+    pub bus: EventBus,
     pub relay_name: String,
 }
 
@@ -219,6 +223,99 @@ pub async fn collect(
     pool: &PgPool,
     source: &StatusSource,
 ) -> anyhow::Result<Vec<ProjectionStatus>> {
+    match &source.bus {
+        EventBus::Kafka(kafka) => collect_kafka(pool, kafka, &source.relay_name).await,
+        EventBus::None => collect_store(pool).await,
+    }
+}
+
+/// Per projection: the position and time of the last event it applied.
+type Applied = HashMap<String, (Option<i64>, Option<DateTime<Utc>>)>;
+
+/// Dead letters counted per projection.
+async fn dead_letters(pool: &PgPool) -> anyhow::Result<HashMap<String, i64>> {
+    Ok(
+        sqlx::query_as("SELECT projection, dead_letters FROM projection_status")
+            .fetch_all(pool)
+            .await
+            .context("failed to read projection_status")?
+            .into_iter()
+            .collect(),
+    )
+}
+
+/// Where each projection reading the event store stands: its checkpoint,
+/// and how many events of its aggregate types lie after it (and the time
+/// the oldest of them was recorded).
+struct StoreBehind {
+    checkpoint: GlobalPosition,
+    count: i64,
+    oldest: Option<DateTime<Utc>>,
+    last: Option<i64>,
+}
+
+async fn store_behind(
+    pool: &PgPool,
+    projection: &str,
+    aggregate_types: &[&str],
+) -> Result<StoreBehind, sqlx::Error> {
+    let checkpoint = checkpoint::load(pool, &StoreSource::checkpoint_name(projection)).await?;
+    let types: Vec<&str> = aggregate_types.to_vec();
+    let row = sqlx::query(
+        "SELECT count(*) AS count, min(recorded_at) AS oldest, max(global_position) AS last FROM events \
+         WHERE (transaction_id, global_position) > ($1::text::xid8, $2) AND aggregate_type = ANY($3)",
+    )
+    .bind(checkpoint.transaction_id.to_string())
+    .bind(checkpoint.position)
+    .bind(&types)
+    .fetch_one(pool)
+    .await?;
+    Ok(StoreBehind {
+        checkpoint,
+        count: row.try_get("count")?,
+        oldest: row.try_get("oldest")?,
+        last: row.try_get("last")?,
+    })
+}
+
+/// The status with no broker: each projection against its own feed.
+async fn collect_store(pool: &PgPool) -> anyhow::Result<Vec<ProjectionStatus>> {
+    let (applied, _) = recorded_offsets(pool).await?;
+    let dead = dead_letters(pool).await?;
+    let now = Utc::now();
+    let mut statuses = Vec::new();
+    for (name, types) in projections() {
+        let behind = store_behind(pool, name, types)
+            .await
+            .with_context(|| format!("failed to read where {name} stands in the event store"))?;
+        let (position, last_event_at) = applied.get(name).copied().unwrap_or_default();
+        let next = behind.checkpoint.position.saturating_add(1);
+        statuses.push(ProjectionStatus {
+            projection: name.to_owned(),
+            position,
+            last_event_at,
+            events_behind: behind.count,
+            seconds_behind: behind.oldest.map_or(0.0, |at| {
+                ((now - at).num_milliseconds().max(0) as f64) / 1000.0
+            }),
+            dead_letters: dead.get(name).copied().unwrap_or(0),
+            partitions: vec![PartitionStatus {
+                topic: STORE_TOPIC.to_owned(),
+                partition: 0,
+                next_offset: next,
+                high_watermark: behind.last.map_or(next, |last| last + 1).max(next),
+                lag: behind.count,
+            }],
+        });
+    }
+    Ok(statuses)
+}
+
+/// What `projection_offsets` records: per projection, topic and partition,
+/// the next offset; and per projection, where it has got.
+async fn recorded_offsets(
+    pool: &PgPool,
+) -> anyhow::Result<(Applied, HashMap<(String, String, i32), i64>)> {
     let offsets = sqlx::query(
         "SELECT projection, topic, partition, next_offset, global_position, event_time FROM projection_offsets",
     )
@@ -241,14 +338,18 @@ pub async fn collect(
         entry.0 = entry.0.max(row.try_get("global_position")?);
         entry.1 = entry.1.max(row.try_get("event_time")?);
     }
-    let dead: HashMap<String, i64> =
-        sqlx::query_as("SELECT projection, dead_letters FROM projection_status")
-            .fetch_all(pool)
-            .await
-            .context("failed to read projection_status")?
-            .into_iter()
-            .collect();
-    let unpublished = unpublished(pool, &source.relay_name)
+    Ok((positions, recorded))
+}
+
+/// The status on Kafka: the relay's backlog, then each partition.
+async fn collect_kafka(
+    pool: &PgPool,
+    kafka: &KafkaConfig,
+    relay_name: &str,
+) -> anyhow::Result<Vec<ProjectionStatus>> {
+    let (positions, recorded) = recorded_offsets(pool).await?;
+    let dead = dead_letters(pool).await?;
+    let unpublished = unpublished(pool, relay_name)
         .await
         .context("failed to count unpublished events")?;
 
@@ -256,7 +357,7 @@ pub async fn collect(
     let topics: Vec<String> = projections
         .iter()
         .flat_map(|(_, types)| types.iter())
-        .filter_map(|t| source.kafka.topics.topic(t))
+        .filter_map(|t| kafka.topics.topic(t))
         .map(str::to_owned)
         .collect::<std::collections::BTreeSet<_>>()
         .into_iter()
@@ -264,7 +365,7 @@ pub async fn collect(
     // The oldest offset any projection still needs, per partition.
     let mut oldest_needed: HashMap<(String, i32), Option<i64>> = HashMap::new();
     for (name, types) in &projections {
-        for topic in types.iter().filter_map(|t| source.kafka.topics.topic(t)) {
+        for topic in types.iter().filter_map(|t| kafka.topics.topic(t)) {
             for ((p, t, partition), next) in &recorded {
                 if p == name && t == topic {
                     let slot = oldest_needed
@@ -275,10 +376,10 @@ pub async fn collect(
             }
         }
     }
-    let kafka = source.kafka.clone();
+    let broker = kafka.clone();
     let needed = oldest_needed.clone();
     let (watermarks, times) = tokio::task::spawn_blocking(move || {
-        broker_view(&kafka, &topics, &|topic, partition, low, high| {
+        broker_view(&broker, &topics, &|topic, partition, low, high| {
             let next = needed
                 .get(&(topic.to_owned(), partition))
                 .copied()
@@ -302,7 +403,7 @@ pub async fn collect(
                 events_behind += pending.count;
                 oldest_pending = earliest(oldest_pending, pending.oldest);
             }
-            let Some(topic) = source.kafka.topics.topic(aggregate_type) else {
+            let Some(topic) = kafka.topics.topic(aggregate_type) else {
                 continue;
             };
             let mut keys: Vec<_> = watermarks.keys().filter(|(t, _)| t == topic).collect();
@@ -360,6 +461,31 @@ pub struct Progress {
     /// The sum of its recorded next offsets: it grows whenever the
     /// projection takes a message.
     pub taken: i64,
+}
+
+/// The progress of each of `projections` (names and the aggregate types
+/// they read) on the bus: on Kafka, [`kafka_progress`]; with no broker,
+/// the events after each projection's checkpoint, and the checkpoint.
+pub async fn progress(
+    pool: &PgPool,
+    bus: &EventBus,
+    projections: &[(&'static str, &'static [&'static str])],
+) -> anyhow::Result<Vec<Progress>> {
+    match bus {
+        EventBus::Kafka(kafka) => kafka_progress(pool, kafka, projections).await,
+        EventBus::None => {
+            let mut all = Vec::with_capacity(projections.len());
+            for (name, types) in projections {
+                let behind = store_behind(pool, name, types).await?;
+                all.push(Progress {
+                    projection: (*name).to_owned(),
+                    pending: behind.count,
+                    taken: behind.checkpoint.position,
+                });
+            }
+            Ok(all)
+        }
+    }
 }
 
 /// The Kafka progress of each of `projections` (names and the aggregate
@@ -521,12 +647,12 @@ impl Stalls {
 }
 
 /// The status as [`collect`] finds it, for the query side's board.
-pub struct KafkaStatus {
+pub struct BusStatus {
     pool: PgPool,
     source: StatusSource,
 }
 
-impl KafkaStatus {
+impl BusStatus {
     #[must_use]
     pub fn new(pool: PgPool, source: StatusSource) -> Self {
         Self { pool, source }
@@ -534,7 +660,7 @@ impl KafkaStatus {
 }
 
 #[async_trait::async_trait]
-impl CollectStatus for KafkaStatus {
+impl CollectStatus for BusStatus {
     async fn collect(&self) -> anyhow::Result<Vec<ProjectionStatus>> {
         collect(&self.pool, &self.source).await
     }

@@ -6,11 +6,34 @@ use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 use uuid::Uuid;
 
-/// The Kafka cluster the tests use, and topic names of their own.
+/// The event bus the streaming suites run on: `TEST_EVENT_BUS` (`kafka`,
+/// the default, or `none`). `scripts/test` runs the suites that exercise
+/// the bus once on each, with the same assertions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TestBus {
+    Kafka,
+    None,
+}
+
+impl TestBus {
+    /// The bus `TEST_EVENT_BUS` names; an unknown one fails the test.
+    #[must_use]
+    pub fn from_env() -> Self {
+        match std::env::var("TEST_EVENT_BUS").as_deref() {
+            Err(_) | Ok("" | "kafka") => Self::Kafka,
+            Ok("none") => Self::None,
+            Ok(other) => panic!("TEST_EVENT_BUS={other}: expected kafka or none"),
+        }
+    }
+}
+
+/// The bus the tests use (on Kafka, the cluster and topic names of their
+/// own).
 pub struct TestBroker {
     pub brokers: String,
     /// A prefix no other test uses.
     pub prefix: String,
+    pub bus: TestBus,
 }
 
 /// One consumed message, owned.
@@ -47,9 +70,19 @@ impl Consumed {
 }
 
 impl TestBroker {
-    /// The broker at `TEST_KAFKA_BROKERS`; fails the test when none answers.
+    /// The bus `TEST_EVENT_BUS` names; on Kafka, the broker at
+    /// `TEST_KAFKA_BROKERS`, failing the test when none answers.
     pub fn new() -> Self {
-        Self::on(&std::env::var("TEST_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into()))
+        let brokers =
+            std::env::var("TEST_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into());
+        match TestBus::from_env() {
+            TestBus::Kafka => Self::on(&brokers),
+            TestBus::None => Self {
+                brokers,
+                prefix: format!("test-{}", Uuid::now_v7().simple()),
+                bus: TestBus::None,
+            },
+        }
     }
 
     /// The brokers at `brokers` (`host:port,…`); fails the test when none
@@ -71,10 +104,181 @@ impl TestBroker {
         Self {
             brokers,
             prefix: format!("test-{}", Uuid::now_v7().simple()),
+            bus: TestBus::Kafka,
         }
     }
 
-    /// The broker and this test's topics.
+    /// The bus, as the relay and the projectors take it.
+    pub fn event_bus(&self) -> projections::bus::EventBus {
+        match self.bus {
+            TestBus::Kafka => projections::bus::EventBus::Kafka(self.kafka()),
+            TestBus::None => projections::bus::EventBus::None,
+        }
+    }
+
+    /// The bus as `EVENT_BUS_URL` names it.
+    pub fn url(&self) -> String {
+        match self.bus {
+            TestBus::Kafka => format!("kafka://{}", self.brokers),
+            TestBus::None => "none".to_owned(),
+        }
+    }
+
+    /// The topic that messages of `aggregate_type`'s events carry (in
+    /// `projection_offsets` and dead letters): this test's topic on Kafka,
+    /// the event store's feed with no broker.
+    pub fn topic_of(&self, aggregate_type: &str) -> String {
+        match self.bus {
+            TestBus::Kafka => {
+                let suffix = match aggregate_type {
+                    "Product" => "products",
+                    "Basket" => "baskets",
+                    "Order" => "orders",
+                    other => panic!("no topic for {other}"),
+                };
+                format!("{}.{suffix}", self.prefix)
+            }
+            TestBus::None => projections::projector::STORE_TOPIC.to_owned(),
+        }
+    }
+
+    /// Every event of the store, once each, as the projectors receive it:
+    /// from this test's topics (a republished copy counts once), or read
+    /// from the event store's feed with no broker.
+    pub async fn published(&self, pool: &sqlx::PgPool) -> Vec<Consumed> {
+        let total: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+            .fetch_one(pool)
+            .await
+            .expect("count events");
+        match self.bus {
+            TestBus::Kafka => {
+                let consumed = self
+                    .consume_until(Duration::from_secs(60), |seen| {
+                        Consumed::distinct(seen) as i64 >= total
+                    })
+                    .await;
+                Consumed::first_copies(consumed)
+            }
+            TestBus::None => {
+                let filter = event_store::feed::FeedFilter::default();
+                let events = event_store::feed::read_after(
+                    pool,
+                    event_store::feed::GlobalPosition::default(),
+                    &filter,
+                    total.max(1),
+                )
+                .await
+                .expect("read the feed");
+                assert_eq!(
+                    events.len() as i64,
+                    total,
+                    "every event is below the horizon"
+                );
+                let upcasters = event_schemas::upcasters();
+                events
+                    .into_iter()
+                    .map(|event| {
+                        let (offset, key) = (event.global.position, event.aggregate_id.clone());
+                        let envelope = read_models::event::envelope_from(event, &upcasters);
+                        let headers = read_models::event::message_headers(&envelope)
+                            .into_iter()
+                            .map(|(k, v)| (k.to_owned(), v))
+                            .collect();
+                        Consumed {
+                            topic: projections::projector::STORE_TOPIC.to_owned(),
+                            partition: 0,
+                            offset,
+                            key,
+                            envelope: serde_json::to_value(&envelope).expect("json"),
+                            headers,
+                        }
+                    })
+                    .collect()
+            }
+        }
+    }
+
+    /// Makes `projection` receive `message` again once its projectors are
+    /// (re)started, as after a crash before their position was written
+    /// down: on Kafka, a copy published to its partition; with no broker,
+    /// the projection's checkpoint moved back to just before it (taking its
+    /// reader lock to do so: stop its projectors first).
+    pub async fn deliver_again(&self, db: &crate::TestDb, projection: &str, message: &Consumed) {
+        match self.bus {
+            TestBus::Kafka => {
+                use rdkafka::producer::{FutureProducer, FutureRecord};
+                let producer: FutureProducer = ClientConfig::new()
+                    .set("bootstrap.servers", &self.brokers)
+                    .create()
+                    .expect("producer");
+                let payload = serde_json::to_vec(&message.envelope).expect("json");
+                producer
+                    .send(
+                        FutureRecord::to(&message.topic)
+                            .key(&message.key)
+                            .partition(message.partition)
+                            .payload(&payload),
+                        Duration::from_secs(10),
+                    )
+                    .await
+                    .expect("duplicate published");
+            }
+            TestBus::None => {
+                use projections::projector::StoreSource;
+                let lock = tokio::time::timeout(
+                    Duration::from_secs(30),
+                    projections::leader::hold(&db.url, &StoreSource::reader_lock(projection)),
+                )
+                .await
+                .expect("the stopped projectors release the reader lock")
+                .expect("the reader lock");
+                let moved = sqlx::query(
+                    "UPDATE relay_checkpoints c SET transaction_id = e.transaction_id, \
+                     global_position = e.global_position - 1 \
+                     FROM events e WHERE c.name = $1 AND e.global_position = $2",
+                )
+                .bind(StoreSource::checkpoint_name(projection))
+                .bind(message.offset)
+                .execute(&db.pool)
+                .await
+                .expect("rewind the checkpoint");
+                assert_eq!(moved.rows_affected(), 1, "{projection} has a checkpoint");
+                drop(lock);
+            }
+        }
+    }
+
+    /// The dead letters, at least `count` of them, as consumers of the
+    /// dead-letter outlet see them: the original key, payload and headers,
+    /// and `dlq_projection`, `dlq_error`, `dlq_topic`, `dlq_partition` and
+    /// `dlq_offset` headers (with no broker, read from the `dead_letters`
+    /// table).
+    pub async fn dead_letters(&self, pool: &sqlx::PgPool, count: usize) -> Vec<Consumed> {
+        match self.bus {
+            TestBus::Kafka => {
+                self.consume_topics_until(
+                    &[self.dead_letter_topic()],
+                    Duration::from_secs(60),
+                    |seen| seen.len() >= count,
+                )
+                .await
+            }
+            TestBus::None => {
+                crate::eventually(Duration::from_secs(60), "the dead letters", || async {
+                    let rows: Vec<DeadLetterRow> = sqlx::query_as(
+                        "SELECT projection, error, topic, partition, \"offset\", key, payload, headers \
+                         FROM dead_letters ORDER BY id",
+                    )
+                    .fetch_all(pool)
+                    .await
+                    .expect("dead letters");
+                    (rows.len() >= count).then(|| rows.into_iter().map(DeadLetterRow::consumed).collect())
+                })
+                .await
+            }
+        }
+    }
+
     pub fn kafka(&self) -> projections::relay::KafkaConfig {
         projections::relay::KafkaConfig {
             brokers: self.brokers.clone(),
@@ -152,6 +356,38 @@ impl TestBroker {
             }
         }
         seen
+    }
+}
+
+/// A row of the `dead_letters` table.
+#[derive(sqlx::FromRow)]
+struct DeadLetterRow {
+    projection: String,
+    error: String,
+    topic: String,
+    partition: i32,
+    offset: i64,
+    key: Option<Vec<u8>>,
+    payload: Option<Vec<u8>>,
+    headers: sqlx::types::Json<HashMap<String, String>>,
+}
+
+impl DeadLetterRow {
+    fn consumed(self) -> Consumed {
+        let mut headers = self.headers.0;
+        headers.insert("dlq_projection".into(), self.projection);
+        headers.insert("dlq_error".into(), self.error);
+        headers.insert("dlq_topic".into(), self.topic.clone());
+        headers.insert("dlq_partition".into(), self.partition.to_string());
+        headers.insert("dlq_offset".into(), self.offset.to_string());
+        Consumed {
+            topic: self.topic,
+            partition: self.partition,
+            offset: self.offset,
+            key: String::from_utf8(self.key.expect("a key")).expect("a UTF-8 key"),
+            envelope: serde_json::from_slice(&self.payload.expect("a payload")).expect("JSON"),
+            headers,
+        }
     }
 }
 

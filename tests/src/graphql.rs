@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use projections::status::{KafkaStatus, StatusSource};
+use projections::status::{BusStatus, StatusSource};
 use query_api::{QueryApi, QueryConfig};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
@@ -83,10 +83,10 @@ impl TestGraphql {
         config: QueryConfig,
         verifier: identity::Verifier,
     ) -> Self {
-        let status = Arc::new(KafkaStatus::new(
+        let status = Arc::new(BusStatus::new(
             app.db.pool.clone(),
             StatusSource {
-                kafka: broker.kafka(),
+                bus: broker.event_bus(),
                 relay_name: relay_name.to_owned(),
             },
         ));

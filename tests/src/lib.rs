@@ -1,9 +1,11 @@
 //! The end-to-end test harness: a database per test, cloned from a
 //! migrated template, and the application served on an ephemeral port.
 //!
-//! Streaming tests also need Apache Kafka (`TEST_KAFKA_BROKERS`, default
-//! `127.0.0.1:9092`; `scripts/setup` starts a single node there), and the
-//! fault tests start clusters of their own from the same installation.
+//! Streaming tests run on the event bus `TEST_EVENT_BUS` names (`kafka`,
+//! the default, or `none`). On Kafka they need Apache Kafka
+//! (`TEST_KAFKA_BROKERS`, default `127.0.0.1:9092`; `scripts/setup` starts
+//! a single node there), and the Kafka fault tests start clusters of their
+//! own from the same installation.
 //!
 //! Search tests also need Elasticsearch or OpenSearch (`TEST_SEARCH_URL`,
 //! default `http://127.0.0.1:9200`; `scripts/setup` starts OpenSearch
@@ -34,7 +36,7 @@ mod streaming;
 mod wait;
 
 pub use app::{Caller, TestApp, TestResponse};
-pub use broker::{Consumed, TestBroker};
+pub use broker::{Consumed, TestBroker, TestBus};
 pub use db::TestDb;
 pub use kafka::KafkaCluster;
 pub use process::{EshopEnv, EshopProcess, ProcessStack, eshop_bin, free_port};

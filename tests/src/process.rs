@@ -40,6 +40,7 @@ pub struct EshopEnv {
 impl EshopEnv {
     pub fn new(db: &TestDb, broker: &TestBroker, search: &TestSearch, name: &str) -> Self {
         Self::for_database(db, name).with_all([
+            ("EVENT_BUS_URL", broker.url()),
             ("KAFKA_BROKERS", broker.brokers.clone()),
             ("EVENT_TOPICS", broker.topics()),
             ("KAFKA_TOPIC_PARTITIONS", "3".to_owned()),
@@ -52,6 +53,7 @@ impl EshopEnv {
             ("SEARCH_INDEX_PREFIX", search.prefix.clone()),
             ("RELAY_NAME", name.to_owned()),
             ("RELAY_POLL_MS", "10".to_owned()),
+            ("PROJECTOR_STORE_POLL_MS", "10".to_owned()),
             // Several processes per test, and tests in parallel, share one
             // PostgreSQL (max_connections 300).
             ("DATABASE_MAX_CONNECTIONS", "8".to_owned()),

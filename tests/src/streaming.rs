@@ -5,13 +5,18 @@ use projections::projector::ProjectorConfig;
 use projections::relay::RelayConfig;
 use tokio::sync::oneshot;
 
-use crate::broker::TestBroker;
+use crate::broker::{TestBroker, TestBus};
 use crate::db::TestDb;
 use crate::search::TestSearch;
 
 /// A relay named `name` over the test's database and topics, polling every
-/// 10 ms. Dropping the returned sender stops it.
+/// 10 ms. Dropping the returned sender stops it. With no broker, no relay
+/// runs (the projectors read the event store).
 pub fn start_relay(db: &TestDb, broker: &TestBroker, name: &str) -> oneshot::Sender<()> {
+    let (stop, stopped) = oneshot::channel::<()>();
+    if broker.bus == TestBus::None {
+        return stop;
+    }
     let config = RelayConfig {
         kafka: broker.kafka(),
         batch_size: 100,
@@ -20,7 +25,6 @@ pub fn start_relay(db: &TestDb, broker: &TestBroker, name: &str) -> oneshot::Sen
         poll_ms: 10,
         name: name.to_owned(),
     };
-    let (stop, stopped) = oneshot::channel::<()>();
     let database = DatabaseConfig::for_url(&db.url);
     tokio::spawn(async move {
         projections::relay::run(&database, config, async {
@@ -32,7 +36,8 @@ pub fn start_relay(db: &TestDb, broker: &TestBroker, name: &str) -> oneshot::Sen
     stop
 }
 
-/// Every projection (the views and the search index), in consumer groups of this test named after `group`.
+/// Every projection (the views and the search index), fed by the test's
+/// bus (on Kafka, in consumer groups of this test named after `group`).
 /// Dropping the returned sender stops them.
 pub fn start_projectors(
     db: &TestDb,
@@ -43,13 +48,15 @@ pub fn start_projectors(
     let (stop, stopped) = oneshot::channel::<()>();
     let pool = db.pool.clone();
     let config = ProjectorConfig {
-        kafka: broker.kafka(),
+        database: DatabaseConfig::for_url(&db.url),
+        bus: broker.event_bus(),
         group_prefix: format!("{}.{group}", broker.prefix),
         dead_letter_topic: broker.dead_letter_topic(),
         only: Vec::new(),
         session_timeout_ms: 6000,
         max_poll_interval_ms: 300_000,
         instance_id: None,
+        store_poll: std::time::Duration::from_millis(10),
         search: search.config(),
     };
     tokio::spawn(async move {

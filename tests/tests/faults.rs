@@ -14,7 +14,9 @@ use std::time::Duration;
 use eshop_tests::fault::{
     Projected, assert_no_failures, assert_verified, caught_up, chaos, scratch_build, shop_load,
 };
-use eshop_tests::{EshopProcess, KafkaCluster, ProcessStack, TestBroker, TestDb, eventually};
+use eshop_tests::{
+    EshopProcess, KafkaCluster, ProcessStack, TestBroker, TestBus, TestDb, eventually,
+};
 
 /// No event lost and none applied twice: one order row per OrderPlaced, the
 /// views equal a from-scratch build by fresh processes, and `eshop
@@ -76,8 +78,14 @@ async fn orders_projected(db: &TestDb, orders: i64) {
 async fn kill_9_of_relay_and_projector_under_load_loses_nothing() {
     let stack = ProcessStack::new("kill9").await;
     let (_api, base) = stack.serve(&["serve", "--api-only"]).await;
+    // The relay and a projector; with no broker, two projectors (each
+    // projection's active reader of the event store, and a standby).
+    let first = match stack.broker.bus {
+        TestBus::Kafka => "relay",
+        TestBus::None => "project",
+    };
     let mut processes = vec![
-        (stack.env.spawn(&["relay"]), vec!["relay"]),
+        (stack.env.spawn(&[first]), vec![first]),
         (stack.env.spawn(&["project"]), vec!["project"]),
     ];
 
@@ -222,6 +230,80 @@ async fn two_projector_processes_share_the_partitions() {
             "{projection}: {a:?} and {b:?} overlap"
         );
     }
+    assert_complete(&stack).await;
+}
+
+/// How many times a projector process took up reading the event store
+/// for `projection` (it logs each time it holds the reader lock).
+fn store_readings(log: &std::path::Path, projection: &str) -> usize {
+    let text = std::fs::read_to_string(log).expect("log");
+    text.lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|entry| {
+            entry["message"] == "reading the event store" && entry["projection"] == projection
+        })
+        .count()
+}
+
+/// With no broker: each projection has one active reader of the event
+/// store among the projector processes, and a standby that takes over,
+/// from the checkpoint, when the active one is killed under load.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn without_a_broker_a_killed_store_reader_is_replaced_by_its_standby() {
+    let stack = ProcessStack::new("standby").await;
+    assert_eq!(
+        stack.broker.bus,
+        TestBus::None,
+        "a test of the broker-less bus: run it with TEST_EVENT_BUS=none"
+    );
+    let (_api, base) = stack.serve(&["serve", "--api-only"]).await;
+    let mut first = stack.env.spawn(&["project"]);
+    let mut second = stack.env.spawn(&["project"]);
+
+    let done = AtomicBool::new(false);
+    let sent = Arc::new(AtomicU64::new(0));
+    let (failures, (killed, standby)) =
+        tokio::join!(load_until(&done, &base, "B", (3, 20), &sent), async {
+            orders_projected(&stack.db, 20).await;
+            // One process reads order_view, the other waits for it.
+            let (first_log, second_log) = (first.log.clone(), second.log.clone());
+            let first_is_active = eventually(
+                Duration::from_secs(30),
+                "one active reader of order_view",
+                || async {
+                    match (
+                        store_readings(&first_log, "order_view"),
+                        store_readings(&second_log, "order_view"),
+                    ) {
+                        (1, 0) => Some(true),
+                        (0, 1) => Some(false),
+                        _ => None,
+                    }
+                },
+            )
+            .await;
+            let (active, standby) = if first_is_active {
+                (&mut first, &mut second)
+            } else {
+                (&mut second, &mut first)
+            };
+            active.kill();
+            let killed = active.log.clone();
+            // The standby takes over while the load goes on.
+            eventually(
+                Duration::from_secs(30),
+                "the standby to take over",
+                || async { (store_readings(&standby.log, "order_view") == 1).then_some(()) },
+            )
+            .await;
+            let before = stack.db.count("SELECT count(*) FROM order_view").await;
+            orders_projected(&stack.db, before + 20).await;
+            done.store(true, Ordering::Relaxed);
+            (killed, standby.log.clone())
+        });
+    assert_no_failures("commands failed", &failures);
+    eprintln!("killed {}, standby {}", killed.display(), standby.display());
+    caught_up(&stack.env, Duration::from_secs(120)).await;
     assert_complete(&stack).await;
 }
 

@@ -168,6 +168,24 @@ pub fn envelope_from(event: RecordedEvent, upcasters: &[Box<dyn EventUpcaster>])
     )
 }
 
+/// The headers every message of an event carries, on every bus (and in a
+/// dead letter): its content type and the CloudEvents attributes a router
+/// needs without reading the payload (`ce_id`, `ce_type`,
+/// `ce_schemaversion`), and its W3C `traceparent` when it has one.
+#[must_use]
+pub fn message_headers(envelope: &Envelope) -> Vec<(&'static str, String)> {
+    let mut headers = vec![
+        ("content-type", "application/cloudevents+json".to_owned()),
+        ("ce_id", envelope.id.to_string()),
+        ("ce_type", envelope.event_type.clone()),
+        ("ce_schemaversion", envelope.schemaversion.clone()),
+    ];
+    if let Some(traceparent) = &envelope.traceparent {
+        headers.push(("traceparent", traceparent.clone()));
+    }
+    headers
+}
+
 /// The id of an event stored without one (written by another tool): a
 /// name-based UUID of its place in its stream, so that it is unique and
 /// the same on every redelivery, as the contract promises.

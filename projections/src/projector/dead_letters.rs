@@ -61,9 +61,23 @@ impl DeadLetters {
                 publish(producer, topic, projection, message, error).await?;
             }
             Outlet::Table => {
+                // Header values are text on every bus eshop publishes to.
+                let headers: serde_json::Map<String, serde_json::Value> = message
+                    .headers
+                    .iter()
+                    .map(|(key, value)| {
+                        let value = value
+                            .as_deref()
+                            .map(|v| String::from_utf8_lossy(v).into_owned());
+                        (
+                            key.clone(),
+                            value.map_or(serde_json::Value::Null, Into::into),
+                        )
+                    })
+                    .collect();
                 sqlx::query(
-                    "INSERT INTO dead_letters (projection, error, topic, partition, \"offset\", key, payload) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                    "INSERT INTO dead_letters (projection, error, topic, partition, \"offset\", key, payload, headers) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
                 )
                 .bind(projection)
                 .bind(error)
@@ -72,6 +86,7 @@ impl DeadLetters {
                 .bind(message.offset)
                 .bind(message.key.as_deref())
                 .bind(message.payload.as_deref())
+                .bind(sqlx::types::Json(headers))
                 .execute(&self.pool)
                 .await
                 .map_err(store)?;

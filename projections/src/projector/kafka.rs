@@ -63,6 +63,14 @@ impl rdkafka::consumer::ConsumerContext for Rebalances {
     }
 }
 
+/// The Kafka settings of a projector on Kafka.
+fn kafka_of(config: &ProjectorConfig) -> anyhow::Result<&crate::relay::KafkaConfig> {
+    config
+        .bus
+        .kafka()
+        .with_context(|| format!("the event bus is {}, not Kafka", config.bus.name()))
+}
+
 /// The consumer every projection runner uses.
 pub type ProjectionConsumer = StreamConsumer<Rebalances>;
 
@@ -72,7 +80,7 @@ fn consumer(
     name: &str,
     aggregate_types: &[&str],
 ) -> anyhow::Result<ProjectionConsumer> {
-    let kafka = &config.kafka;
+    let kafka = kafka_of(config)?;
     let mut client = ClientConfig::new();
     if let Some(instance) = &config.instance_id {
         client.set("group.instance.id", instance);
@@ -151,13 +159,14 @@ pub async fn rebalance_group(
     name: &str,
     aggregate_types: &[&str],
 ) -> anyhow::Result<()> {
+    let kafka = kafka_of(config)?;
     let topics: Vec<String> = aggregate_types
         .iter()
-        .filter_map(|t| config.kafka.topics.topic(t))
+        .filter_map(|t| kafka.topics.topic(t))
         .map(str::to_owned)
         .collect();
     let consumer: rdkafka::consumer::BaseConsumer<Joined> = ClientConfig::new()
-        .set("bootstrap.servers", &config.kafka.brokers)
+        .set("bootstrap.servers", &kafka.brokers)
         .set("group.id", format!("{}.{name}", config.group_prefix))
         .set("enable.auto.commit", "false")
         .set("session.timeout.ms", config.session_timeout_ms.to_string())
@@ -205,34 +214,30 @@ pub(crate) async fn connect(
     name: &str,
     aggregate_types: &[&str],
 ) -> anyhow::Result<(FutureProducer, ProjectionConsumer)> {
+    let kafka = kafka_of(config)?;
     let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", &config.kafka.brokers)
+        .set("bootstrap.servers", &kafka.brokers)
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .create()
         .context("failed to create the dead-letter producer")?;
     let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
         ClientConfig::new()
-            .set("bootstrap.servers", &config.kafka.brokers)
+            .set("bootstrap.servers", &kafka.brokers)
             .create()
             .context("failed to create the admin client")?;
     let topics: Vec<&str> = aggregate_types
         .iter()
-        .filter_map(|t| config.kafka.topics.topic(t))
+        .filter_map(|t| kafka.topics.topic(t))
         .collect();
-    crate::relay::create_topics(
-        &admin,
-        &topics,
-        config.kafka.partitions,
-        config.kafka.replication,
-    )
-    .await
-    .context("failed to create the projection's topics")?;
+    crate::relay::create_topics(&admin, &topics, kafka.partitions, kafka.replication)
+        .await
+        .context("failed to create the projection's topics")?;
     crate::relay::create_topics(
         &admin,
         &[config.dead_letter_topic.as_str()],
         1,
-        config.kafka.replication,
+        kafka.replication,
     )
     .await
     .context("failed to create the dead-letter topic")?;

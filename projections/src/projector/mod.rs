@@ -42,10 +42,10 @@ pub use stall::{DEFAULT_STALL, StallWatch};
 pub use store::{STORE_TOPIC, StoreSource};
 pub use views::ViewSink;
 
-use crate::relay::KafkaConfig;
+use crate::bus::EventBus;
 
-/// The projectors' own options (the broker and topics come from
-/// [`KafkaConfig`], shared with the relay).
+/// The projectors' own options (the bus comes from
+/// [`crate::bus::BusArgs`], shared with the relay).
 #[derive(Debug, Clone, clap::Args)]
 pub struct ProjectorOptions {
     /// Consumer groups are named `{prefix}.{projection}`; processes with the
@@ -58,7 +58,8 @@ pub struct ProjectorOptions {
     pub group_prefix: String,
 
     /// Where events a projection cannot decode or apply go, with the error
-    /// and the original payload.
+    /// and the original payload: a topic on Kafka. With no broker, dead
+    /// letters go to the `dead_letters` table.
     #[arg(
         long = "dead-letter-topic",
         env = "DEAD_LETTER_TOPIC",
@@ -119,6 +120,16 @@ pub struct ProjectorOptions {
     )]
     pub stall_ms: u64,
 
+    /// With no broker (`EVENT_BUS_URL=none`): how long a projection that
+    /// has read everything below the horizon waits before reading the
+    /// event store's feed again, in ms.
+    #[arg(
+        long = "store-poll-ms",
+        env = "PROJECTOR_STORE_POLL_MS",
+        default_value_t = 20
+    )]
+    pub store_poll_ms: u64,
+
     #[command(flatten)]
     pub search: search_index::SearchConfig,
 }
@@ -134,27 +145,39 @@ impl ProjectorOptions {
 /// Configuration of the projectors.
 #[derive(Debug, Clone)]
 pub struct ProjectorConfig {
-    pub kafka: KafkaConfig,
+    /// The database the projections read and write (and, with no broker,
+    /// whose event feed they read).
+    pub database: event_store::DatabaseConfig,
+    pub bus: EventBus,
     pub group_prefix: String,
     pub dead_letter_topic: String,
     pub only: Vec<String>,
     pub instance_id: Option<String>,
     pub session_timeout_ms: u32,
     pub max_poll_interval_ms: u32,
+    /// How long a store reader waits before reading the feed again, when
+    /// it has read everything below the horizon.
+    pub store_poll: Duration,
     pub search: search_index::SearchConfig,
 }
 
 impl ProjectorConfig {
     #[must_use]
-    pub fn new(kafka: KafkaConfig, options: ProjectorOptions) -> Self {
+    pub fn new(
+        database: event_store::DatabaseConfig,
+        bus: EventBus,
+        options: ProjectorOptions,
+    ) -> Self {
         Self {
-            kafka,
+            database,
+            bus,
             group_prefix: options.group_prefix,
             dead_letter_topic: options.dead_letter_topic,
             only: options.only,
             instance_id: options.instance_id,
             session_timeout_ms: options.session_timeout_ms,
             max_poll_interval_ms: options.max_poll_interval_ms,
+            store_poll: Duration::from_millis(options.store_poll_ms),
             search: options.search,
         }
     }
@@ -412,9 +435,9 @@ pub fn pool(database: &event_store::DatabaseConfig) -> Result<PgPool, sqlx::Erro
     )
 }
 
-/// Runs each sink the configuration selects, fed by its own Kafka
-/// consumer group, until `shutdown` completes, watched for stalls (see
-/// [`StallWatch`]).
+/// Runs each sink the configuration selects, fed by the bus (a Kafka
+/// consumer group of its own, or the event store's feed), until `shutdown`
+/// completes, watched for stalls (see [`StallWatch`]).
 pub async fn run_sinks(
     pool: PgPool,
     config: ProjectorConfig,
@@ -458,11 +481,23 @@ pub async fn run_sinks(
         let (pool, config, stopped) = (pool.clone(), config.clone(), stopping());
         let renew = renewals.of(sink.name());
         tasks.spawn(async move {
-            let (producer, consumer) = kafka::connect(&config, sink.name(), sink.aggregate_types()).await?;
-            tracing::info!(projection = sink.name(), group = %group_id(&config, sink.name()), "projection started");
-            let dead = DeadLetters::new(pool.clone(), producer, config.dead_letter_topic.clone());
-            let mut source = KafkaSource::new(pool, config, sink.name(), sink.aggregate_types(), consumer, renew);
-            run(sink.as_ref(), &mut source, &dead, stopped).await
+            let (name, types) = (sink.name(), sink.aggregate_types());
+            match &config.bus {
+                EventBus::Kafka(_) => {
+                    let (producer, consumer) = kafka::connect(&config, name, types).await?;
+                    tracing::info!(projection = name, bus = "kafka", group = %group_id(&config, name), "projection started");
+                    let dead = DeadLetters::new(pool.clone(), producer, config.dead_letter_topic.clone());
+                    let mut source = KafkaSource::new(pool, config, name, types, consumer, renew);
+                    run(sink.as_ref(), &mut source, &dead, stopped).await
+                }
+                EventBus::None => {
+                    tracing::info!(projection = name, bus = "none", "projection started");
+                    let dead = DeadLetters::in_store(pool.clone());
+                    let (database, poll) = (config.database.clone(), config.store_poll);
+                    let mut source = StoreSource::new(pool, database, name, types, poll);
+                    run(sink.as_ref(), &mut source, &dead, stopped).await
+                }
+            }
         });
     }
     let mut shutdown = std::pin::pin!(shutdown);

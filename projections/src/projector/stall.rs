@@ -38,7 +38,8 @@ impl StallWatch {
 
 /// Watches `watched` (names and aggregate types) until `shutdown`: every
 /// quarter of the stall time it compares each projection's recorded
-/// offsets with its partitions' ends ([`crate::status::kafka_progress`]).
+/// offsets with its partitions' ends, or its checkpoint with the event
+/// store's feed ([`crate::status::progress`]).
 ///
 /// A projection with messages pending that has taken none for the stall
 /// time is reported stalled ([`Stalls`]). Still stalled after twice the
@@ -78,7 +79,7 @@ pub(super) async fn watch_stalls(
             () = tokio::time::sleep(every) => {}
         }
         while rebalances.try_join_next().is_some() {}
-        let progress = match crate::status::kafka_progress(&pool, &config.kafka, &watched).await {
+        let progress = match crate::status::progress(&pool, &config.bus, &watched).await {
             Ok(progress) => progress,
             Err(error) => {
                 tracing::warn!(
@@ -115,6 +116,12 @@ pub(super) async fn watch_stalls(
                     stuck_ms = stuck_for.as_millis() as u64,
                     "projection stalled: messages pending and none taken"
                 );
+            }
+            if config.bus.kafka().is_none() {
+                // Reading the event store, a projection has nothing to
+                // rebalance: its reader lock passes to a standby when its
+                // holder's connection goes. The stall is reported only.
+                continue;
             }
             let remedy = escalations
                 .entry(name)

@@ -85,6 +85,14 @@ impl StoreSource {
         format!("projection.{projection}")
     }
 
+    /// The advisory lock of the one active reader of `projection`. Not the
+    /// rebuild's swap lock ([`super::swap_lock`]): the sink takes that one,
+    /// shared, for every batch, and a rebuild takes it exclusively.
+    #[must_use]
+    pub fn reader_lock(projection: &str) -> String {
+        format!("eshop.store-reader.{projection}")
+    }
+
     /// Holds the projection's lock (waiting for it), and knows where to
     /// read from; checks now and then that the lock is still held.
     async fn hold_lock(&mut self) -> anyhow::Result<()> {
@@ -99,7 +107,7 @@ impl StoreSource {
             }
             return Ok(());
         }
-        let connection = crate::leader::hold(&self.database.url, &reader_lock(self.name))
+        let connection = crate::leader::hold(&self.database.url, &Self::reader_lock(self.name))
             .await
             .context("the projection's reader lock")?;
         self.read = checkpoint::load(&self.pool, &Self::checkpoint_name(self.name)).await?;
@@ -133,17 +141,14 @@ impl StoreSource {
     }
 }
 
-/// The advisory lock of the one active reader of `projection`. Not the
-/// rebuild's swap lock ([`super::swap_lock`]): the sink takes that one,
-/// shared, for every batch, and a rebuild takes it exclusively.
-fn reader_lock(projection: &str) -> String {
-    format!("eshop.store-reader.{projection}")
-}
-
 /// A stored event as a message: the envelope the relay would publish.
 fn delivered(event: RecordedEvent, upcasters: &[Box<dyn EventUpcaster>]) -> Delivered {
     let (position, key) = (event.global.position, event.aggregate_id.clone());
     let envelope = read_models::event::envelope_from(event, upcasters);
+    let headers = read_models::event::message_headers(&envelope)
+        .into_iter()
+        .map(|(key, value)| (key.to_owned(), Some(value.into_bytes())))
+        .collect();
     let payload =
         Some(serde_json::to_vec(&envelope).expect("an envelope is plain data: it serialises"));
     let event = read_models::event::Event::from_envelope(envelope).map_err(|e| e.to_string());
@@ -153,7 +158,7 @@ fn delivered(event: RecordedEvent, upcasters: &[Box<dyn EventUpcaster>]) -> Deli
         offset: position,
         key: Some(key.into_bytes()),
         payload,
-        headers: Vec::new(),
+        headers,
         event,
     }
 }
@@ -195,7 +200,10 @@ mod tests {
     #[test]
     fn the_readers_lock_is_not_the_rebuilds_swap_lock() {
         for projection in read_models::names() {
-            assert_ne!(reader_lock(projection), super::super::swap_lock(projection));
+            assert_ne!(
+                StoreSource::reader_lock(projection),
+                super::super::swap_lock(projection)
+            );
         }
     }
 }

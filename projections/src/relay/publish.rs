@@ -2,7 +2,7 @@ use std::time::Duration;
 
 use cqrs_es::persist::EventUpcaster;
 use event_store::feed::RecordedEvent;
-use read_models::event::envelope_of;
+use read_models::event::{envelope_of, message_headers};
 
 use futures::future::join_all;
 use rdkafka::ClientConfig;
@@ -175,28 +175,11 @@ impl Publisher {
                 .ok_or_else(|| PublishError::NoTopic(event.aggregate_type.clone()))?;
             let envelope = envelope_of(event, &self.upcasters);
             let payload = serde_json::to_vec(&envelope)?;
-            let id = envelope.id.to_string();
-            let mut headers = OwnedHeaders::new()
-                .insert(Header {
-                    key: "content-type",
-                    value: Some("application/cloudevents+json"),
-                })
-                .insert(Header {
-                    key: "ce_id",
-                    value: Some(&id),
-                })
-                .insert(Header {
-                    key: "ce_type",
-                    value: Some(&envelope.event_type),
-                })
-                .insert(Header {
-                    key: "ce_schemaversion",
-                    value: Some(&envelope.schemaversion),
-                });
-            if let Some(traceparent) = &envelope.traceparent {
+            let mut headers = OwnedHeaders::new();
+            for (key, value) in message_headers(&envelope) {
                 headers = headers.insert(Header {
-                    key: "traceparent",
-                    value: Some(traceparent),
+                    key,
+                    value: Some(&value),
                 });
             }
             let record = FutureRecord::to(topic)
