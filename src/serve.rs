@@ -62,7 +62,7 @@ pub async fn serve(args: ServeArgs, stop: &Stop) -> anyhow::Result<()> {
     if !args.api_only {
         let bus = args.bus.bus();
         tracing::info!(bus = bus.name(), "event bus");
-        // The check is named after the bus in use: `kafka`, or
+        // The check is named after the bus in use: `kafka`, `rabbitmq`, or
         // `event_store_feed` with no broker (the database's own check
         // covers the event store).
         let checked = bus.clone();
@@ -83,8 +83,8 @@ pub async fn serve(args: ServeArgs, stop: &Stop) -> anyhow::Result<()> {
         );
         let pool =
             projections::projector::pool(&args.api.database).context("invalid DATABASE_URL")?;
-        if let Some(kafka) = bus.kafka() {
-            let relay = RelayConfig::new(kafka.clone(), args.relay.clone());
+        if bus.has_broker() {
+            let relay = RelayConfig::new(bus.clone(), args.relay.clone());
             let database = args.api.database.clone();
             let stopped = stopping();
             streaming

@@ -4,6 +4,8 @@
 //! - `kafka://host:port,…`: Apache Kafka (or any Kafka-protocol broker).
 //!   Without `EVENT_BUS_URL`, Kafka at `KAFKA_BROKERS` is the bus, as it
 //!   always was.
+//! - `amqp://user:password@host:port/vhost` (or `amqps://`): RabbitMQ
+//!   ([`crate::rabbit`]): lanes of streams per aggregate type.
 //! - `none`: no broker. The relay does not run; each projection reads the
 //!   event store's global feed itself ([`crate::projector::StoreSource`]),
 //!   below the relay's horizon, with a checkpoint of its own and one active
@@ -16,6 +18,7 @@
 use std::fmt;
 use std::str::FromStr;
 
+use crate::rabbit::{RabbitConfig, RabbitOptions};
 use crate::relay::KafkaConfig;
 
 /// The bus as `EVENT_BUS_URL` names it.
@@ -23,6 +26,8 @@ use crate::relay::KafkaConfig;
 pub enum BusUrl {
     /// `kafka://host:port,…`: the bootstrap brokers.
     Kafka(String),
+    /// `amqp://…` or `amqps://…`: RabbitMQ.
+    RabbitMq(String),
     /// `none`.
     None,
 }
@@ -34,6 +39,17 @@ impl FromStr for BusUrl {
         let s = s.trim();
         if s.eq_ignore_ascii_case("none") {
             return Ok(Self::None);
+        }
+        if s.starts_with("amqp://") || s.starts_with("amqps://") {
+            let host = s.split_once("://").map_or("", |(_, rest)| rest);
+            let host = host.rsplit_once('@').map_or(host, |(_, host)| host);
+            if host.is_empty() || host.starts_with('/') {
+                return Err(format!(
+                    "expected amqp://[user:password@]host[:port][/vhost], got '{}'",
+                    redacted(s)
+                ));
+            }
+            return Ok(Self::RabbitMq(s.to_owned()));
         }
         if let Some(brokers) = s.strip_prefix("kafka://") {
             let brokers = brokers.trim_end_matches('/');
@@ -51,7 +67,7 @@ impl FromStr for BusUrl {
             return Ok(Self::Kafka(brokers.to_owned()));
         }
         Err(format!(
-            "unknown event bus '{}': expected kafka://host:port[,…] or none",
+            "unknown event bus '{}': expected kafka://host:port[,…], amqp://… or none",
             redacted(s)
         ))
     }
@@ -61,13 +77,14 @@ impl fmt::Debug for BusUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Kafka(brokers) => write!(f, "kafka://{brokers}"),
+            Self::RabbitMq(url) => f.write_str(&redacted(url)),
             Self::None => f.write_str("none"),
         }
     }
 }
 
 /// A URL with any password replaced, for messages and logs.
-fn redacted(url: &str) -> String {
+pub(crate) fn redacted(url: &str) -> String {
     match url.split_once("://") {
         Some((scheme, rest)) => match rest.split_once('@') {
             Some((credentials, host)) => {
@@ -83,7 +100,8 @@ fn redacted(url: &str) -> String {
 /// The command-line and environment settings of the bus.
 #[derive(Debug, Clone, clap::Args)]
 pub struct BusArgs {
-    /// The event bus: `kafka://host:port,…`, or `none` (the projectors
+    /// The event bus: `kafka://host:port,…`, a RabbitMQ URL
+    /// (`amqp://user:password@host:port/vhost`), or `none` (the projectors
     /// read the event store themselves; the relay does not run). Default:
     /// Kafka at `KAFKA_BROKERS`.
     #[arg(long = "event-bus", env = "EVENT_BUS_URL")]
@@ -91,6 +109,9 @@ pub struct BusArgs {
 
     #[command(flatten)]
     pub kafka: KafkaConfig,
+
+    #[command(flatten)]
+    pub rabbit: RabbitOptions,
 }
 
 impl BusArgs {
@@ -104,6 +125,12 @@ impl BusArgs {
                 brokers: brokers.clone(),
                 ..self.kafka.clone()
             }),
+            Some(BusUrl::RabbitMq(url)) => EventBus::RabbitMq(RabbitConfig {
+                url: url.clone(),
+                exchange: self.rabbit.exchange.clone(),
+                lanes: self.rabbit.lanes,
+                topics: self.kafka.topics.clone(),
+            }),
             Some(BusUrl::None) => EventBus::None,
         }
     }
@@ -113,6 +140,7 @@ impl BusArgs {
 #[derive(Debug, Clone)]
 pub enum EventBus {
     Kafka(KafkaConfig),
+    RabbitMq(RabbitConfig),
     /// No broker: the projectors read the event store's feed.
     None,
 }
@@ -123,6 +151,7 @@ impl EventBus {
     pub fn name(&self) -> &'static str {
         match self {
             Self::Kafka(_) => "kafka",
+            Self::RabbitMq(_) => "rabbitmq",
             Self::None => "none",
         }
     }
@@ -133,6 +162,7 @@ impl EventBus {
     pub fn check_name(&self) -> &'static str {
         match self {
             Self::Kafka(_) => "kafka",
+            Self::RabbitMq(_) => "rabbitmq",
             Self::None => "event_store_feed",
         }
     }
@@ -148,7 +178,7 @@ impl EventBus {
     pub fn kafka(&self) -> Option<&KafkaConfig> {
         match self {
             Self::Kafka(kafka) => Some(kafka),
-            Self::None => None,
+            Self::RabbitMq(_) | Self::None => None,
         }
     }
 
@@ -158,6 +188,7 @@ impl EventBus {
     pub async fn reachable(&self) -> Result<(), String> {
         match self {
             Self::Kafka(kafka) => crate::relay::broker_reachable(kafka).await,
+            Self::RabbitMq(rabbit) => crate::rabbit::reachable(rabbit).await,
             Self::None => Ok(()),
         }
     }
@@ -178,6 +209,22 @@ mod tests {
             Ok(BusUrl::Kafka("127.0.0.1:9092".to_owned()))
         );
         assert_eq!("none".parse::<BusUrl>(), Ok(BusUrl::None));
+        assert_eq!(
+            "amqp://eshop:secret@rabbit:5672/%2f".parse::<BusUrl>(),
+            Ok(BusUrl::RabbitMq(
+                "amqp://eshop:secret@rabbit:5672/%2f".to_owned()
+            ))
+        );
+        assert!("amqps://rabbit.example".parse::<BusUrl>().is_ok());
+        assert!("amqp://".parse::<BusUrl>().is_err());
+        assert!("amqp://user:pw@/vhost".parse::<BusUrl>().is_err());
+        let shown = format!(
+            "{:?}",
+            "amqp://eshop:secret@rabbit/"
+                .parse::<BusUrl>()
+                .expect("valid")
+        );
+        assert!(!shown.contains("secret"), "{shown}");
         assert_eq!(" NONE ".parse::<BusUrl>(), Ok(BusUrl::None));
         for wrong in [
             "kafka://",

@@ -5,6 +5,7 @@ pub mod bus;
 pub mod leader;
 pub mod position;
 pub mod projector;
+pub mod rabbit;
 pub mod relay;
 pub mod replay;
 pub mod search;

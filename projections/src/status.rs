@@ -4,7 +4,8 @@
 //!
 //! Lag is measured against the event store, not just the broker: events
 //! the relay has not published yet count too, so a stopped relay shows up
-//! as growing lag in every projection. With no broker, lag is what the
+//! as growing lag in every projection. On RabbitMQ, lanes stand for
+//! partitions (their ends read by [`crate::rabbit::lane_ends`]). With no broker, lag is what the
 //! projection's own feed has not passed yet: the events after its
 //! checkpoint, and the age of the oldest of them. The Kafka part is, per partition,
 //! the partition's end (the offset after its last message) minus the next
@@ -27,6 +28,7 @@ use sqlx::{PgPool, Row};
 
 use crate::bus::EventBus;
 use crate::projector::{STORE_TOPIC, StoreSource};
+use crate::rabbit::RabbitConfig;
 use crate::relay::{KafkaConfig, checkpoint};
 
 pub use read_models::status::{CollectStatus, PartitionStatus, ProjectionStatus};
@@ -225,12 +227,131 @@ pub async fn collect(
 ) -> anyhow::Result<Vec<ProjectionStatus>> {
     match &source.bus {
         EventBus::Kafka(kafka) => collect_kafka(pool, kafka, &source.relay_name).await,
+        EventBus::RabbitMq(rabbit) => collect_rabbit(pool, rabbit, &source.relay_name).await,
         EventBus::None => collect_store(pool).await,
     }
 }
 
+/// A lane on RabbitMQ: its topic and number.
+type Lane = (String, u16);
+
+/// Every lane the projections read, and per lane the lowest next offset
+/// any of them recorded (what the oldest pending message is).
+fn lanes_needed(
+    rabbit: &RabbitConfig,
+    recorded: &HashMap<(String, String, i32), i64>,
+) -> (Vec<Lane>, HashMap<Lane, i64>) {
+    let mut needed: HashMap<Lane, i64> = HashMap::new();
+    for (name, types) in projections() {
+        for (_, topic, lane) in rabbit.lanes_of(types) {
+            let next = recorded
+                .get(&(name.to_owned(), topic.to_owned(), i32::from(lane)))
+                .copied()
+                .unwrap_or(0);
+            let slot = needed.entry((topic.to_owned(), lane)).or_insert(next);
+            *slot = (*slot).min(next);
+        }
+    }
+    let mut lanes: Vec<Lane> = needed.keys().cloned().collect();
+    lanes.sort();
+    (lanes, needed)
+}
+
+/// The status on RabbitMQ: the relay's backlog, then each lane, as on
+/// Kafka with lanes for partitions.
+async fn collect_rabbit(
+    pool: &PgPool,
+    rabbit: &RabbitConfig,
+    relay_name: &str,
+) -> anyhow::Result<Vec<ProjectionStatus>> {
+    let (positions, recorded) = recorded_offsets(pool).await?;
+    let dead = dead_letters(pool).await?;
+    let unpublished = unpublished(pool, relay_name)
+        .await
+        .context("failed to count unpublished events")?;
+    let (lanes, needed) = lanes_needed(rabbit, &recorded);
+    let ends = crate::rabbit::lane_ends(rabbit, &lanes, &|topic, lane| {
+        needed.get(&(topic.to_owned(), lane)).copied()
+    })
+    .await?;
+    let now = Utc::now();
+    let mut statuses = Vec::new();
+    for (name, types) in projections() {
+        let mut events_behind = 0;
+        let mut oldest_pending: Option<DateTime<Utc>> = None;
+        let mut partitions = Vec::new();
+        for aggregate_type in types {
+            if let Some(pending) = unpublished.get(*aggregate_type) {
+                events_behind += pending.count;
+                oldest_pending = earliest(oldest_pending, pending.oldest);
+            }
+        }
+        for (_, topic, lane) in rabbit.lanes_of(types) {
+            let end = *ends
+                .get(&(topic.to_owned(), lane))
+                .with_context(|| format!("lane {topic}/{lane} was not probed"))?;
+            let next = recorded
+                .get(&(name.to_owned(), topic.to_owned(), i32::from(lane)))
+                .copied()
+                .unwrap_or(0);
+            let lag = (end.end - next).max(0);
+            events_behind += lag;
+            if lag > 0 {
+                oldest_pending = earliest(oldest_pending, end.peeked);
+            }
+            partitions.push(PartitionStatus {
+                topic: topic.to_owned(),
+                partition: i32::from(lane),
+                next_offset: next,
+                high_watermark: end.end,
+                lag,
+            });
+        }
+        statuses.push(
+            Behind {
+                events: events_behind,
+                oldest: oldest_pending,
+                partitions,
+            }
+            .status(name, &positions, &dead, now),
+        );
+    }
+    Ok(statuses)
+}
+
 /// Per projection: the position and time of the last event it applied.
 type Applied = HashMap<String, (Option<i64>, Option<DateTime<Utc>>)>;
+
+/// How far one projection is behind: what its status reports besides where
+/// it stands.
+struct Behind {
+    events: i64,
+    oldest: Option<DateTime<Utc>>,
+    partitions: Vec<PartitionStatus>,
+}
+
+impl Behind {
+    fn status(
+        self,
+        name: &str,
+        applied: &Applied,
+        dead: &HashMap<String, i64>,
+        now: DateTime<Utc>,
+    ) -> ProjectionStatus {
+        let (position, last_event_at) = applied.get(name).copied().unwrap_or_default();
+        ProjectionStatus {
+            projection: name.to_owned(),
+            position,
+            last_event_at,
+            events_behind: self.events,
+            seconds_behind: self.oldest.map_or(0.0, |at| {
+                ((now - at).num_milliseconds().max(0) as f64) / 1000.0
+            }),
+            dead_letters: dead.get(name).copied().unwrap_or(0),
+            partitions: self.partitions,
+        }
+    }
+}
 
 /// Dead letters counted per projection.
 async fn dead_letters(pool: &PgPool) -> anyhow::Result<HashMap<String, i64>> {
@@ -288,25 +409,21 @@ async fn collect_store(pool: &PgPool) -> anyhow::Result<Vec<ProjectionStatus>> {
         let behind = store_behind(pool, name, types)
             .await
             .with_context(|| format!("failed to read where {name} stands in the event store"))?;
-        let (position, last_event_at) = applied.get(name).copied().unwrap_or_default();
         let next = behind.checkpoint.position.saturating_add(1);
-        statuses.push(ProjectionStatus {
-            projection: name.to_owned(),
-            position,
-            last_event_at,
-            events_behind: behind.count,
-            seconds_behind: behind.oldest.map_or(0.0, |at| {
-                ((now - at).num_milliseconds().max(0) as f64) / 1000.0
-            }),
-            dead_letters: dead.get(name).copied().unwrap_or(0),
-            partitions: vec![PartitionStatus {
-                topic: STORE_TOPIC.to_owned(),
-                partition: 0,
-                next_offset: next,
-                high_watermark: behind.last.map_or(next, |last| last + 1).max(next),
-                lag: behind.count,
-            }],
-        });
+        statuses.push(
+            Behind {
+                events: behind.count,
+                oldest: behind.oldest,
+                partitions: vec![PartitionStatus {
+                    topic: STORE_TOPIC.to_owned(),
+                    partition: 0,
+                    next_offset: next,
+                    high_watermark: behind.last.map_or(next, |last| last + 1).max(next),
+                    lag: behind.count,
+                }],
+            }
+            .status(name, &applied, &dead, now),
+        );
     }
     Ok(statuses)
 }
@@ -434,18 +551,14 @@ async fn collect_kafka(
                 });
             }
         }
-        let (position, last_event_at) = positions.get(name).copied().unwrap_or_default();
-        statuses.push(ProjectionStatus {
-            projection: name.to_owned(),
-            position,
-            last_event_at,
-            events_behind,
-            seconds_behind: oldest_pending.map_or(0.0, |at| {
-                ((now - at).num_milliseconds().max(0) as f64) / 1000.0
-            }),
-            dead_letters: dead.get(name).copied().unwrap_or(0),
-            partitions,
-        });
+        statuses.push(
+            Behind {
+                events: events_behind,
+                oldest: oldest_pending,
+                partitions,
+            }
+            .status(name, &positions, &dead, now),
+        );
     }
     Ok(statuses)
 }
@@ -473,6 +586,31 @@ pub async fn progress(
 ) -> anyhow::Result<Vec<Progress>> {
     match bus {
         EventBus::Kafka(kafka) => kafka_progress(pool, kafka, projections).await,
+        EventBus::RabbitMq(rabbit) => {
+            let (_, recorded) = recorded_offsets(pool).await?;
+            let (lanes, _) = lanes_needed(rabbit, &recorded);
+            let ends = crate::rabbit::lane_ends(rabbit, &lanes, &|_, _| None).await?;
+            Ok(projections
+                .iter()
+                .map(|(name, types)| {
+                    let (mut pending, mut taken) = (0, 0);
+                    for (_, topic, lane) in rabbit.lanes_of(types) {
+                        let end = ends.get(&(topic.to_owned(), lane)).map_or(0, |e| e.end);
+                        let next = recorded
+                            .get(&((*name).to_owned(), topic.to_owned(), i32::from(lane)))
+                            .copied()
+                            .unwrap_or(0);
+                        pending += (end - next).max(0);
+                        taken += next;
+                    }
+                    Progress {
+                        projection: (*name).to_owned(),
+                        pending,
+                        taken,
+                    }
+                })
+                .collect())
+        }
         EventBus::None => {
             let mut all = Vec::with_capacity(projections.len());
             for (name, types) in projections {

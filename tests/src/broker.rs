@@ -7,13 +7,18 @@ use rdkafka::message::{BorrowedMessage, Headers, Message};
 use uuid::Uuid;
 
 /// The event bus the streaming suites run on: `TEST_EVENT_BUS` (`kafka`,
-/// the default, or `none`). `scripts/test` runs the suites that exercise
-/// the bus once on each, with the same assertions.
+/// the default, `rabbitmq` or `none`). `scripts/test` runs the suites that
+/// exercise the bus once on each, with the same assertions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TestBus {
     Kafka,
+    RabbitMq,
     None,
 }
+
+/// Lanes per aggregate type on RabbitMQ in the tests (as Kafka topics have
+/// three partitions).
+pub const TEST_LANES: u16 = 3;
 
 impl TestBus {
     /// The bus `TEST_EVENT_BUS` names; an unknown one fails the test.
@@ -21,16 +26,19 @@ impl TestBus {
     pub fn from_env() -> Self {
         match std::env::var("TEST_EVENT_BUS").as_deref() {
             Err(_) | Ok("" | "kafka") => Self::Kafka,
+            Ok("rabbitmq") => Self::RabbitMq,
             Ok("none") => Self::None,
-            Ok(other) => panic!("TEST_EVENT_BUS={other}: expected kafka or none"),
+            Ok(other) => panic!("TEST_EVENT_BUS={other}: expected kafka, rabbitmq or none"),
         }
     }
 }
 
 /// The bus the tests use (on Kafka, the cluster and topic names of their
-/// own).
+/// own; on RabbitMQ, the node at `TEST_RABBITMQ_URL`, and an exchange and
+/// lanes of their own).
 pub struct TestBroker {
     pub brokers: String,
+    pub rabbitmq: String,
     /// A prefix no other test uses.
     pub prefix: String,
     pub bus: TestBus,
@@ -75,13 +83,43 @@ impl TestBroker {
     pub fn new() -> Self {
         let brokers =
             std::env::var("TEST_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into());
+        let rabbitmq = rabbitmq_url();
         match TestBus::from_env() {
             TestBus::Kafka => Self::on(&brokers),
+            TestBus::RabbitMq => {
+                let reachable = std::net::TcpStream::connect_timeout(
+                    &std::net::SocketAddr::from(([127, 0, 0, 1], 5672)),
+                    Duration::from_secs(2),
+                )
+                .is_ok()
+                    || !rabbitmq.contains("127.0.0.1");
+                assert!(
+                    reachable,
+                    "streaming tests on RabbitMQ need it at {rabbitmq}; run scripts/setup (it starts it)"
+                );
+                Self {
+                    brokers,
+                    rabbitmq,
+                    prefix: format!("test-{}", Uuid::now_v7().simple()),
+                    bus: TestBus::RabbitMq,
+                }
+            }
             TestBus::None => Self {
                 brokers,
+                rabbitmq,
                 prefix: format!("test-{}", Uuid::now_v7().simple()),
                 bus: TestBus::None,
             },
+        }
+    }
+
+    /// RabbitMQ at `url` (a node of the test's own).
+    pub fn on_rabbitmq(url: &str) -> Self {
+        Self {
+            brokers: String::new(),
+            rabbitmq: url.to_owned(),
+            prefix: format!("test-{}", Uuid::now_v7().simple()),
+            bus: TestBus::RabbitMq,
         }
     }
 
@@ -103,15 +141,41 @@ impl TestBroker {
         );
         Self {
             brokers,
+            rabbitmq: rabbitmq_url(),
             prefix: format!("test-{}", Uuid::now_v7().simple()),
             bus: TestBus::Kafka,
         }
+    }
+
+    /// This test's RabbitMQ settings: its own exchange, and lanes named
+    /// after its topics.
+    pub fn rabbit(&self) -> projections::rabbit::RabbitConfig {
+        projections::rabbit::RabbitConfig {
+            url: self.rabbitmq.clone(),
+            exchange: format!("{}.events", self.prefix),
+            lanes: TEST_LANES,
+            topics: self.topics().parse().expect("topics"),
+        }
+    }
+
+    /// Every lane stream of this test: (topic, lane, stream).
+    fn lane_streams(&self) -> Vec<(String, i32, String)> {
+        self.topic_names()
+            .into_iter()
+            .flat_map(|topic| {
+                (0..TEST_LANES).map(move |lane| {
+                    let stream = projections::rabbit::RabbitConfig::stream(&topic, lane);
+                    (topic.clone(), i32::from(lane), stream)
+                })
+            })
+            .collect()
     }
 
     /// The bus, as the relay and the projectors take it.
     pub fn event_bus(&self) -> projections::bus::EventBus {
         match self.bus {
             TestBus::Kafka => projections::bus::EventBus::Kafka(self.kafka()),
+            TestBus::RabbitMq => projections::bus::EventBus::RabbitMq(self.rabbit()),
             TestBus::None => projections::bus::EventBus::None,
         }
     }
@@ -120,6 +184,7 @@ impl TestBroker {
     pub fn url(&self) -> String {
         match self.bus {
             TestBus::Kafka => format!("kafka://{}", self.brokers),
+            TestBus::RabbitMq => self.rabbitmq.clone(),
             TestBus::None => "none".to_owned(),
         }
     }
@@ -129,7 +194,7 @@ impl TestBroker {
     /// the event store's feed with no broker.
     pub fn topic_of(&self, aggregate_type: &str) -> String {
         match self.bus {
-            TestBus::Kafka => {
+            TestBus::Kafka | TestBus::RabbitMq => {
                 let suffix = match aggregate_type {
                     "Product" => "products",
                     "Basket" => "baskets",
@@ -159,21 +224,35 @@ impl TestBroker {
                     .await;
                 Consumed::first_copies(consumed)
             }
-            TestBus::None => {
-                let filter = event_store::feed::FeedFilter::default();
-                let events = event_store::feed::read_after(
-                    pool,
-                    event_store::feed::GlobalPosition::default(),
-                    &filter,
-                    total.max(1),
+            TestBus::RabbitMq => {
+                let consumed = crate::rabbit::read_streams(
+                    &self.rabbitmq,
+                    &self.lane_streams(),
+                    Duration::from_secs(60),
+                    |seen| Consumed::distinct(seen) as i64 >= total,
                 )
-                .await
-                .expect("read the feed");
-                assert_eq!(
-                    events.len() as i64,
-                    total,
-                    "every event is below the horizon"
-                );
+                .await;
+                Consumed::first_copies(consumed)
+            }
+            TestBus::None => {
+                // The horizon is the server's: a transaction open anywhere on
+                // it (another test's) holds the feed back for a moment.
+                let events = crate::eventually(
+                    Duration::from_secs(60),
+                    "every event below the horizon",
+                    || async {
+                        let events = event_store::feed::read_after(
+                            pool,
+                            event_store::feed::GlobalPosition::default(),
+                            &event_store::feed::FeedFilter::default(),
+                            total.max(1),
+                        )
+                        .await
+                        .expect("read the feed");
+                        (events.len() as i64 == total).then_some(events)
+                    },
+                )
+                .await;
                 let upcasters = event_schemas::upcasters();
                 events
                     .into_iter()
@@ -223,6 +302,13 @@ impl TestBroker {
                     .await
                     .expect("duplicate published");
             }
+            TestBus::RabbitMq => {
+                let stream = projections::rabbit::RabbitConfig::stream(
+                    &message.topic,
+                    u16::try_from(message.partition).expect("a lane"),
+                );
+                crate::rabbit::publish_again(&self.rabbitmq, &stream, message).await;
+            }
             TestBus::None => {
                 use projections::projector::StoreSource;
                 let lock = tokio::time::timeout(
@@ -258,6 +344,16 @@ impl TestBroker {
             TestBus::Kafka => {
                 self.consume_topics_until(
                     &[self.dead_letter_topic()],
+                    Duration::from_secs(60),
+                    |seen| seen.len() >= count,
+                )
+                .await
+            }
+            TestBus::RabbitMq => {
+                let stream = self.dead_letter_topic();
+                crate::rabbit::read_streams(
+                    &self.rabbitmq,
+                    &[(stream.clone(), 0, stream)],
                     Duration::from_secs(60),
                     |seen| seen.len() >= count,
                 )
@@ -359,6 +455,12 @@ impl TestBroker {
     }
 }
 
+/// The RabbitMQ node the tests use: `TEST_RABBITMQ_URL`, default the one
+/// `scripts/setup` starts.
+fn rabbitmq_url() -> String {
+    std::env::var("TEST_RABBITMQ_URL").unwrap_or_else(|_| "amqp://127.0.0.1:5672/%2f".into())
+}
+
 /// A row of the `dead_letters` table.
 #[derive(sqlx::FromRow)]
 struct DeadLetterRow {
@@ -387,6 +489,22 @@ impl DeadLetterRow {
             key: String::from_utf8(self.key.expect("a key")).expect("a UTF-8 key"),
             envelope: serde_json::from_slice(&self.payload.expect("a payload")).expect("JSON"),
             headers,
+        }
+    }
+}
+
+impl Drop for TestBroker {
+    /// On RabbitMQ, the test's lanes, dead-letter stream and exchange go:
+    /// streams keep a process and files each on the shared node.
+    fn drop(&mut self) {
+        if self.bus == TestBus::RabbitMq && !std::thread::panicking() {
+            let mut streams: Vec<String> = self
+                .lane_streams()
+                .into_iter()
+                .map(|(_, _, stream)| stream)
+                .collect();
+            streams.push(self.dead_letter_topic());
+            crate::rabbit::delete(&self.rabbitmq, &format!("{}.events", self.prefix), streams);
         }
     }
 }

@@ -2,7 +2,8 @@
 //! migrated template, and the application served on an ephemeral port.
 //!
 //! Streaming tests run on the event bus `TEST_EVENT_BUS` names (`kafka`,
-//! the default, or `none`). On Kafka they need Apache Kafka
+//! the default, `rabbitmq` (`TEST_RABBITMQ_URL`, default the node
+//! `scripts/setup` starts) or `none`). On Kafka they need Apache Kafka
 //! (`TEST_KAFKA_BROKERS`, default `127.0.0.1:9092`; `scripts/setup` starts
 //! a single node there), and the Kafka fault tests start clusters of their
 //! own from the same installation.
@@ -30,16 +31,18 @@ pub mod history;
 mod kafka;
 pub mod pgbench;
 mod process;
+pub mod rabbit;
 mod rounds;
 mod search;
 mod streaming;
 mod wait;
 
 pub use app::{Caller, TestApp, TestResponse};
-pub use broker::{Consumed, TestBroker, TestBus};
+pub use broker::{Consumed, TEST_LANES, TestBroker, TestBus};
 pub use db::TestDb;
 pub use kafka::KafkaCluster;
 pub use process::{EshopEnv, EshopProcess, ProcessStack, eshop_bin, free_port};
+pub use rabbit::RabbitNode;
 pub use rounds::Rounds;
 pub use search::TestSearch;
 pub use streaming::{start_projectors, start_relay};

@@ -41,6 +41,8 @@ impl EshopEnv {
     pub fn new(db: &TestDb, broker: &TestBroker, search: &TestSearch, name: &str) -> Self {
         Self::for_database(db, name).with_all([
             ("EVENT_BUS_URL", broker.url()),
+            ("RABBITMQ_EXCHANGE", format!("{}.events", broker.prefix)),
+            ("RABBITMQ_LANES", crate::broker::TEST_LANES.to_string()),
             ("KAFKA_BROKERS", broker.brokers.clone()),
             ("EVENT_TOPICS", broker.topics()),
             ("KAFKA_TOPIC_PARTITIONS", "3".to_owned()),

@@ -18,7 +18,7 @@ pub fn start_relay(db: &TestDb, broker: &TestBroker, name: &str) -> oneshot::Sen
         return stop;
     }
     let config = RelayConfig {
-        kafka: broker.kafka(),
+        bus: broker.event_bus(),
         batch_size: 100,
         max_in_flight: 4,
         linger_ms: 2,

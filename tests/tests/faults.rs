@@ -81,7 +81,7 @@ async fn kill_9_of_relay_and_projector_under_load_loses_nothing() {
     // The relay and a projector; with no broker, two projectors (each
     // projection's active reader of the event store, and a standby).
     let first = match stack.broker.bus {
-        TestBus::Kafka => "relay",
+        TestBus::Kafka | TestBus::RabbitMq => "relay",
         TestBus::None => "project",
     };
     let mut processes = vec![
@@ -131,6 +131,35 @@ async fn a_broker_stopped_for_20_seconds_fails_no_command_and_the_lag_drains() {
         tokio::time::sleep(Duration::from_secs(20)).await;
         let during = sent.load(Ordering::Relaxed) - before;
         own.signal(1, "-CONT");
+        done.store(true, Ordering::Relaxed);
+        during
+    });
+    assert_no_failures("commands failed", &failures);
+    assert!(during > 100, "only {during} commands during the outage");
+    eprintln!("{during} commands during the outage");
+
+    assert_recovered(&stack, &mut serve, Duration::from_secs(180)).await;
+}
+
+/// RabbitMQ stopped for 20 s under load (its broker application stopped
+/// and started again: every connection to it closes, and none opens
+/// meanwhile): no command fails, the relay and the projectors reconnect,
+/// the lag drains, and the views equal a from-scratch build.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rabbitmq_stopped_for_20_seconds_fails_no_command_and_the_lag_drains() {
+    let node = eshop_tests::RabbitNode::start();
+    let stack = ProcessStack::on(TestBroker::on_rabbitmq(&node.url()), "rabbit-outage").await;
+    let (mut serve, base) = stack.serve(&["serve"]).await;
+
+    let done = AtomicBool::new(false);
+    let sent = Arc::new(AtomicU64::new(0));
+    let (failures, during) = tokio::join!(load_until(&done, &base, "", (3, 20), &sent), async {
+        orders_projected(&stack.db, 1).await;
+        node.ctl(&["stop_app"]);
+        let before = sent.load(Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        let during = sent.load(Ordering::Relaxed) - before;
+        node.ctl(&["start_app"]);
         done.store(true, Ordering::Relaxed);
         during
     });

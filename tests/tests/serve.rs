@@ -143,6 +143,7 @@ async fn one_process_serves_commands_and_projects_them() {
     // The bus in use is named: its broker, or the event store's feed.
     let bus = match broker.bus {
         TestBus::Kafka => "kafka",
+        TestBus::RabbitMq => "rabbitmq",
         TestBus::None => "event_store_feed",
     };
     let mut expected = [bus, "identity", "postgres", "projections", "search"];
@@ -247,7 +248,7 @@ async fn status_reports_lag_while_projectors_are_down_and_drains_after() {
             );
             None
         }
-        TestBus::Kafka => Some(env.spawn(&["relay"])),
+        TestBus::Kafka | TestBus::RabbitMq => Some(env.spawn(&["relay"])),
     };
     eventually(Duration::from_secs(30), "the relay to publish", || async {
         let statuses = status(&env);

@@ -1,7 +1,8 @@
 //! Dead letters: where a message goes that a projection can never take,
 //! with the error and the original payload, counted in
-//! `projection_status`. On a broker, its dead-letter topic; without one,
-//! the `dead_letters` table.
+//! `projection_status`. On Kafka, the dead-letter topic; on RabbitMQ, the
+//! dead-letter stream (of the same name); without a broker, the
+//! `dead_letters` table.
 
 use std::time::Duration;
 
@@ -23,6 +24,7 @@ enum Outlet {
         producer: FutureProducer,
         topic: String,
     },
+    Stream(Box<crate::rabbit::DeadLetterStream>),
     Table,
 }
 
@@ -33,6 +35,15 @@ impl DeadLetters {
         Self {
             pool,
             outlet: Outlet::Topic { producer, topic },
+        }
+    }
+
+    /// Dead letters published to a stream on RabbitMQ.
+    #[must_use]
+    pub fn on_rabbit(pool: PgPool, stream: crate::rabbit::DeadLetterStream) -> Self {
+        Self {
+            pool,
+            outlet: Outlet::Stream(Box::new(stream)),
         }
     }
 
@@ -59,6 +70,12 @@ impl DeadLetters {
         match &self.outlet {
             Outlet::Topic { producer, topic } => {
                 publish(producer, topic, projection, message, error).await?;
+            }
+            Outlet::Stream(stream) => {
+                stream
+                    .publish(projection, message, error)
+                    .await
+                    .map_err(|error| Failure::Transient(Unavailable::DeadLetterTopic(error)))?;
             }
             Outlet::Table => {
                 // Header values are text on every bus eshop publishes to.
@@ -111,6 +128,22 @@ impl DeadLetters {
     }
 }
 
+/// The headers a dead letter carries besides the message's own: who could
+/// not take it, why, and where it came from.
+pub(crate) fn headers_of(
+    projection: &str,
+    message: &Delivered,
+    error: &str,
+) -> [(&'static str, String); 5] {
+    [
+        ("dlq_projection", projection.to_owned()),
+        ("dlq_error", error.to_owned()),
+        ("dlq_topic", message.topic.clone()),
+        ("dlq_partition", message.partition.to_string()),
+        ("dlq_offset", message.offset.to_string()),
+    ]
+}
+
 /// Publishes `message` to the dead-letter `topic`, with the error and where
 /// it came from in headers.
 async fn publish(
@@ -120,19 +153,11 @@ async fn publish(
     message: &Delivered,
     error: &str,
 ) -> Result<(), Failure> {
-    let partition = message.partition.to_string();
-    let offset = message.offset.to_string();
     let mut headers = OwnedHeaders::new();
-    for (key, value) in [
-        ("dlq_projection", projection),
-        ("dlq_error", error),
-        ("dlq_topic", message.topic.as_str()),
-        ("dlq_partition", &partition),
-        ("dlq_offset", &offset),
-    ] {
+    for (key, value) in headers_of(projection, message, error) {
         headers = headers.insert(Header {
             key,
-            value: Some(value),
+            value: Some(&value),
         });
     }
     // The original headers follow (`ce_*`, `traceparent`), so the dead

@@ -35,6 +35,7 @@ use sqlx::PgPool;
 pub(crate) use claims::take;
 pub use claims::{Origin, apply_batch, apply_message, missing_events, record_offset, swap_lock};
 pub use dead_letters::DeadLetters;
+pub(crate) use dead_letters::headers_of as dead_letter_headers;
 pub use kafka::{KafkaSource, ProjectionConsumer, Rebalances, rebalance_group};
 pub use read_models::Projection;
 pub use read_models::event::Event;
@@ -488,6 +489,20 @@ pub async fn run_sinks(
                     tracing::info!(projection = name, bus = "kafka", group = %group_id(&config, name), "projection started");
                     let dead = DeadLetters::new(pool.clone(), producer, config.dead_letter_topic.clone());
                     let mut source = KafkaSource::new(pool, config, name, types, consumer, renew);
+                    run(sink.as_ref(), &mut source, &dead, stopped).await
+                }
+                EventBus::RabbitMq(rabbit) => {
+                    tracing::info!(projection = name, bus = "rabbitmq", group = %group_id(&config, name), "projection started");
+                    let stream = crate::rabbit::DeadLetterStream::new(rabbit.clone(), config.dead_letter_topic.clone());
+                    let dead = DeadLetters::on_rabbit(pool.clone(), stream);
+                    let mut source = crate::rabbit::RabbitSource::new(
+                        pool,
+                        config.database.clone(),
+                        rabbit.clone(),
+                        name,
+                        group_id(&config, name),
+                        types,
+                    );
                     run(sink.as_ref(), &mut source, &dead, stopped).await
                 }
                 EventBus::None => {

@@ -16,6 +16,11 @@ impl TopicMap {
     pub fn topics(&self) -> impl Iterator<Item = &str> {
         self.0.values().map(String::as_str)
     }
+
+    /// The aggregate types that have a topic.
+    pub fn aggregate_types(&self) -> impl Iterator<Item = &str> {
+        self.0.keys().map(String::as_str)
+    }
 }
 
 impl FromStr for TopicMap {
@@ -74,8 +79,8 @@ pub struct KafkaConfig {
     pub replication: i32,
 }
 
-/// The relay's own options (the broker and topics come from
-/// [`KafkaConfig`], shared with the projectors).
+/// The relay's own options (the bus comes from [`crate::bus::BusArgs`],
+/// shared with the projectors).
 #[derive(Debug, Clone, clap::Args)]
 pub struct RelayOptions {
     /// Events read and published per batch.
@@ -115,7 +120,9 @@ pub struct RelayOptions {
 /// Configuration of the relay.
 #[derive(Debug, Clone)]
 pub struct RelayConfig {
-    pub kafka: KafkaConfig,
+    /// The bus it publishes to: Kafka or RabbitMQ (with no broker, there
+    /// is no relay).
+    pub bus: crate::bus::EventBus,
     pub batch_size: i64,
     pub max_in_flight: usize,
     pub linger_ms: u64,
@@ -125,9 +132,9 @@ pub struct RelayConfig {
 
 impl RelayConfig {
     #[must_use]
-    pub fn new(kafka: KafkaConfig, options: RelayOptions) -> Self {
+    pub fn new(bus: crate::bus::EventBus, options: RelayOptions) -> Self {
         Self {
-            kafka,
+            bus,
             batch_size: options.batch_size,
             max_in_flight: usize::from(options.max_in_flight),
             linger_ms: options.linger_ms,

@@ -1,5 +1,7 @@
 //! The relay: publishes every event of the store, in the global order and
-//! without gaps, to one Kafka topic per aggregate type.
+//! without gaps, to the event bus: one Kafka topic per aggregate type, or
+//! RabbitMQ's exchange, into each aggregate type's lanes
+//! ([`crate::rabbit`]).
 //!
 //! - It reads with [`event_store::feed::read_after`], which never passes an
 //!   event whose transaction could still commit below it.
@@ -36,7 +38,74 @@ use sqlx::{Connection, PgPool};
 pub use checkpoint::{advance as advance_checkpoint, load as load_checkpoint};
 pub use config::{KafkaConfig, RelayConfig, RelayOptions, TopicMap};
 pub(crate) use publish::confirmed;
-pub use publish::{Acknowledgement, PublishError, Publisher, broker_reachable, create_topics};
+pub use publish::{Acknowledgement, KafkaPublisher, PublishError, broker_reachable, create_topics};
+
+use crate::bus::EventBus;
+use crate::rabbit::RabbitPublisher;
+
+/// What the relay publishes with: a Kafka producer, or a RabbitMQ channel
+/// with publisher confirms.
+pub enum Publisher {
+    Kafka(KafkaPublisher),
+    Rabbit(Box<RabbitPublisher>),
+}
+
+impl Publisher {
+    /// The publisher of the bus `config` names.
+    ///
+    /// # Errors
+    /// The bus has no broker, or the Kafka producer cannot be made.
+    pub fn new(config: &RelayConfig) -> anyhow::Result<Self> {
+        match &config.bus {
+            EventBus::Kafka(kafka) => Ok(Self::Kafka(
+                KafkaPublisher::new(kafka, config)
+                    .context("failed to create the Kafka producer")?,
+            )),
+            EventBus::RabbitMq(rabbit) => {
+                Ok(Self::Rabbit(Box::new(RabbitPublisher::new(rabbit.clone()))))
+            }
+            EventBus::None => anyhow::bail!(
+                "the event bus is none: there is no broker to relay to (the projectors read the event store themselves); run `eshop project` alone"
+            ),
+        }
+    }
+
+    /// Creates the topics, or declares the exchange and the lanes.
+    async fn ensure_topology(&mut self) -> Result<(), PublishError> {
+        match self {
+            Self::Kafka(kafka) => Ok(kafka.ensure_topics().await?),
+            Self::Rabbit(rabbit) => rabbit.ensure_topology().await,
+        }
+    }
+
+    async fn send(
+        &mut self,
+        batch: &[event_store::feed::RecordedEvent],
+    ) -> Result<Acknowledgement, PublishError> {
+        match self {
+            Self::Kafka(kafka) => kafka.send(batch),
+            Self::Rabbit(rabbit) => rabbit.send(batch).await,
+        }
+    }
+
+    /// After a refusal: a Kafka producer that lost its idempotence state is
+    /// replaced; a RabbitMQ connection is opened anew for the next batch.
+    fn renew_if_broken(
+        &mut self,
+        config: &RelayConfig,
+        error: &PublishError,
+    ) -> anyhow::Result<()> {
+        match self {
+            Self::Kafka(kafka) => {
+                kafka
+                    .renew_if_broken(config, error)
+                    .context("failed to replace the Kafka producer")?;
+            }
+            Self::Rabbit(rabbit) => rabbit.reset(),
+        }
+        Ok(())
+    }
+}
 pub use read_models::event::{envelope_from, envelope_of};
 
 /// How often a leader checks that it still holds its lock.
@@ -49,7 +118,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let pool = event_store::connect(database).context("invalid DATABASE_URL")?;
-    let mut publisher = Publisher::new(&config).context("failed to create the Kafka producer")?;
+    let mut publisher = Publisher::new(&config)?;
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -78,7 +147,7 @@ async fn lead(
         .await
         .context("the relay's leader lock")?;
     tracing::info!(relay = %config.name, "relay is the leader");
-    publisher.ensure_topics(config).await?;
+    publisher.ensure_topology().await?;
     let mut pipeline = Pipeline::new(checkpoint::load(pool, &config.name).await?);
     let filter = FeedFilter::default();
     let mut last_check = tokio::time::Instant::now();
@@ -126,9 +195,7 @@ async fn lead(
                 let delay = delays.next().unwrap_or(Duration::from_secs(5));
                 tracing::warn!(%error, retry_in_ms = delay.as_millis(), in_flight = pipeline.len(), "publishing failed");
                 pipeline.restart();
-                publisher
-                    .renew_if_broken(config, &error)
-                    .context("failed to replace the Kafka producer")?;
+                publisher.renew_if_broken(config, &error)?;
                 tokio::time::sleep(delay).await;
                 lock.ping()
                     .await
@@ -143,7 +210,7 @@ async fn lead(
 /// refused it.
 async fn send_next(
     pool: &PgPool,
-    publisher: &Publisher,
+    publisher: &mut Publisher,
     config: &RelayConfig,
     filter: &FeedFilter,
     pipeline: &mut Pipeline,
@@ -153,7 +220,7 @@ async fn send_next(
         return Ok(Ok(false));
     };
     let oldest = batch.iter().map(|event| event.recorded_at).min();
-    Ok(publisher.send(config, &batch).map(|acknowledgement| {
+    Ok(publisher.send(&batch).await.map(|acknowledgement| {
         pipeline.push(Flight {
             last,
             events: batch.len(),

@@ -12,7 +12,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 
-use super::RelayConfig;
+use super::{KafkaConfig, RelayConfig};
 
 /// Why a batch was not acknowledged.
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +28,14 @@ pub enum PublishError {
          not confirmed by the broker"
     )]
     Unconfirmed { partition: i32 },
+    #[error("RabbitMQ failed: {0}")]
+    Rabbit(#[from] lapin::Error),
+    #[error("RabbitMQ refused a message (nack)")]
+    Nacked,
+    #[error("RabbitMQ returned a message with routing key {0}: no lane is bound for it")]
+    Unroutable(String),
+    #[error("RabbitMQ did not confirm a message: confirms are off on the channel")]
+    RabbitUnconfirmed,
 }
 
 /// Whether a delivery report confirms its message: only with the offset
@@ -83,16 +91,17 @@ pub async fn create_topics(
 }
 
 /// An idempotent Kafka producer.
-pub struct Publisher {
+pub struct KafkaPublisher {
     producer: FutureProducer,
     admin: AdminClient<DefaultClientContext>,
     upcasters: Vec<Box<dyn EventUpcaster>>,
+    kafka: KafkaConfig,
 }
 
-fn producer_config(config: &RelayConfig) -> ClientConfig {
+fn producer_config(kafka: &KafkaConfig, config: &RelayConfig) -> ClientConfig {
     let mut client = ClientConfig::new();
     client
-        .set("bootstrap.servers", &config.kafka.brokers)
+        .set("bootstrap.servers", &kafka.brokers)
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .set("linger.ms", config.linger_ms.to_string())
@@ -100,13 +109,14 @@ fn producer_config(config: &RelayConfig) -> ClientConfig {
     client
 }
 
-impl Publisher {
-    pub fn new(config: &RelayConfig) -> Result<Self, KafkaError> {
-        let client = producer_config(config);
+impl KafkaPublisher {
+    pub fn new(kafka: &KafkaConfig, config: &RelayConfig) -> Result<Self, KafkaError> {
+        let client = producer_config(kafka, config);
         Ok(Self {
             producer: client.create()?,
             admin: client.create()?,
             upcasters: event_schemas::upcasters(),
+            kafka: kafka.clone(),
         })
     }
 
@@ -139,20 +149,23 @@ impl Publisher {
             return Ok(false);
         }
         tracing::warn!(%error, fatal = ?fatal, "the Kafka producer lost its idempotence state; replacing it");
-        let old = std::mem::replace(&mut self.producer, producer_config(config).create()?);
+        let old = std::mem::replace(
+            &mut self.producer,
+            producer_config(&self.kafka, config).create()?,
+        );
         // Dropping purges what it still holds and waits up to 500 ms.
         tokio::task::spawn_blocking(move || drop(old));
         Ok(true)
     }
 
     /// Creates the topics that do not exist yet.
-    pub async fn ensure_topics(&self, config: &RelayConfig) -> Result<(), KafkaError> {
-        let names: Vec<&str> = config.kafka.topics.topics().collect();
+    pub async fn ensure_topics(&self) -> Result<(), KafkaError> {
+        let names: Vec<&str> = self.kafka.topics.topics().collect();
         create_topics(
             &self.admin,
             &names,
-            config.kafka.partitions,
-            config.kafka.replication,
+            self.kafka.partitions,
+            self.kafka.replication,
         )
         .await
     }
@@ -161,14 +174,10 @@ impl Publisher {
     /// its acknowledgement: a future that resolves when the broker has
     /// acknowledged every event of it, or with the first refusal. Batches
     /// sent one after another keep their order within each partition.
-    pub fn send(
-        &self,
-        config: &RelayConfig,
-        batch: &[RecordedEvent],
-    ) -> Result<Acknowledgement, PublishError> {
+    pub fn send(&self, batch: &[RecordedEvent]) -> Result<Acknowledgement, PublishError> {
         let mut deliveries = Vec::with_capacity(batch.len());
         for event in batch {
-            let topic = config
+            let topic = self
                 .kafka
                 .topics
                 .topic(&event.aggregate_type)
