@@ -77,12 +77,37 @@ struct Args {
     keep: bool,
     #[command(flatten)]
     target: eshop_tests::bench::Target,
+    /// The event buses to measure, one after the other in this run, each on
+    /// a fresh database (comma-separated: kafka, rabbitmq, none).
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "kafka")]
+    bus: Vec<Bus>,
+    /// RabbitMQ, for `--bus rabbitmq`.
+    #[arg(long, default_value = "amqp://127.0.0.1:5672/%2f")]
+    rabbitmq_url: String,
     /// The Kafka-protocol broker.
     #[arg(long, default_value = "127.0.0.1:9092")]
     kafka_brokers: String,
     /// The search engine.
     #[arg(long, default_value = "http://127.0.0.1:9200")]
     search_url: String,
+}
+
+/// An event bus the benchmark measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Bus {
+    Kafka,
+    Rabbitmq,
+    None,
+}
+
+impl Bus {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Kafka => "kafka",
+            Self::Rabbitmq => "rabbitmq",
+            Self::None => "none",
+        }
+    }
 }
 
 /// The benchmark's database and the baseline's, dropped and recreated each
@@ -117,6 +142,7 @@ struct Run {
     id: String,
     db_url: String,
     logs: PathBuf,
+    bus: Bus,
 }
 
 impl Run {
@@ -131,6 +157,10 @@ impl Run {
 
     fn dead_letter_topic(&self) -> String {
         format!("bench-lag-{}.deadletters", self.id)
+    }
+
+    fn exchange(&self) -> String {
+        format!("bench-lag-{}.events", self.id)
     }
 
     fn index_prefix(&self) -> String {
@@ -149,6 +179,15 @@ impl Run {
         let mut command = Command::new(&args.target.eshop);
         command
             .env("DATABASE_URL", &self.db_url)
+            .env(
+                "EVENT_BUS_URL",
+                match self.bus {
+                    Bus::Kafka => format!("kafka://{}", args.kafka_brokers),
+                    Bus::Rabbitmq => args.rabbitmq_url.clone(),
+                    Bus::None => "none".to_owned(),
+                },
+            )
+            .env("RABBITMQ_EXCHANGE", self.exchange())
             .env("KAFKA_BROKERS", &args.kafka_brokers)
             .env(
                 "EVENT_TOPICS",
@@ -593,6 +632,22 @@ async fn targets(
             .await?
             .into_iter()
             .collect();
+    if run.bus == Bus::None {
+        // One feed per projection: every event of its aggregate types.
+        return Ok(projections::views::catalog()
+            .into_iter()
+            .map(|(name, types)| {
+                let messages = types.iter().filter_map(|t| counts.get(*t)).sum();
+                (
+                    name.to_owned(),
+                    Target {
+                        messages,
+                        from: HashMap::new(),
+                    },
+                )
+            })
+            .collect());
+    }
     let [products, baskets, orders] = run.topics();
     let of_topic = |topic: &str| {
         let aggregate_type = if topic == products {
@@ -667,7 +722,27 @@ async fn drain_projectors(
                 .await?;
         let now = Instant::now();
         let mut taken_by: HashMap<String, i64> = HashMap::new();
-        for row in &rows {
+        if run.bus == Bus::None {
+            // Offsets are global positions: count the events of the
+            // projection's types below its recorded next position.
+            for (name, types) in projections::views::catalog() {
+                let next: Option<i64> = sqlx::query_scalar(
+                    "SELECT max(next_offset) FROM projection_offsets WHERE projection = $1",
+                )
+                .bind(name)
+                .fetch_one(&mut *db)
+                .await?;
+                let taken: i64 = sqlx::query_scalar(
+                    "SELECT count(*) FROM events WHERE global_position < $1 AND aggregate_type = ANY($2)",
+                )
+                .bind(next.unwrap_or(0))
+                .bind(types.to_vec())
+                .fetch_one(&mut *db)
+                .await?;
+                taken_by.insert(name.to_owned(), taken);
+            }
+        }
+        for row in rows.iter().filter(|_| run.bus != Bus::None) {
             let name: String = row.try_get("projection")?;
             let Some(target) = targets.get(&name) else {
                 continue;
@@ -1075,8 +1150,30 @@ fn baseline(args: &Args, db_url: &str, projections: usize) -> anyhow::Result<(f6
     ))
 }
 
-/// Deletes this run's topics and search indices (best effort).
+/// Deletes this run's lanes, dead-letter stream and exchange on RabbitMQ
+/// (best effort).
+async fn clean_up_rabbitmq(run: &Run, args: &Args) {
+    let lanes = projections::rabbit::RabbitOptions::default_lanes();
+    let mut streams: Vec<String> = run
+        .topics()
+        .iter()
+        .flat_map(|topic| {
+            (0..lanes).map(move |lane| projections::rabbit::RabbitConfig::stream(topic, lane))
+        })
+        .collect();
+    streams.push(run.dead_letter_topic());
+    let (url, exchange) = (args.rabbitmq_url.clone(), run.exchange());
+    let _ = tokio::task::spawn_blocking(move || {
+        eshop_tests::rabbit::delete(&url, &exchange, streams);
+    })
+    .await;
+}
+
+/// Deletes this run's topics or streams and search indices (best effort).
 async fn clean_up(run: &Run, args: &Args) {
+    if run.bus == Bus::Rabbitmq {
+        clean_up_rabbitmq(run, args).await;
+    }
     if let Ok(admin) = ClientConfig::new()
         .set("bootstrap.servers", &args.kafka_brokers)
         .create::<AdminClient<DefaultClientContext>>()
@@ -1109,8 +1206,10 @@ async fn clean_up(run: &Run, args: &Args) {
 }
 
 struct Report {
+    bus: Bus,
     paced: Paced,
-    relay: Drained,
+    /// The relay's drain (none without a broker).
+    relay: Option<Drained>,
     projected: Projected,
     before: (f64, f64),
     after: (f64, f64),
@@ -1154,14 +1253,23 @@ async fn bench(run: &Run, args: &Args) -> anyhow::Result<Report> {
     );
     write_backlog(args, &base, &products).await?;
 
-    let (relay, relay_drained) = drain_relay(run, args, &mut db).await?;
-    eprintln!(
-        "relay: {} events, {:.0} events/s",
-        relay_drained.events,
-        relay_drained.rate()
-    );
+    let (relay, relay_drained) = if run.bus == Bus::None {
+        (None, None)
+    } else {
+        let (relay, drained) = drain_relay(run, args, &mut db).await?;
+        eprintln!(
+            "relay: {} events, {:.0} events/s",
+            drained.events,
+            drained.rate()
+        );
+        (Some(relay), Some(drained))
+    };
     let targets = targets(run, &run.status(args)?, &mut db).await?;
-    let watermarks = check_watermarks(run, args, &mut db).await?;
+    let watermarks = if run.bus == Bus::Kafka {
+        check_watermarks(run, args, &mut db).await?
+    } else {
+        Vec::new()
+    };
     let (project, projected) = drain_projectors(run, args, &mut db, &targets).await?;
     eprintln!(
         "projectors: {} messages, {:.0} messages/s",
@@ -1182,7 +1290,10 @@ async fn bench(run: &Run, args: &Args) -> anyhow::Result<Report> {
         "paced: {} commands/s, {} s warm-up, {} s measured, relay and projectors running …",
         args.rate, args.warmup, args.duration
     );
-    let mut processes = [api, relay, project];
+    let mut processes: Vec<Process> = [Some(api), relay, Some(project)]
+        .into_iter()
+        .flatten()
+        .collect();
     let paced = run_paced(run, args, &base, &products).await?;
     for process in &mut processes {
         process.check_alive()?;
@@ -1192,6 +1303,7 @@ async fn bench(run: &Run, args: &Args) -> anyhow::Result<Report> {
 
     let after = baseline(args, &baseline_url, projections)?;
     Ok(Report {
+        bus: run.bus,
         paced,
         relay: relay_drained,
         projected,
@@ -1204,6 +1316,7 @@ async fn bench(run: &Run, args: &Args) -> anyhow::Result<Report> {
 
 fn print_report(args: &Args, report: &Report) {
     let Report {
+        bus,
         paced,
         relay,
         projected,
@@ -1218,6 +1331,7 @@ fn print_report(args: &Args, report: &Report) {
     let lag = &paced.lag;
     let relay_lag = &paced.relay_lag;
     println!();
+    println!("== event bus: {}", bus.name());
     println!(
         "paced load:           {:.0} commands/s intended, {achieved:.1} achieved (2xx within the {} s window); \
          {} commands per order (open basket, add item, checkout)",
@@ -1268,19 +1382,21 @@ fn print_report(args: &Args, report: &Report) {
         ms(relay_lag, 0.99),
         relay_lag.max() as f64 / 1000.0
     );
-    println!(
-        "relay backlog:        {} events; {:.0} events/s after the first batch ({:.2} s start-up, {:.2} s in all)",
-        relay.events,
-        relay.rate(),
-        relay.startup.as_secs_f64(),
-        relay.total().as_secs_f64()
-    );
+    match relay {
+        Some(relay) => println!(
+            "relay backlog:        {} events; {:.0} events/s after the first batch ({:.2} s start-up, {:.2} s in all)",
+            relay.events,
+            relay.rate(),
+            relay.startup.as_secs_f64(),
+            relay.total().as_secs_f64()
+        ),
+        None => println!("relay backlog:        no relay (the projectors read the event store)"),
+    }
     let d = &projected.drained;
     println!(
-        "projector backlog:    {} projections took {} messages of {} events; {:.0} messages/s together after the first ({:.2} s start-up, {:.2} s in all)",
+        "projector backlog:    {} projections took {} messages; {:.0} messages/s together after the first ({:.2} s start-up, {:.2} s in all)",
         projections,
         d.events,
-        relay.events,
         d.rate(),
         d.startup.as_secs_f64(),
         d.total().as_secs_f64()
@@ -1304,19 +1420,21 @@ fn print_report(args: &Args, report: &Report) {
         "pgbench equivalent:   1 client {one:.0} TPS (before {:.0}, after {:.0}); {projections} clients {many:.0} TPS (before {:.0}, after {:.0})",
         before.0, after.0, before.1, after.1
     );
+    let relay_rate = relay.as_ref().map(Drained::rate);
     println!(
-        "ratios:               relay/pgbench(1) {:.2}; projectors/pgbench({projections}) {:.2}",
-        relay.rate() / one,
+        "ratios:               relay/pgbench(1) {}; projectors/pgbench({projections}) {:.2}",
+        relay_rate.map_or_else(|| "n/a".to_owned(), |r| format!("{:.2}", r / one)),
         d.rate() / many
     );
     println!(
-        "| {:.0} | {achieved:.0} | {:.1} | {:.1} | {:.1} | {:.0} | {:.2} | {:.0} | {:.2} | {:.0} / {:.0} | {:.0} / {:.0} |",
+        "| {} | {:.0} | {achieved:.0} | {:.1} | {:.1} | {:.1} | {} | {} | {:.0} | {:.2} | {:.0} / {:.0} | {:.0} / {:.0} |",
+        bus.name(),
         args.rate,
         ms(lag, 0.5),
         ms(lag, 0.99),
         lag.max() as f64 / 1000.0,
-        relay.rate(),
-        relay.rate() / one,
+        relay_rate.map_or_else(|| "n/a".to_owned(), |r| format!("{r:.0}")),
+        relay_rate.map_or_else(|| "n/a".to_owned(), |r| format!("{:.2}", r / one)),
         d.rate(),
         d.rate() / many,
         before.0,
@@ -1326,41 +1444,76 @@ fn print_report(args: &Args, report: &Report) {
     );
 }
 
+/// The buses side by side, and how each compares with the first measured
+/// (Kafka's p99, when it ran).
+fn print_comparison(reports: &[Report]) {
+    if reports.len() < 2 {
+        return;
+    }
+    println!();
+    println!(
+        "| bus | lag p50 ms | lag p99 ms | p99 / kafka p99 | projectors msg/s | projectors / pgbench |"
+    );
+    println!("| --- | --- | --- | --- | --- | --- |");
+    let kafka = reports
+        .iter()
+        .find(|r| r.bus == Bus::Kafka)
+        .map(|r| ms(&r.paced.lag, 0.99));
+    for report in reports {
+        let p99 = ms(&report.paced.lag, 0.99);
+        let many = f64::midpoint(report.before.1, report.after.1);
+        println!(
+            "| {} | {:.1} | {p99:.1} | {} | {:.0} | {:.2} |",
+            report.bus.name(),
+            ms(&report.paced.lag, 0.5),
+            kafka.map_or_else(|| "n/a".to_owned(), |k| format!("{:.2}", p99 / k)),
+            report.projected.drained.rate(),
+            report.projected.drained.rate() / many
+        );
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     if args.rate <= 0.0 || args.duration == 0 {
         bail!("--rate and --duration must be positive");
     }
-    let id = Uuid::now_v7().simple().to_string();
-    let logs = std::env::temp_dir().join(format!("eshop-bench-lag-{id}"));
-    std::fs::create_dir_all(&logs)?;
-    let run = Run {
-        db_url: args.target.database_url(DATABASE),
-        id,
-        logs,
-    };
     let mut admin = PgConnection::connect(&args.target.admin_url)
         .await
         .context("PostgreSQL must be running")?;
-    recreate_database(&mut admin, DATABASE).await?;
-    recreate_database(&mut admin, BASELINE_DATABASE).await?;
-
-    let result = tokio::select! {
-        result = bench(&run, &args) => result,
-        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
-    };
-    if !args.keep {
-        clean_up(&run, &args).await;
-        for name in [DATABASE, BASELINE_DATABASE] {
-            drop_database(&mut admin, name).await?;
+    let mut reports = Vec::new();
+    for &bus in &args.bus {
+        let id = Uuid::now_v7().simple().to_string();
+        let logs = std::env::temp_dir().join(format!("eshop-bench-lag-{id}"));
+        std::fs::create_dir_all(&logs)?;
+        let run = Run {
+            db_url: args.target.database_url(DATABASE),
+            id,
+            logs,
+            bus,
+        };
+        eprintln!("== event bus: {}", bus.name());
+        recreate_database(&mut admin, DATABASE).await?;
+        recreate_database(&mut admin, BASELINE_DATABASE).await?;
+        let result = tokio::select! {
+            result = bench(&run, &args) => result,
+            _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+        };
+        if !args.keep {
+            clean_up(&run, &args).await;
+            for name in [DATABASE, BASELINE_DATABASE] {
+                drop_database(&mut admin, name).await?;
+            }
         }
+        let report = result.with_context(|| format!("logs in {}", run.logs.display()))?;
+        if !args.keep {
+            let _ = remove_logs(&run.logs);
+        }
+        print_report(&args, &report);
+        reports.push(report);
     }
-    let report = result.with_context(|| format!("logs in {}", run.logs.display()))?;
-    if !args.keep {
-        let _ = remove_logs(&run.logs);
-    }
-    print_report(&args, &report);
+    print_comparison(&reports);
     Ok(())
 }
 
