@@ -75,6 +75,45 @@ pub struct FeedFilter {
     pub beyond_horizon: bool,
 }
 
+/// The horizon as a common table expression `horizon(below)`, with the
+/// projectors' application name as the query's parameter `$app` (see the
+/// module docs).
+fn horizon(app: usize) -> String {
+    format!(
+        "horizon AS ( \
+           SELECT coalesce( \
+             (SELECT min(running) FROM pg_snapshot_xip(pg_current_snapshot()) AS running \
+              WHERE NOT EXISTS (SELECT 1 FROM pg_stat_activity AS a \
+                                WHERE a.backend_xid = running::xid AND a.application_name = ${app})), \
+             pg_snapshot_xmax(pg_current_snapshot())) AS below \
+         )"
+    )
+}
+
+/// The end of the feed as [`read_after`] would read it now: the position
+/// of the last event below the horizon, of any aggregate type (the default
+/// position when there is none), found by a short walk back along
+/// `events_global_order`. Whatever a reader of the feed could take later
+/// lies beyond it: an event still to become readable belongs to a
+/// transaction at or above the horizon, so above this end. A reader that
+/// found nothing new when the end was `E` need not read again before the
+/// end moves past `E`.
+pub async fn readable_end(pool: &PgPool) -> Result<GlobalPosition, StoreError> {
+    let row = sqlx::query(&format!(
+        "WITH {} \
+         SELECT events.transaction_id::text AS transaction_id, events.global_position \
+         FROM events, horizon \
+         WHERE events.transaction_id < horizon.below \
+         ORDER BY events.transaction_id DESC, events.global_position DESC \
+         LIMIT 1",
+        horizon(1)
+    ))
+    .bind(crate::READ_MODEL_WRITER)
+    .fetch_optional(pool)
+    .await?;
+    row.map_or(Ok(GlobalPosition::default()), |row| global_position(&row))
+}
+
 /// Reads at most `limit` events after `after`, in global order, from
 /// transactions that can no longer be overtaken (see the module docs).
 ///
@@ -88,14 +127,8 @@ pub async fn read_after(
     filter: &FeedFilter,
     limit: i64,
 ) -> Result<Vec<RecordedEvent>, StoreError> {
-    let rows = sqlx::query(
-        "WITH horizon AS ( \
-           SELECT coalesce( \
-             (SELECT min(running) FROM pg_snapshot_xip(pg_current_snapshot()) AS running \
-              WHERE NOT EXISTS (SELECT 1 FROM pg_stat_activity AS a \
-                                WHERE a.backend_xid = running::xid AND a.application_name = $6)), \
-             pg_snapshot_xmax(pg_current_snapshot())) AS below \
-         ) \
+    let rows = sqlx::query(&format!(
+        "WITH {} \
          SELECT transaction_id::text AS transaction_id, global_position, aggregate_type, aggregate_id, \
                 sequence, event_type, event_version, payload, metadata, recorded_at \
          FROM events, horizon \
@@ -104,7 +137,8 @@ pub async fn read_after(
            AND ($3::text[] IS NULL OR aggregate_type = ANY($3)) \
          ORDER BY events.transaction_id, events.global_position \
          LIMIT $4",
-    )
+        horizon(6)
+    ))
     .bind(after.transaction_id.to_string())
     .bind(after.position)
     .bind(filter.aggregate_types.as_deref())
@@ -160,12 +194,8 @@ fn transaction_id(text: String) -> Result<u64, StoreError> {
 
 /// Decodes a row of `events` selected with [`COLUMNS`].
 pub fn decode(row: &sqlx::postgres::PgRow) -> Result<RecordedEvent, StoreError> {
-    let transaction_id = transaction_id(row.try_get("transaction_id")?)?;
     Ok(RecordedEvent {
-        global: GlobalPosition {
-            transaction_id,
-            position: row.try_get("global_position")?,
-        },
+        global: global_position(row)?,
         aggregate_type: row.try_get("aggregate_type")?,
         aggregate_id: row.try_get("aggregate_id")?,
         sequence: row.try_get("sequence")?,
@@ -174,6 +204,14 @@ pub fn decode(row: &sqlx::postgres::PgRow) -> Result<RecordedEvent, StoreError> 
         payload: row.try_get("payload")?,
         metadata: row.try_get("metadata")?,
         recorded_at: row.try_get("recorded_at")?,
+    })
+}
+
+/// A row's `transaction_id` (as text) and `global_position`.
+fn global_position(row: &sqlx::postgres::PgRow) -> Result<GlobalPosition, StoreError> {
+    Ok(GlobalPosition {
+        transaction_id: transaction_id(row.try_get("transaction_id")?)?,
+        position: row.try_get("global_position")?,
     })
 }
 

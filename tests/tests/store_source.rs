@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use eshop_tests::{TestDb, eventually};
 use event_store::DatabaseConfig;
-use projections::projector::{DeadLetters, Source, StoreSource, ViewSink, run};
+use event_store::feed::{GlobalPosition, readable_end};
+use projections::projector::{DeadLetters, Source, StoreSource, StoreTail, ViewSink, run};
 use serde_json::{Value, json};
 use sqlx::{Executor, PgPool};
 use uuid::Uuid;
@@ -42,8 +43,41 @@ fn source(db: &TestDb, pool: &PgPool) -> StoreSource {
         DatabaseConfig::for_url(&db.url),
         CATALOG,
         &["Product"],
-        Duration::from_millis(10),
+        StoreTail::watch(pool.clone(), Duration::from_millis(10)),
     )
+}
+
+/// Where `product`'s registration stands in the global order.
+async fn position_of(pool: &PgPool, product: Uuid) -> GlobalPosition {
+    let (transaction_id, position): (String, i64) = sqlx::query_as(
+        "SELECT transaction_id::text, global_position FROM events WHERE aggregate_id = $1",
+    )
+    .bind(product.to_string())
+    .fetch_one(pool)
+    .await
+    .expect("the registration is stored");
+    GlobalPosition {
+        transaction_id: transaction_id.parse().expect("a transaction id"),
+        position,
+    }
+}
+
+/// Registers `late` in a transaction that takes its id first, then
+/// `committed` outside it; returns the late transaction, still open: the
+/// late writer commits last, below an event already committed.
+async fn commit_late_around(
+    db: &TestDb,
+    late: Uuid,
+    committed: Uuid,
+) -> sqlx::Transaction<'static, sqlx::Postgres> {
+    let mut writing = db.pool.begin().await.expect("begin");
+    sqlx::query("SELECT pg_current_xact_id()")
+        .execute(&mut *writing)
+        .await
+        .expect("take an id");
+    register(&mut *writing, late, product("LATE")).await;
+    register(&db.pool, committed, product("COMMITTED")).await;
+    writing
 }
 
 fn projector_pool(db: &TestDb) -> PgPool {
@@ -82,14 +116,7 @@ async fn an_event_committed_late_below_later_ones_is_read_not_passed() {
     let mut feed = source(&db, &pool);
     let (late, early) = (Uuid::now_v7(), Uuid::now_v7());
 
-    // The late writer takes its transaction id first and commits last.
-    let mut writing = db.pool.begin().await.expect("begin");
-    sqlx::query("SELECT pg_current_xact_id()")
-        .execute(&mut *writing)
-        .await
-        .expect("take an id");
-    register(&mut *writing, late, product("LATE")).await;
-    register(&db.pool, early, product("EARLY")).await;
+    let writing = commit_late_around(&db, late, early).await;
     let batch = feed.next(100).await.expect("the store answers");
     let read: Vec<i64> = batch.iter().map(|message| message.offset).collect();
     assert!(
@@ -103,6 +130,51 @@ async fn an_event_committed_late_below_later_ones_is_read_not_passed() {
         [late.to_string(), early.to_string()],
         "both, in the order of their transactions"
     );
+}
+
+/// The end the projections of a process wait on: a projection that found
+/// nothing new reads again only when it moves, so it must never stand
+/// past an event still to become readable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_end_of_the_feed_stays_below_a_running_transaction_and_moves_when_it_commits() {
+    let db = TestDb::new().await;
+    let pool = projector_pool(&db);
+    assert_eq!(
+        readable_end(&pool).await.expect("the store answers"),
+        GlobalPosition::default(),
+        "an empty store ends before the first event"
+    );
+    let (first, late, after) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+    register(&db.pool, first, product("FIRST")).await;
+    let first_at = position_of(&db.pool, first).await;
+    // Other tests' transactions on the server may hold the horizon a while.
+    eventually(
+        Duration::from_secs(30),
+        "the first event to be readable",
+        || {
+            let pool = pool.clone();
+            async move {
+                (readable_end(&pool).await.expect("the store answers") == first_at).then_some(())
+            }
+        },
+    )
+    .await;
+
+    let writing = commit_late_around(&db, late, after).await;
+    assert_eq!(
+        readable_end(&pool).await.expect("the store answers"),
+        first_at,
+        "an event committed above a running transaction is not readable yet"
+    );
+
+    writing.commit().await.expect("commit late");
+    let after_at = position_of(&db.pool, after).await;
+    assert!(after_at > position_of(&db.pool, late).await);
+    eventually(Duration::from_secs(30), "the end to move past both", || {
+        let pool = pool.clone();
+        async move { (readable_end(&pool).await.expect("the store answers") == after_at).then_some(()) }
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -40,7 +40,7 @@ pub use kafka::{KafkaSource, ProjectionConsumer, Rebalances, rebalance_group};
 pub use read_models::Projection;
 pub use read_models::event::Event;
 pub use stall::{DEFAULT_STALL, StallWatch};
-pub use store::{STORE_TOPIC, StoreSource};
+pub use store::{STORE_TOPIC, StoreSource, StoreTail};
 pub use views::ViewSink;
 
 use crate::bus::EventBus;
@@ -121,13 +121,14 @@ pub struct ProjectorOptions {
     )]
     pub stall_ms: u64,
 
-    /// With no broker (`EVENT_BUS_URL=none`): how long a projection that
-    /// has read everything below the horizon waits before reading the
-    /// event store's feed again, in ms.
+    /// With no broker (`EVENT_BUS_URL=none`): how often the process looks
+    /// up the end of the event store's feed (one short query for all its
+    /// projections; a projection that has read everything reads again when
+    /// the end moves), in ms.
     #[arg(
         long = "store-poll-ms",
         env = "PROJECTOR_STORE_POLL_MS",
-        default_value_t = 20
+        default_value_t = 10
     )]
     pub store_poll_ms: u64,
 
@@ -469,6 +470,9 @@ pub async fn run_sinks(
         .map(|s| (s.name(), s.aggregate_types()))
         .collect();
     let renewals = stall::Renewals::default();
+    // With no broker, one watch of the feed's end for every projection.
+    let tail = matches!(config.bus, EventBus::None)
+        .then(|| StoreTail::watch(pool.clone(), config.store_poll));
     let mut tasks = tokio::task::JoinSet::new();
     {
         let (pool, config, stopped) = (pool.clone(), config.clone(), stopping());
@@ -481,6 +485,7 @@ pub async fn run_sinks(
     for sink in sinks {
         let (pool, config, stopped) = (pool.clone(), config.clone(), stopping());
         let renew = renewals.of(sink.name());
+        let tail = tail.clone();
         tasks.spawn(async move {
             let (name, types) = (sink.name(), sink.aggregate_types());
             match &config.bus {
@@ -508,8 +513,8 @@ pub async fn run_sinks(
                 EventBus::None => {
                     tracing::info!(projection = name, bus = "none", "projection started");
                     let dead = DeadLetters::in_store(pool.clone());
-                    let (database, poll) = (config.database.clone(), config.store_poll);
-                    let mut source = StoreSource::new(pool, database, name, types, poll);
+                    let tail = tail.expect("watched with no broker");
+                    let mut source = StoreSource::new(pool, config.database.clone(), name, types, tail);
                     run(sink.as_ref(), &mut source, &dead, stopped).await
                 }
             }

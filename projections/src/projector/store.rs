@@ -16,6 +16,10 @@
 //! - **One active reader per projection**: a PostgreSQL advisory lock, held
 //!   on a connection of its own. Another process running the projection
 //!   waits on the lock and takes over when the holder's connection goes.
+//! - **One watch of the feed's end per process** ([`StoreTail`]): a
+//!   projection that has read everything waits until the end moves, instead
+//!   of each projection polling the store. Idle, a process costs one short
+//!   query per poll, however many projections it runs.
 
 use std::time::Duration;
 
@@ -23,8 +27,9 @@ use anyhow::Context;
 use async_trait::async_trait;
 use cqrs_es::persist::EventUpcaster;
 use event_store::DatabaseConfig;
-use event_store::feed::{FeedFilter, GlobalPosition, RecordedEvent, read_after};
+use event_store::feed::{FeedFilter, GlobalPosition, RecordedEvent, read_after, readable_end};
 use sqlx::{Connection, PgConnection, PgPool};
+use tokio::sync::watch;
 
 use super::{Delivered, Source};
 use crate::relay::checkpoint;
@@ -36,6 +41,45 @@ pub const STORE_TOPIC: &str = "eshop.store";
 /// How often the holder of the lock checks it still has its connection.
 const LOCK_CHECK: Duration = crate::leader::RETRY;
 
+/// The end of the event store's feed ([`readable_end`]), looked up every
+/// `poll` by one task for all the projections of a process. Cloned into
+/// each [`StoreSource`]; the task stops when the last clone is dropped.
+#[derive(Clone)]
+pub struct StoreTail {
+    end: watch::Receiver<GlobalPosition>,
+    poll: Duration,
+}
+
+impl StoreTail {
+    /// Starts looking up the end of the feed every `poll`.
+    #[must_use]
+    pub fn watch(pool: PgPool, poll: Duration) -> Self {
+        let (sender, end) = watch::channel(GlobalPosition::default());
+        tokio::spawn(async move {
+            while !sender.is_closed() {
+                match readable_end(&pool).await {
+                    Ok(now) => {
+                        // Sources wake only when the end moved forward.
+                        sender.send_if_modified(|end| {
+                            let moved = now > *end;
+                            if moved {
+                                *end = now;
+                            }
+                            moved
+                        });
+                        tokio::time::sleep(poll).await;
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "reading the end of the event store's feed failed; retrying");
+                        tokio::time::sleep(poll.max(Duration::from_millis(500))).await;
+                    }
+                }
+            }
+        });
+        Self { end, poll }
+    }
+}
+
 /// A projection's feed of the event store.
 pub struct StoreSource {
     pool: PgPool,
@@ -43,7 +87,9 @@ pub struct StoreSource {
     name: &'static str,
     filter: FeedFilter,
     upcasters: Vec<Box<dyn EventUpcaster>>,
-    poll: Duration,
+    tail: StoreTail,
+    /// The end of the feed as the tail saw it just before the last read.
+    seen: GlobalPosition,
     /// The connection holding the projection's lock, once it is held.
     lock: Option<(PgConnection, tokio::time::Instant)>,
     /// Where reading goes on from: the end of the last batch handed out.
@@ -54,14 +100,14 @@ pub struct StoreSource {
 
 impl StoreSource {
     /// The feed of the events of `aggregate_types`, for the projection
-    /// `name`, looked at every `poll` while there is nothing new.
+    /// `name`, read again when `tail` has moved while there was nothing new.
     #[must_use]
     pub fn new(
         pool: PgPool,
         database: DatabaseConfig,
         name: &'static str,
         aggregate_types: &[&str],
-        poll: Duration,
+        tail: StoreTail,
     ) -> Self {
         Self {
             pool,
@@ -72,7 +118,8 @@ impl StoreSource {
                 beyond_horizon: false,
             },
             upcasters: event_schemas::upcasters(),
-            poll,
+            tail,
+            seen: GlobalPosition::default(),
             lock: None,
             read: GlobalPosition::default(),
             taken: None,
@@ -130,6 +177,9 @@ impl StoreSource {
         self.hold_lock().await?;
         self.write_checkpoint().await?;
         let limit = i64::try_from(max).unwrap_or(i64::MAX);
+        // Taken before the read: whatever the read cannot see yet lies
+        // beyond this end, so a move of the end is the signal to read again.
+        self.seen = *self.tail.end.borrow_and_update();
         let events = read_after(&self.pool, self.read, &self.filter, limit).await?;
         if let Some(last) = events.last() {
             self.read = last.global;
@@ -169,7 +219,16 @@ impl Source for StoreSource {
         match self.read_next(max).await {
             Ok(batch) if !batch.is_empty() => Ok(batch),
             Ok(_) => {
-                tokio::time::sleep(self.poll).await;
+                // Nothing new: wait for the end of the feed to move (at
+                // most a lock check's time, to check the lock's connection).
+                let seen = self.seen;
+                let moved = self.tail.end.wait_for(|end| *end > seen);
+                let gone = matches!(tokio::time::timeout(LOCK_CHECK, moved).await, Ok(Err(_)));
+                if gone {
+                    // The tail's task is gone (it cannot end while a
+                    // source holds it, but a panic would end it): poll.
+                    tokio::time::sleep(self.tail.poll).await;
+                }
                 Ok(Vec::new())
             }
             Err(error) => {
@@ -180,7 +239,7 @@ impl Source for StoreSource {
                     error = format!("{error:#}"),
                     "reading the event store failed; retrying"
                 );
-                tokio::time::sleep(self.poll.max(Duration::from_millis(500))).await;
+                tokio::time::sleep(self.tail.poll.max(Duration::from_millis(500))).await;
                 Ok(Vec::new())
             }
         }
