@@ -21,6 +21,10 @@ use uuid::Uuid;
 const COMMAND_BUDGET: Duration = Duration::from_millis(100);
 /// How long a hostile request may take to be refused.
 const REFUSAL_BUDGET: Duration = Duration::from_secs(2);
+/// How many times a command's latency is measured before a slow one
+/// counts: a stall that an attack causes comes back every time; a hiccup
+/// of the shared machine the tests run on does not.
+const ATTEMPTS: usize = 3;
 
 /// `eshop serve --api-only` (REST and GraphQL on one listener) with
 /// `vars` set, and a client.
@@ -71,6 +75,20 @@ impl Target {
             .expect("the command API answers");
         assert_eq!(response.status(), 201, "a normal command is refused");
         started.elapsed()
+    }
+
+    /// A normal command answers within [`COMMAND_BUDGET`], in one of
+    /// [`ATTEMPTS`] tries.
+    async fn answers_commands_promptly(&self, what: &str) {
+        let mut took = Vec::new();
+        for _ in 0..ATTEMPTS {
+            let latency = self.command().await;
+            if latency < COMMAND_BUDGET {
+                return;
+            }
+            took.push(latency);
+        }
+        panic!("{what}: a normal command took {took:?}, over {COMMAND_BUDGET:?} each time");
     }
 
     async fn graphql(&self, body: Value) -> (u16, Value) {
@@ -205,31 +223,37 @@ fn bombs() -> Vec<(&'static str, Value, &'static str)> {
 async fn hostile_documents_are_refused_fast_while_commands_keep_answering() {
     let target = Target::start("hostile-docs", &[]).await;
     for (name, body, code) in bombs() {
-        // Eight copies at once, and a normal command at the same moment.
-        let attacks = join_all((0..8).map(|_| {
-            let (target, body) = (&target, body.clone());
-            async move {
-                let started = Instant::now();
-                let answer = target.graphql(body).await;
-                (answer, started.elapsed())
+        let mut beside = Vec::new();
+        while beside.len() < ATTEMPTS {
+            // Eight copies at once, and a normal command at the same moment.
+            let attacks = join_all((0..8).map(|_| {
+                let (target, body) = (&target, body.clone());
+                async move {
+                    let started = Instant::now();
+                    let answer = target.graphql(body).await;
+                    (answer, started.elapsed())
+                }
+            }));
+            let (answers, latency) = tokio::join!(attacks, target.command());
+            eprintln!("{name}: a command beside it answered in {latency:?}");
+            for ((status, answer), took) in answers {
+                assert_eq!(status, 200, "{name}: {answer}");
+                assert_eq!(codes(&answer), [code], "{name}: {answer}");
+                assert_eq!(answer["data"], Value::Null, "{name}");
+                assert!(took < REFUSAL_BUDGET, "{name}: refused after {took:?}");
             }
-        }));
-        let (answers, latency) = tokio::join!(attacks, target.command());
-        eprintln!("{name}: a command beside it answered in {latency:?}");
-        assert!(
-            latency < COMMAND_BUDGET,
-            "{name}: a command beside it took {latency:?}"
-        );
-        for ((status, answer), took) in answers {
-            assert_eq!(status, 200, "{name}: {answer}");
-            assert_eq!(codes(&answer), [code], "{name}: {answer}");
-            assert_eq!(answer["data"], Value::Null, "{name}");
-            assert!(took < REFUSAL_BUDGET, "{name}: refused after {took:?}");
+            beside.push(latency);
+            if latency < COMMAND_BUDGET {
+                break;
+            }
         }
         assert!(
-            target.command().await < COMMAND_BUDGET,
-            "{name}: the command API is slow afterwards"
+            beside.iter().any(|latency| *latency < COMMAND_BUDGET),
+            "{name}: a command beside it took {beside:?}, over {COMMAND_BUDGET:?} each time"
         );
+        target
+            .answers_commands_promptly(&format!("{name}, afterwards"))
+            .await;
     }
 }
 
@@ -252,7 +276,9 @@ async fn variables_nested_too_deep_are_a_bad_request() {
     assert_eq!(response.status(), 400);
     let answer: Value = response.json().await.expect("JSON");
     assert_eq!(codes(&answer), ["BAD_REQUEST"], "{answer}");
-    assert!(target.command().await < COMMAND_BUDGET);
+    target
+        .answers_commands_promptly("after variables nested too deep")
+        .await;
 }
 
 /// Sends `POST /graphql` with a chunked body of `total` bytes, as fast as
@@ -326,7 +352,9 @@ async fn huge_graphql_bodies_are_cut_at_the_limit_and_memory_stays_flat() {
         after_bodies < baseline + 64,
         "bodies: {baseline} MiB -> {after_bodies} MiB"
     );
-    assert!(target.command().await < COMMAND_BUDGET);
+    target
+        .answers_commands_promptly("after four 100 MB bodies")
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -366,7 +394,9 @@ async fn distinct_queries_do_not_pin_memory() {
         after_queries < baseline + 160,
         "queries: {baseline} MiB -> {after_queries} MiB"
     );
-    assert!(target.command().await < COMMAND_BUDGET);
+    target
+        .answers_commands_promptly("after 500 distinct queries")
+        .await;
 }
 
 /// Opens a connection and sends the start of a request, never its end.
