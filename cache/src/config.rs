@@ -99,11 +99,18 @@ pub struct CacheConfig {
     /// The distributed cache: `redis://host:6379`, `rediss://…` or
     /// `memcached://host:11211`. Unset: no cache, every read goes to
     /// PostgreSQL.
-    #[arg(long = "cache-url", env = "CACHE_URL")]
+    #[arg(
+        id = "cache_url",
+        long = "cache-url",
+        env = "CACHE_URL",
+        value_name = "URL"
+    )]
     pub url: Option<CacheUrl>,
 
     /// How long an entry lives in the cache, in seconds.
     #[arg(
+        id = "cache_ttl_secs",
+        value_name = "SECS",
         long = "cache-ttl-secs",
         env = "CACHE_TTL_SECS",
         default_value_t = 3600
@@ -114,6 +121,8 @@ pub struct CacheConfig {
     /// included; past it the caller goes to PostgreSQL as if the entry were
     /// missing.
     #[arg(
+        id = "cache_timeout_ms",
+        value_name = "MS",
         long = "cache-timeout-ms",
         env = "CACHE_TIMEOUT_MS",
         default_value_t = 50
@@ -123,6 +132,8 @@ pub struct CacheConfig {
     /// Connections to Memcached kept open per process (Redis multiplexes
     /// one).
     #[arg(
+        id = "cache_pool_size",
+        value_name = "N",
         long = "cache-pool-size",
         env = "CACHE_POOL_SIZE",
         default_value_t = 16

@@ -1,7 +1,7 @@
 //! Memcached, over its meta text protocol (1.6+): an entry is the
 //! version, 8 bytes big-endian, then the bytes; storing compares versions
-//! and writes with the item's CAS token, so a write that raced another
-//! fails and is looked at again.
+//! and writes with the item's CAS token (or adds when it is missing), so a
+//! write that raced another fails and is looked at again.
 
 use std::time::Duration;
 
@@ -10,9 +10,11 @@ use deadpool::managed::{self, Metrics, Pool, RecycleResult};
 
 use crate::{CacheError, Entry, Stored};
 
-/// How many times a store that raced another writer is tried again before
-/// the entry is deleted instead (a missing entry is never wrong).
-const RACES: usize = 3;
+/// How many times a store that raced another writer is tried again. Each
+/// race lost means another writer stored in between, so the loop ends
+/// quickly unless one key is written without pause; past this bound the
+/// entry is deleted instead (a missing entry is never wrong).
+const RACES: usize = 32;
 
 /// Memcached reads an expiry over 30 days as a point in Unix time.
 const MAX_TTL_SECS: u64 = 30 * 24 * 3600;
