@@ -46,6 +46,9 @@ pub struct ServeConfig {
 
     #[command(flatten)]
     pub identity: identity::IdentityConfig,
+
+    #[command(flatten)]
+    pub cache: cache::CacheConfig,
 }
 
 impl ServeConfig {
@@ -63,6 +66,7 @@ impl ServeConfig {
             command_max_retries: 30,
             idempotency_wait_ms: 5000,
             identity: identity::IdentityConfig::default(),
+            cache: cache::CacheConfig::none(),
         }
     }
 

@@ -3,7 +3,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Context;
-use event_store::EventStore;
+use cqrs_es::Aggregate;
+use domain::basket::Basket;
+use event_store::{EventStore, StateCache};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 
@@ -36,7 +38,7 @@ impl Application {
     /// (`eshop migrate`, which `eshop serve` runs first).
     pub async fn build(config: &ServeConfig) -> anyhow::Result<Self> {
         let pool = event_store::connect(&config.database).context("invalid DATABASE_URL")?;
-        let store = EventStore::new(
+        let mut store = EventStore::new(
             pool.clone(),
             event_schemas::upcasters(),
             config.snapshot_every.clone(),
@@ -44,11 +46,20 @@ impl Application {
         .with_idempotency_ttl(config.idempotency_ttl());
         let verifier = identity::Verifier::new(config.identity.clone())
             .context("failed to set up token verification")?;
+        let mut readiness = Readiness::default()
+            .with("postgres", Readiness::postgres(pool))
+            .with("identity", Readiness::identity(verifier.clone()));
+        if let Some(cache) = cache::Cache::new(&config.cache).context("invalid CACHE_URL")? {
+            // Baskets only: the hottest aggregate, loaded by every basket
+            // command (see event_store::state_cache).
+            store = store.with_state_cache(
+                StateCache::new(cache.clone()).with(Basket::TYPE, Basket::STATE_FORMAT),
+            );
+            readiness = readiness.with_optional("cache", Readiness::cache(cache));
+        }
         let state = AppState {
             commands: CommandService::new(store.clone(), config.retry_policy()),
-            readiness: Readiness::default()
-                .with("postgres", Readiness::postgres(pool))
-                .with("identity", Readiness::identity(verifier.clone())),
+            readiness,
             verifier,
         };
         let listener = TcpListener::bind(config.listen)

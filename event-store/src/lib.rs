@@ -14,6 +14,7 @@ mod error;
 pub mod feed;
 mod repository;
 mod snapshot;
+pub mod state_cache;
 mod store;
 mod unit_of_work;
 
@@ -24,5 +25,6 @@ pub use config::{
 pub use error::{CommitError, StoreError};
 pub use repository::PgEventRepository;
 pub use snapshot::SnapshotPolicy;
+pub use state_cache::StateCache;
 pub use store::{EventStore, Loaded, upcast};
 pub use unit_of_work::{AppendResult, Commit, IdempotencyRecord, StoredOutcome, UnitOfWork};

@@ -11,7 +11,10 @@ use sqlx::{PgPool, Row};
 
 use crate::error::{CommitError, StoreError, violated_constraint};
 use crate::snapshot::SnapshotPolicy;
-use crate::unit_of_work::{AppendResult, Commit, PendingAppend, StoredOutcome, UnitOfWork};
+use crate::state_cache::StateCache;
+use crate::unit_of_work::{
+    AppendResult, Commit, PendingAppend, PendingState, StoredOutcome, UnitOfWork,
+};
 
 /// An aggregate as loaded from the store, with the version (sequence of its
 /// last event) it was loaded at. Version 0 means no event exists.
@@ -20,6 +23,8 @@ pub struct Loaded<A> {
     pub aggregate: A,
     pub version: usize,
     snapshot_every: usize,
+    /// Whether its type's states are kept in the cache.
+    pub(crate) cached: bool,
 }
 
 impl<A> Loaded<A> {
@@ -41,6 +46,7 @@ pub struct EventStore {
     upcasters: Arc<Vec<Box<dyn EventUpcaster>>>,
     snapshots: SnapshotPolicy,
     idempotency_ttl: Duration,
+    state_cache: Option<StateCache>,
 }
 
 /// Applies every upcaster that accepts the event, in order.
@@ -66,6 +72,55 @@ impl EventStore {
             upcasters: Arc::new(upcasters),
             snapshots,
             idempotency_ttl: Duration::from_secs(24 * 3600),
+            state_cache: None,
+        }
+    }
+
+    /// Keeps the states of the aggregate types `cache` names in it (see
+    /// [`crate::state_cache`]).
+    #[must_use]
+    pub fn with_state_cache(mut self, cache: StateCache) -> Self {
+        self.state_cache = Some(cache);
+        self
+    }
+
+    /// The state cache, if one is attached.
+    #[must_use]
+    pub const fn state_cache(&self) -> Option<&StateCache> {
+        self.state_cache.as_ref()
+    }
+
+    fn caches(&self, aggregate_type: &str) -> bool {
+        self.state_cache
+            .as_ref()
+            .is_some_and(|cache| cache.caches(aggregate_type))
+    }
+
+    /// The aggregate from the cache, if its type is cached and the cache
+    /// holds it.
+    async fn cached<A: Aggregate>(&self, aggregate_id: &str) -> Option<Loaded<A>> {
+        let cache = self.state_cache.as_ref().filter(|c| c.caches(A::TYPE))?;
+        let (aggregate, version) = cache.get::<A>(aggregate_id).await?;
+        Some(Loaded {
+            aggregate,
+            version,
+            snapshot_every: self.snapshots.every(A::TYPE),
+            cached: true,
+        })
+    }
+
+    /// Puts an aggregate read from PostgreSQL in the cache, if its type is
+    /// cached.
+    async fn remember<A: Aggregate>(&self, aggregate_id: &str, loaded: &Loaded<A>) {
+        if let Some(cache) = self
+            .state_cache
+            .as_ref()
+            .filter(|_| loaded.cached && loaded.exists())
+            && let Ok(bytes) = serde_json::to_vec(&loaded.aggregate)
+        {
+            cache
+                .put(A::TYPE, aggregate_id, loaded.version, bytes)
+                .await;
         }
     }
 
@@ -91,8 +146,21 @@ impl EventStore {
     /// applied once each. One query.
     #[tracing::instrument(level = "debug", skip(self), fields(aggregate.type = A::TYPE))]
     pub async fn load<A: Aggregate>(&self, aggregate_id: &str) -> Result<Loaded<A>, StoreError> {
+        if let Some(loaded) = self.cached::<A>(aggregate_id).await {
+            return Ok(loaded);
+        }
+        self.load_from_postgres(aggregate_id).await
+    }
+
+    /// Loads an aggregate from PostgreSQL, and caches it if its type is.
+    async fn load_from_postgres<A: Aggregate>(
+        &self,
+        aggregate_id: &str,
+    ) -> Result<Loaded<A>, StoreError> {
         let rows = self.fetch(&[(A::TYPE, aggregate_id)]).await?;
-        self.fold::<A>(aggregate_id, &rows).await
+        let loaded = self.fold::<A>(aggregate_id, &rows).await?;
+        self.remember(aggregate_id, &loaded).await;
+        Ok(loaded)
     }
 
     /// Loads two aggregates with one query (a product and the basket it is
@@ -103,16 +171,28 @@ impl EventStore {
         first_id: &str,
         second_id: &str,
     ) -> Result<(Loaded<A>, Loaded<B>), StoreError> {
+        match (
+            self.cached::<A>(first_id).await,
+            self.cached::<B>(second_id).await,
+        ) {
+            (Some(first), Some(second)) => return Ok((first, second)),
+            (Some(first), None) => return Ok((first, self.load_from_postgres(second_id).await?)),
+            (None, Some(second)) => return Ok((self.load_from_postgres(first_id).await?, second)),
+            (None, None) => {}
+        }
         let rows = self
             .fetch(&[(A::TYPE, first_id), (B::TYPE, second_id)])
             .await?;
         let (first, second): (Vec<PgRow>, Vec<PgRow>) = rows
             .into_iter()
             .partition(|row| row.try_get::<i64, _>("n").unwrap_or(0) == 1);
-        Ok((
+        let (first, second) = (
             self.fold::<A>(first_id, &first).await?,
             self.fold::<B>(second_id, &second).await?,
-        ))
+        );
+        self.remember(first_id, &first).await;
+        self.remember(second_id, &second).await;
+        Ok((first, second))
     }
 
     /// The rows of several aggregates, each its snapshot (kind 0, if
@@ -225,6 +305,7 @@ impl EventStore {
             aggregate,
             version,
             snapshot_every,
+            cached: self.caches(A::TYPE),
         })
     }
 
@@ -349,13 +430,48 @@ impl EventStore {
 
     /// Commits a unit of work in one transaction: all of it or none of it.
     #[tracing::instrument(level = "debug", skip_all, fields(events = uow.events.len()))]
-    pub async fn commit(&self, uow: UnitOfWork) -> Result<Commit, CommitError> {
+    pub async fn commit(&self, mut uow: UnitOfWork) -> Result<Commit, CommitError> {
+        let states = std::mem::take(&mut uow.states);
+        let committed = self.commit_to_postgres(uow).await;
+        if let Some(cache) = &self.state_cache {
+            match &committed {
+                // The new states, over older ones only.
+                Ok(_) => {
+                    for PendingState {
+                        aggregate_type,
+                        aggregate_id,
+                        version,
+                        bytes,
+                    } in states
+                    {
+                        cache
+                            .put(aggregate_type, &aggregate_id, version, bytes)
+                            .await;
+                    }
+                }
+                // The store holds more than the state decided on, which may
+                // have come from the cache: forget it, so that the retry
+                // reads PostgreSQL.
+                Err(CommitError::Conflict {
+                    aggregate_type,
+                    aggregate_id,
+                }) if cache.caches(aggregate_type) => {
+                    cache.forget(aggregate_type, aggregate_id).await
+                }
+                Err(_) => {}
+            }
+        }
+        committed
+    }
+
+    async fn commit_to_postgres(&self, uow: UnitOfWork) -> Result<Commit, CommitError> {
         let UnitOfWork {
             events,
             appends,
             snapshots,
             claims,
             idempotency,
+            states: _,
         } = uow;
         // A unit of work that is one INSERT needs no explicit transaction: a
         // single statement is atomic, and this saves two round trips on the

@@ -21,6 +21,16 @@ pub struct UnitOfWork {
     pub(crate) snapshots: Vec<PendingSnapshot>,
     pub(crate) claims: Vec<Claim>,
     pub(crate) idempotency: Option<IdempotencyRecord>,
+    /// The new states of aggregates whose type is cached, for the cache
+    /// once the commit succeeded.
+    pub(crate) states: Vec<PendingState>,
+}
+
+pub(crate) struct PendingState {
+    pub aggregate_type: &'static str,
+    pub aggregate_id: String,
+    pub version: usize,
+    pub bytes: Vec<u8>,
 }
 
 pub(crate) struct PendingAppend {
@@ -142,6 +152,14 @@ impl UnitOfWork {
                 aggregate_id: aggregate_id.to_owned(),
                 last_sequence: new_version,
                 payload: serde_json::to_value(&loaded.aggregate).map_err(StoreError::Encode)?,
+            });
+        }
+        if event_count > 0 && loaded.cached {
+            self.states.push(PendingState {
+                aggregate_type: A::TYPE,
+                aggregate_id: aggregate_id.to_owned(),
+                version: new_version,
+                bytes: serde_json::to_vec(&loaded.aggregate).map_err(StoreError::Encode)?,
             });
         }
         self.appends.push(PendingAppend {

@@ -125,6 +125,7 @@ impl TestApp {
     pub async fn spawn_with(configure: impl FnOnce(&mut ServeConfig)) -> Self {
         let db = TestDb::new().await;
         let mut config = ServeConfig::for_database(&db.url);
+        config.cache = crate::cache::test_cache();
         configure(&mut config);
         let app = Application::build(&config)
             .await

@@ -24,6 +24,7 @@ mod app;
 pub mod auth;
 pub mod bench;
 mod broker;
+pub mod cache;
 mod db;
 pub mod fault;
 pub mod graphql;

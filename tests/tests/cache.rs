@@ -22,14 +22,10 @@ const ENGINES: [Engine; 2] = [Engine::Redis, Engine::Memcached];
 impl Engine {
     /// The server `scripts/setup` runs.
     fn shared_url(self) -> CacheUrl {
-        let (variable, default) = match self {
-            Self::Redis => ("TEST_REDIS_URL", "redis://127.0.0.1:6379"),
-            Self::Memcached => ("TEST_MEMCACHED_URL", "memcached://127.0.0.1:11211"),
-        };
-        std::env::var(variable)
-            .unwrap_or_else(|_| default.to_owned())
-            .parse()
-            .expect("a cache URL")
+        match self {
+            Self::Redis => eshop_tests::cache::redis_url(),
+            Self::Memcached => eshop_tests::cache::memcached_url(),
+        }
     }
 
     fn url_on(self, port: u16) -> CacheUrl {
@@ -68,7 +64,7 @@ fn entry(version: u64) -> Entry {
 }
 
 fn fresh_key() -> Key {
-    Key::new("test", 1, &Uuid::now_v7().to_string())
+    Key::new("test", 1, &Uuid::now_v7().to_string()).expect("a UUID fits a key")
 }
 
 #[tokio::test]
@@ -178,36 +174,8 @@ async fn an_entry_that_does_not_decode_is_an_error_and_is_replaced() {
         let cache = shared(engine).await;
         let key = fresh_key();
         match engine {
-            Engine::Redis => {
-                let client =
-                    redis::Client::open(engine.shared_url().to_string()).expect("a client");
-                let mut connection = client
-                    .get_multiplexed_async_connection()
-                    .await
-                    .expect("connect");
-                let _: i64 = redis::cmd("HSET")
-                    .arg(key.as_str())
-                    .arg("v")
-                    .arg("not a number")
-                    .arg("d")
-                    .arg("{}")
-                    .query_async(&mut connection)
-                    .await
-                    .expect("write behind the cache's back");
-            }
-            Engine::Memcached => {
-                use async_memcached::AsciiProtocol;
-                let CacheUrl::Memcached { host, port } = engine.shared_url() else {
-                    unreachable!("a Memcached URL")
-                };
-                let mut client = async_memcached::Client::new(format!("tcp://{host}:{port}"))
-                    .await
-                    .expect("connect");
-                client
-                    .set(key.as_str(), "abc", None, None)
-                    .await
-                    .expect("write behind the cache's back");
-            }
+            Engine::Redis => redis_hset(&key, "not a number", b"{}").await,
+            Engine::Memcached => memcached_set(&key, b"abc").await,
         }
         let read = cache.get(&key).await;
         assert!(
@@ -388,4 +356,162 @@ async fn a_cache_that_never_answers_costs_one_timeout() {
         );
     }
     held.abort();
+}
+
+/// Sets the Redis hash at `key` to `{v: version, d: bytes}` directly.
+async fn redis_hset(key: &Key, version: &str, bytes: &[u8]) {
+    let client = redis::Client::open(Engine::Redis.shared_url().to_string()).expect("a client");
+    let mut connection = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let _: i64 = redis::cmd("HSET")
+        .arg(key.as_str())
+        .arg("v")
+        .arg(version)
+        .arg("d")
+        .arg(bytes)
+        .query_async(&mut connection)
+        .await
+        .expect("write behind the cache's back");
+}
+
+/// Sets the Memcached item at `key` to `value` directly.
+async fn memcached_set(key: &Key, value: &[u8]) {
+    use async_memcached::AsciiProtocol;
+    let CacheUrl::Memcached { host, port } = Engine::Memcached.shared_url() else {
+        unreachable!("a Memcached URL")
+    };
+    let mut client = async_memcached::Client::new(format!("tcp://{host}:{port}"))
+        .await
+        .expect("connect");
+    client
+        .set(key.as_str(), value, None, None)
+        .await
+        .expect("write behind the cache's back");
+}
+
+/// Writes `entry` at `key` with no version check, as something other than
+/// eshop could.
+async fn overwrite(engine: Engine, key: &Key, entry: &Entry) {
+    match engine {
+        Engine::Redis => redis_hset(key, &entry.version.to_string(), &entry.bytes).await,
+        Engine::Memcached => {
+            let mut value = entry.version.to_be_bytes().to_vec();
+            value.extend_from_slice(&entry.bytes);
+            memcached_set(key, &value).await;
+        }
+    }
+}
+
+/// The cache is deliberately given an older basket behind eshop's back: the
+/// next command decides on it, its append conflicts with the event it did
+/// not know, and it reloads from the event store and decides again. Nothing
+/// is lost, and the cache holds the true basket afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_basket_in_the_cache_is_caught_by_the_append_and_corrected() {
+    use cqrs_es::Aggregate;
+    use domain::basket::Basket;
+    for engine in ENGINES {
+        let app = eshop_tests::TestApp::spawn_with(|config| {
+            config.cache = CacheConfig::at(engine.shared_url());
+        })
+        .await;
+        let product = app
+            .register_product(&format!("STALE-{engine:?}"), 500, 100)
+            .await;
+        let basket = app.open_basket().await;
+        let key = Key::new(
+            &format!("state.{}", Basket::TYPE),
+            Basket::STATE_FORMAT,
+            &basket.to_string(),
+        )
+        .expect("a basket id fits a key");
+        let cache = cache(engine.shared_url(), 500);
+
+        assert_eq!(app.add_item(basket, product, 1).await.status, 200);
+        let stale = cache
+            .get(&key)
+            .await
+            .expect("the cache answers")
+            .expect("the command left its basket in the cache");
+        assert_eq!(stale.version, 2, "{engine:?}: opened, one item added");
+        assert_eq!(app.add_item(basket, product, 2).await.status, 200);
+        assert_eq!(
+            cache.get(&key).await.expect("get").map(|e| e.version),
+            Some(3)
+        );
+
+        overwrite(engine, &key, &stale).await;
+        assert_eq!(cache.get(&key).await.expect("get"), Some(stale.clone()));
+        let answer = app.add_item(basket, product, 4).await;
+        assert_eq!(answer.status, 200, "{engine:?}: {:?}", answer.body);
+
+        let truth = event_store::EventStore::new(
+            app.db.pool.clone(),
+            event_schemas::upcasters(),
+            event_store::SnapshotPolicy::default(),
+        )
+        .load::<Basket>(&basket.to_string())
+        .await
+        .expect("load from PostgreSQL");
+        assert_eq!(truth.version, 4, "{engine:?}: three items added, none lost");
+        assert_eq!(
+            truth.aggregate.lines()[0].quantity,
+            7,
+            "{engine:?}: 1 + 2 + 4"
+        );
+        let corrected = cache.get(&key).await.expect("get").expect("cached again");
+        assert_eq!(
+            corrected.version, 4,
+            "{engine:?}: the cache holds the truth again"
+        );
+        let state: Basket = serde_json::from_slice(&corrected.bytes).expect("a basket");
+        assert_eq!(state, truth.aggregate, "{engine:?}");
+    }
+}
+
+/// With its cache down, the command API is `degraded` but ready (it works
+/// without it), and commands succeed from PostgreSQL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_its_cache_the_command_api_is_degraded_but_ready_and_commands_work() {
+    for engine in ENGINES {
+        // Nothing listens there.
+        let url = engine.url_on(eshop_tests::free_port());
+        let app = eshop_tests::TestApp::spawn_with(|config| {
+            config.cache = CacheConfig::at(url);
+        })
+        .await;
+        let response = app
+            .client
+            .get(format!("{}/health/ready", app.address))
+            .send()
+            .await
+            .expect("the API answers");
+        assert_eq!(response.status(), 200, "{engine:?}: still ready");
+        let report: serde_json::Value = response.json().await.expect("a JSON report");
+        assert_eq!(report["status"], "degraded", "{engine:?}: {report}");
+        let checks = report["checks"].as_array().expect("checks");
+        let cache = checks
+            .iter()
+            .find(|check| check["name"] == "cache")
+            .expect("the cache is checked");
+        assert_eq!(cache["status"], "degraded", "{engine:?}: {report}");
+        assert!(
+            checks
+                .iter()
+                .filter(|check| check["name"] != "cache")
+                .all(|check| check["status"] == "up"),
+            "{engine:?}: {report}"
+        );
+
+        let product = app
+            .register_product(&format!("NOCACHE-{engine:?}"), 250, 10)
+            .await;
+        let basket = app.open_basket().await;
+        for quantity in 1..=3 {
+            let answer = app.add_item(basket, product, quantity).await;
+            assert_eq!(answer.status, 200, "{engine:?}: {:?}", answer.body);
+        }
+    }
 }

@@ -15,17 +15,37 @@ use crate::startup::AppState;
 /// A check of one backing service: `Ok` when it answers.
 pub type ReadinessCheck = Arc<dyn Fn() -> BoxFuture<'static, Result<(), String>> + Send + Sync>;
 
-/// The backing services this process needs, each checked by name.
+/// The backing services this process uses, each checked by name. A
+/// required one that is down makes the process not ready (503); an
+/// optional one (the cache) that is down makes it `degraded`, still ready:
+/// the process works without it.
 #[derive(Clone, Default)]
 pub struct Readiness {
-    checks: Vec<(&'static str, ReadinessCheck)>,
+    checks: Vec<(&'static str, bool, ReadinessCheck)>,
 }
 
 impl Readiness {
+    /// A service the process cannot work without.
     #[must_use]
     pub fn with(mut self, name: &'static str, check: ReadinessCheck) -> Self {
-        self.checks.push((name, check));
+        self.checks.push((name, true, check));
         self
+    }
+
+    /// A service the process works without, more slowly.
+    #[must_use]
+    pub fn with_optional(mut self, name: &'static str, check: ReadinessCheck) -> Self {
+        self.checks.push((name, false, check));
+        self
+    }
+
+    /// The cache answers.
+    #[must_use]
+    pub fn cache(cache: cache::Cache) -> ReadinessCheck {
+        Arc::new(move || {
+            let cache = cache.clone();
+            Box::pin(async move { cache.ping().await.map_err(|error| error.to_string()) })
+        })
     }
 
     /// PostgreSQL answers a trivial query.
@@ -62,7 +82,8 @@ pub struct Liveness {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ReadinessReport {
-    /// `up` when every backing service is, else `down`.
+    /// `up` when every backing service is; `degraded` when only optional
+    /// ones (the cache) are down: still ready; else `down`.
     status: &'static str,
     checks: Vec<ServiceCheck>,
 }
@@ -71,7 +92,7 @@ pub struct ReadinessReport {
 pub struct ServiceCheck {
     /// The backing service, for example `postgres`.
     name: &'static str,
-    /// `up` or `down`.
+    /// `up`, `down`, or `degraded` for an optional service that is down.
     status: &'static str,
     latency_ms: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -98,33 +119,47 @@ const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
     responses((status = 200, description = "Ready", body = ReadinessReport),
         (status = 503, description = "A backing service is down", body = ReadinessReport)))]
 async fn ready(State(app): State<AppState>) -> (StatusCode, Json<ReadinessReport>) {
-    let checks = join_all(app.readiness.checks.iter().map(|(name, check)| async move {
-        let started = Instant::now();
-        let result = match tokio::time::timeout(CHECK_TIMEOUT, check()).await {
-            Ok(result) => result,
-            Err(_) => Err(format!("no answer within {} s", CHECK_TIMEOUT.as_secs())),
-        };
-        if let Err(error) = &result {
-            tracing::warn!(service = name, %error, "backing service not ready");
-        }
-        ServiceCheck {
-            name,
-            status: if result.is_ok() { "up" } else { "down" },
-            latency_ms: started.elapsed().as_secs_f64() * 1000.0,
-            error: result.err(),
-        }
-    }))
+    let checks = join_all(
+        app.readiness
+            .checks
+            .iter()
+            .map(|(name, required, check)| async move {
+                let started = Instant::now();
+                let result = match tokio::time::timeout(CHECK_TIMEOUT, check()).await {
+                    Ok(result) => result,
+                    Err(_) => Err(format!("no answer within {} s", CHECK_TIMEOUT.as_secs())),
+                };
+                if let Err(error) = &result {
+                    tracing::warn!(service = name, required, %error, "backing service not ready");
+                }
+                ServiceCheck {
+                    name,
+                    status: match (&result, required) {
+                        (Ok(()), _) => "up",
+                        (Err(_), true) => "down",
+                        (Err(_), false) => "degraded",
+                    },
+                    latency_ms: started.elapsed().as_secs_f64() * 1000.0,
+                    error: result.err(),
+                }
+            }),
+    )
     .await;
-    let up = checks.iter().all(|check| check.status == "up");
-    let status = if up {
-        StatusCode::OK
-    } else {
+    let down = checks.iter().any(|check| check.status == "down");
+    let degraded = checks.iter().any(|check| check.status == "degraded");
+    let status = if down {
         StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
     };
     (
         status,
         Json(ReadinessReport {
-            status: if up { "up" } else { "down" },
+            status: match (down, degraded) {
+                (true, _) => "down",
+                (false, true) => "degraded",
+                (false, false) => "up",
+            },
             checks,
         }),
     )

@@ -68,6 +68,12 @@ fn checked_quantity(quantity: u64) -> Result<u32, BasketError> {
 }
 
 impl Basket {
+    /// The format of a basket's serialized state, as snapshots and the
+    /// state cache keep it. Bump it with any change to the fields of
+    /// `Basket` or `BasketLine` (a test pins the shape): cached states of
+    /// another format are then never read.
+    pub const STATE_FORMAT: u32 = 1;
+
     #[must_use]
     pub const fn status(&self) -> BasketStatus {
         self.status

@@ -720,3 +720,38 @@ fn a_checked_out_basket_refuses_even_invalid_changes_by_its_state() {
     );
     assert_eq!(error.kind(), ErrorKind::InvalidState);
 }
+
+/// The serialized state, as the state cache keeps it under
+/// `Basket::STATE_FORMAT`. When this test fails, the shape changed: bump
+/// `STATE_FORMAT` and update the expected JSON.
+#[test]
+fn the_state_keeps_its_format() {
+    let mut basket = Basket::default();
+    basket.apply(opened());
+    basket.apply(BasketEvent::ItemAdded {
+        product_id: product(1),
+        sku: sku(1),
+        name: name(1),
+        unit_price: eur(1299),
+        quantity: 2,
+    });
+    let state = serde_json::to_value(&basket).expect("a basket serialises");
+    assert_eq!(Basket::STATE_FORMAT, 1, "bumped: update the JSON below too");
+    assert_eq!(
+        state,
+        serde_json::json!({
+            "status": "open",
+            "customer_id": "00000000-0000-0000-0000-000000c0ffee",
+            "lines": [{
+                "product_id": "00000000-0000-0000-0000-000000000001",
+                "sku": "SKU-1",
+                "name": "Product 1",
+                "unit_price": {"amount_minor": 1299, "currency": "EUR"},
+                "quantity": 2
+            }],
+            "order_id": null
+        })
+    );
+    let back: Basket = serde_json::from_value(state).expect("and reads back");
+    assert_eq!(back, basket);
+}
