@@ -267,3 +267,83 @@ async fn the_loop_projects_the_store_and_dead_letters_what_does_not_decode() {
         .expect("the projector task")
         .expect("the projector stops cleanly");
 }
+
+/// A sink that stops its loop from inside the batch it takes: the loop
+/// meets the shutdown right after the batch.
+struct StopAfterTaking {
+    inner: ViewSink,
+    stop: std::sync::Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
+}
+
+#[async_trait::async_trait]
+impl projections::projector::Sink for StopAfterTaking {
+    fn name(&self) -> &'static str {
+        self.inner.name()
+    }
+    fn aggregate_types(&self) -> &'static [&'static str] {
+        self.inner.aggregate_types()
+    }
+    fn max_batch(&self) -> usize {
+        self.inner.max_batch()
+    }
+    async fn take(
+        &self,
+        batch: &[projections::projector::Delivered],
+        dead: &DeadLetters,
+    ) -> Result<(), projections::projector::Failure> {
+        let taken = self.inner.take(batch, dead).await;
+        if let Some(stop) = self.stop.lock().expect("not poisoned").take() {
+            let _ = stop.send(());
+        }
+        taken
+    }
+}
+
+/// A projector stopped right after a batch writes down that batch before
+/// it lets go of the projection: a restart reads on after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_projector_stopped_after_a_batch_writes_its_checkpoint_down() {
+    use projections::projector::Sink as _;
+    for _ in 0..5 {
+        let db = TestDb::new().await;
+        let pool = projector_pool(&db);
+        let registered = Uuid::now_v7();
+        register(&db.pool, registered, product("STOPPED")).await;
+        let at = position_of(&db.pool, registered).await;
+
+        let view = read_models::all()
+            .into_iter()
+            .find(|p| p.name() == CATALOG)
+            .expect("the catalog");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let sink = StopAfterTaking {
+            inner: ViewSink::new(pool.clone(), view),
+            stop: std::sync::Mutex::new(Some(stop)),
+        };
+        assert_eq!(sink.name(), CATALOG);
+        let dead = DeadLetters::in_store(pool.clone());
+        let mut feed = source(&db, &pool);
+        tokio::time::timeout(
+            Duration::from_secs(30),
+            run(&sink, &mut feed, &dead, async {
+                let _ = stopped.await;
+            }),
+        )
+        .await
+        .expect("the loop stops")
+        .expect("cleanly");
+
+        let checkpoint: Option<(String, i64)> = sqlx::query_as(
+            "SELECT transaction_id::text, global_position FROM relay_checkpoints WHERE name = $1",
+        )
+        .bind(StoreSource::checkpoint_name(CATALOG))
+        .fetch_optional(&db.pool)
+        .await
+        .expect("read the checkpoint");
+        assert_eq!(
+            checkpoint,
+            Some((at.transaction_id.to_string(), at.position)),
+            "the batch taken is written down"
+        );
+    }
+}

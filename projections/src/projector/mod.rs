@@ -341,6 +341,12 @@ pub trait Source: Send {
     /// Every message of `batch` has been taken (applied, skipped or
     /// dead-lettered).
     fn acknowledge(&mut self, batch: &[Delivered]);
+
+    /// The loop stops (shutdown), between batches: a source that keeps its
+    /// own position writes down what was taken. Kafka's and RabbitMQ's
+    /// positions are recorded with each view change, so they have nothing
+    /// to do.
+    async fn close(&mut self) {}
 }
 
 /// Where a projection puts what it makes of events.
@@ -399,7 +405,10 @@ pub async fn run(
     }
     loop {
         let batch = tokio::select! {
-            () = &mut shutdown => return Ok(()),
+            () = &mut shutdown => {
+                source.close().await;
+                return Ok(());
+            }
             batch = source.next(sink.max_batch()) => batch?,
         };
         if batch.is_empty() {

@@ -250,6 +250,23 @@ impl Source for StoreSource {
         // the sink has taken everything read so far.
         self.taken = Some(self.read);
     }
+
+    /// Writes down the last batch taken, which the next read would have
+    /// done: a restart then reads on from there instead of taking that
+    /// batch again (harmless, but wasted). Only while the lock is held:
+    /// without it another reader may have moved on.
+    async fn close(&mut self) {
+        if self.lock.is_none() {
+            return;
+        }
+        if let Err(error) = self.write_checkpoint().await {
+            tracing::warn!(
+                projection = self.name,
+                error = format!("{error:#}"),
+                "writing down the checkpoint at shutdown failed; the last batch will be read again"
+            );
+        }
+    }
 }
 
 #[cfg(test)]
