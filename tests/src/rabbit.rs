@@ -28,24 +28,26 @@ fn text(value: &AMQPValue) -> Option<String> {
     }
 }
 
-/// Reads `streams` (topic, partition and stream name of each) from their
-/// first message until `done` says so; fails the test at `deadline`.
-pub async fn read_streams(
-    url: &str,
-    streams: &[(String, i32, String)],
-    deadline: Duration,
-    done: impl Fn(&[Consumed]) -> bool,
-) -> Vec<Consumed> {
-    let connection = connect(url).await;
-    let channel = connection.create_channel().await.expect("channel");
-    channel
-        .basic_qos(1000, BasicQosOptions::default())
-        .await
-        .expect("qos");
-    let mut all = futures::stream::SelectAll::new();
-    for (topic, partition, stream) in streams {
-        // The relay may not have declared it yet: declare it as it does
-        // (the same arguments), to read it from its start once it has.
+/// A consumer of `stream` from its first message, on a channel of its own.
+///
+/// The relay may not have declared the stream yet: it is declared as the
+/// relay does (the same arguments). A stream declared a moment ago may
+/// still be starting its replica, and RabbitMQ then refuses the consumer
+/// (`PRECONDITION_FAILED ... does not have a replica on the local node`)
+/// and closes the channel: that answer is retried on a new channel until
+/// `until`; any other fails the test.
+async fn consume_from_first(
+    connection: &Connection,
+    stream: &str,
+    until: Instant,
+) -> lapin::Consumer {
+    let mut pause = Duration::from_millis(10);
+    loop {
+        let channel = connection.create_channel().await.expect("channel");
+        channel
+            .basic_qos(1000, BasicQosOptions::default())
+            .await
+            .expect("qos");
         let mut stream_type = FieldTable::default();
         stream_type.insert(
             "x-queue-type".into(),
@@ -53,7 +55,7 @@ pub async fn read_streams(
         );
         channel
             .queue_declare(
-                stream.as_str().into(),
+                stream.into(),
                 lapin::options::QueueDeclareOptions {
                     durable: true,
                     ..lapin::options::QueueDeclareOptions::default()
@@ -67,21 +69,46 @@ pub async fn read_streams(
             "x-stream-offset".into(),
             AMQPValue::LongString("first".into()),
         );
-        let consumer = channel
+        let consumed = channel
             .basic_consume(
-                stream.as_str().into(),
+                stream.into(),
                 format!("test-reader-{}", uuid::Uuid::now_v7().simple())
                     .as_str()
                     .into(),
                 BasicConsumeOptions::default(),
                 arguments,
             )
-            .await
-            .unwrap_or_else(|error| panic!("consume {stream}: {error}"));
+            .await;
+        match consumed {
+            Ok(consumer) => return consumer,
+            Err(error)
+                if error.to_string().contains("does not have a replica")
+                    && Instant::now() + pause < until =>
+            {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(500));
+            }
+            Err(error) => panic!("consume {stream}: {error}"),
+        }
+    }
+}
+
+/// Reads `streams` (topic, partition and stream name of each) from their
+/// first message until `done` says so; fails the test at `deadline`.
+pub async fn read_streams(
+    url: &str,
+    streams: &[(String, i32, String)],
+    deadline: Duration,
+    done: impl Fn(&[Consumed]) -> bool,
+) -> Vec<Consumed> {
+    let connection = connect(url).await;
+    let started = Instant::now();
+    let mut all = futures::stream::SelectAll::new();
+    for (topic, partition, stream) in streams {
+        let consumer = consume_from_first(&connection, stream, started + deadline).await;
         let (topic, partition) = (topic.clone(), *partition);
         all.push(consumer.map(move |d| (topic.clone(), partition, d)).boxed());
     }
-    let started = Instant::now();
     let mut seen = Vec::new();
     while !done(&seen) {
         let left = deadline.saturating_sub(started.elapsed());
