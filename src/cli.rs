@@ -63,17 +63,7 @@ pub enum Command {
     /// index: on Kafka, one consumer group per projection (start more
     /// processes to share partitions); with no broker, each projection
     /// reads the event store's feed (start more processes for standbys).
-    Project {
-        #[command(flatten)]
-        database: event_store::DatabaseConfig,
-        #[command(flatten)]
-        bus: BusArgs,
-        #[command(flatten)]
-        projector: ProjectorOptions,
-        /// Serve /metrics (Prometheus) on this address.
-        #[arg(long, env = "METRICS_ADDR")]
-        metrics_addr: Option<SocketAddr>,
-    },
+    Project(Box<ProjectArgs>),
     /// Serve the GraphQL API over the projections: /graphql (queries, and
     /// GraphiQL for a browser), /graphql/ws (subscriptions over
     /// graphql-transport-ws), /health/live, /health/ready and /metrics.
@@ -213,6 +203,23 @@ pub struct ServeArgs {
 }
 
 #[derive(Debug, clap::Args)]
+pub struct ProjectArgs {
+    #[command(flatten)]
+    pub database: event_store::DatabaseConfig,
+    #[command(flatten)]
+    pub bus: BusArgs,
+    #[command(flatten)]
+    pub projector: ProjectorOptions,
+    /// The cache whose `basket_view` rows are invalidated before their
+    /// changes commit.
+    #[command(flatten)]
+    pub cache: cache::CacheConfig,
+    /// Serve /metrics (Prometheus) on this address.
+    #[arg(long, env = "METRICS_ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
+}
+
+#[derive(Debug, clap::Args)]
 pub struct QueryApiArgs {
     #[command(flatten)]
     pub database: event_store::DatabaseConfig,
@@ -236,6 +243,9 @@ pub struct QueryApiArgs {
     pub http: command_api::server::HttpLimits,
     #[command(flatten)]
     pub identity: identity::IdentityConfig,
+    /// The cache `basket(id)` is served from when it holds the basket.
+    #[command(flatten)]
+    pub cache: cache::CacheConfig,
 }
 
 /// Whether the command's logs go to stderr: one-shot commands print their

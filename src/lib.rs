@@ -10,7 +10,7 @@ use anyhow::Context;
 use projections::projector::ProjectorConfig;
 use projections::relay::RelayConfig;
 
-use cli::{Command, EventsCommand, ProjectionsCommand};
+use cli::{Command, EventsCommand, ProjectArgs, ProjectionsCommand};
 use serve::{metrics, status_source};
 
 /// Asks a running command to stop; cloned for each part that stops.
@@ -103,12 +103,14 @@ pub async fn run(command: Command, stop: Stop) -> anyhow::Result<()> {
             let relay = RelayConfig::new(bus, relay);
             projections::relay::run(&database, relay, stop.requested()).await
         }
-        Command::Project {
-            database,
-            bus,
-            projector,
-            metrics_addr,
-        } => {
+        Command::Project(args) => {
+            let ProjectArgs {
+                database,
+                bus,
+                projector,
+                cache,
+                metrics_addr,
+            } = *args;
             read_models::schema::migrate(&database)
                 .await
                 .context("failed to migrate the database")?;
@@ -118,7 +120,8 @@ pub async fn run(command: Command, stop: Stop) -> anyhow::Result<()> {
                 tokio::spawn(command_api::serve_metrics(addr, handle, stop.requested()));
             }
             let watch = projector.stall_watch();
-            let projector = ProjectorConfig::new(database, bus.bus(), projector);
+            let mut projector = ProjectorConfig::new(database, bus.bus(), projector);
+            projector.cache = cache;
             let views = projections::views::all();
             projections::run_all_watched(pool, projector, views, watch, stop.requested()).await
         }

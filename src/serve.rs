@@ -42,6 +42,9 @@ pub async fn serve(args: ServeArgs, stop: &Stop) -> anyhow::Result<()> {
         None => app = app.with_metrics(handle),
     }
     let read_pool = event_store::connect(&args.api.database).context("invalid DATABASE_URL")?;
+    let basket_cache = cache::Cache::new(&args.api.cache)
+        .context("invalid CACHE_URL")?
+        .map(read_models::basket_cache::BasketCache::new);
     let graphql = query_api::QueryApi::new(
         read_pool.clone(),
         &args.projector.search,
@@ -51,6 +54,7 @@ pub async fn serve(args: ServeArgs, stop: &Stop) -> anyhow::Result<()> {
         )),
         args.graphql.clone(),
         app.verifier(),
+        basket_cache,
     )
     .context("invalid SEARCH_URL")?;
     app = app.with_router(graphql.router());
@@ -102,6 +106,7 @@ pub async fn serve(args: ServeArgs, stop: &Stop) -> anyhow::Result<()> {
             }),
         );
         let mut projector = ProjectorConfig::new(args.api.database.clone(), bus, args.projector);
+        projector.cache = args.api.cache.clone();
         if projector.instance_id.is_none() && args.api.listen.port() != 0 {
             // Stable across restarts with the same configuration, and unique
             // on this host: no two processes listen on one port.
@@ -166,6 +171,9 @@ pub async fn query_api(args: QueryApiArgs, stop: &Stop) -> anyhow::Result<()> {
         )),
         args.graphql,
         verifier,
+        cache::Cache::new(&args.cache)
+            .context("invalid CACHE_URL")?
+            .map(read_models::basket_cache::BasketCache::new),
     )
     .context("invalid SEARCH_URL")?;
     let router = api

@@ -290,13 +290,30 @@ pub fn health(
                     };
                     let identity = verifier.ready().await;
                     let ready = postgres.is_ok() && engine.is_ok() && identity.is_ok();
+                    let mut checks = json!({
+                        "postgres": check(&postgres),
+                        "search": check(&engine),
+                        "identity": check(&identity)
+                    });
+                    // The cache is optional: down, it degrades the API
+                    // (every read goes to PostgreSQL) and leaves it ready.
+                    let mut degraded = false;
+                    if let Some(cache) = read_models.basket_cache() {
+                        checks["cache"] = match cache.ping().await {
+                            Ok(()) => json!({ "status": "ok", "engine": cache.kind() }),
+                            Err(error) => {
+                                degraded = true;
+                                json!({ "status": "degraded", "engine": cache.kind(), "error": error.to_string() })
+                            }
+                        };
+                    }
                     let body = json!({
-                        "status": if ready { "ok" } else { "failing" },
-                        "checks": {
-                            "postgres": check(&postgres),
-                            "search": check(&engine),
-                            "identity": check(&identity)
-                        }
+                        "status": match (ready, degraded) {
+                            (false, _) => "failing",
+                            (true, true) => "degraded",
+                            (true, false) => "ok",
+                        },
+                        "checks": checks
                     });
                     let status = if ready {
                         StatusCode::OK

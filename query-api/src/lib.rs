@@ -51,15 +51,18 @@ pub struct QueryApi {
 pub const STATUS_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl QueryApi {
-    /// Builds the schema and starts listening for live updates.
+    /// Builds the schema and starts listening for live updates. With a
+    /// basket cache, `basket(id)` is served from it when it can be.
     pub fn new(
         pool: PgPool,
         search: &SearchConfig,
         status: std::sync::Arc<dyn CollectStatus>,
         config: QueryConfig,
         verifier: identity::Verifier,
+        basket_cache: Option<::read_models::basket_cache::BasketCache>,
     ) -> Result<Self, SearchError> {
-        let read_models = read_models::ReadModels::new(pool.clone());
+        let read_models =
+            read_models::ReadModels::new(pool.clone()).with_basket_cache(basket_cache);
         let search = SearchIndex::new(SearchClient::new(&search.url)?, search.clone());
         let status = StatusBoard::new(status, STATUS_EVERY);
         let live = live::LiveUpdates::start(read_models.clone());
@@ -97,7 +100,8 @@ impl QueryApi {
     }
 
     /// `/graphql` and friends, plus `/health/live` and `/health/ready`
-    /// (PostgreSQL and the search engine), for a process that serves only
+    /// (PostgreSQL, the search engine, the identity provider, and the cache
+    /// if any: `degraded` and still ready when only it is down), for a process that serves only
     /// the GraphQL API.
     pub fn router_with_health(&self) -> axum::Router {
         self.router().merge(http::health(

@@ -11,6 +11,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use event_store::StoreError;
 use event_store::feed::RecordedEvent;
 use read_models::OrderRecord;
+use read_models::basket_cache::BasketCache;
 use read_models::basket_view::BasketRow;
 use sqlx::{FromRow, PgPool};
 use uuid::Uuid;
@@ -56,6 +57,7 @@ const ORDER_COLUMNS: &str = "order_id, customer_id, basket_id, status, total_min
 pub struct ReadModels {
     pool: PgPool,
     statements: Arc<AtomicU64>,
+    basket_cache: Option<BasketCache>,
 }
 
 impl ReadModels {
@@ -64,7 +66,24 @@ impl ReadModels {
         Self {
             pool,
             statements: Arc::default(),
+            basket_cache: None,
         }
+    }
+
+    /// Serves `basket(id)` from `cache` when it holds the row, filling it
+    /// from `basket_view` when it does not (see
+    /// [`read_models::basket_cache`] for why a hit is never older than what
+    /// the view had committed).
+    #[must_use]
+    pub fn with_basket_cache(mut self, cache: Option<BasketCache>) -> Self {
+        self.basket_cache = cache;
+        self
+    }
+
+    /// The cache of `basket_view` rows, if any.
+    #[must_use]
+    pub const fn basket_cache(&self) -> Option<&BasketCache> {
+        self.basket_cache.as_ref()
     }
 
     #[must_use]
@@ -122,15 +141,26 @@ impl ReadModels {
         .await
     }
 
+    /// One basket's row: from the cache when it holds it (no SQL), else
+    /// from `basket_view`, then offered to the cache.
     pub async fn basket(&self, id: Uuid) -> Result<Option<BasketRow>, sqlx::Error> {
+        if let Some(cache) = &self.basket_cache
+            && let Some(row) = cache.get(id).await
+        {
+            return Ok(Some(row));
+        }
         self.count();
-        sqlx::query_as(
+        let row: Option<BasketRow> = sqlx::query_as(
             "SELECT basket_id, customer_id, status, currency, lines, total_minor, item_count, order_id, \
                opened_at, updated_at, version FROM basket_view WHERE basket_id = $1",
         )
         .bind(id)
         .fetch_optional(&self.pool)
-        .await
+        .await?;
+        if let (Some(cache), Some(row)) = (&self.basket_cache, &row) {
+            cache.fill(row).await;
+        }
+        Ok(row)
     }
 
     pub async fn orders_by_id(&self, ids: &[Uuid]) -> Result<Vec<OrderRecord>, sqlx::Error> {

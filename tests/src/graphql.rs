@@ -8,7 +8,7 @@ use query_api::{QueryApi, QueryConfig};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
-use crate::{TestApp, TestBroker, TestSearch, start_projectors, start_relay};
+use crate::{TestApp, TestBroker, TestSearch, start_projectors_cached, start_relay};
 
 /// The whole path from REST command to GraphQL answer.
 pub struct ReadSide {
@@ -27,11 +27,21 @@ impl ReadSide {
 
     /// With adjusted GraphQL limits.
     pub async fn start_with(name: &str, configure: impl FnOnce(&mut QueryConfig)) -> Self {
-        let app = TestApp::spawn().await;
+        Self::start_cached(name, crate::cache::test_cache(), configure).await
+    }
+
+    /// With `cache` on every part (the command API, the projectors and the
+    /// GraphQL API) rather than the one `TEST_CACHE` names.
+    pub async fn start_cached(
+        name: &str,
+        cache: cache::CacheConfig,
+        configure: impl FnOnce(&mut QueryConfig),
+    ) -> Self {
+        let app = TestApp::spawn_with(|config| config.cache = cache.clone()).await;
         let broker = TestBroker::new();
         let search = TestSearch::new(&broker.prefix).await;
         let relay = start_relay(&app.db, &broker, name);
-        let projectors = start_projectors(&app.db, &broker, &search, name);
+        let projectors = start_projectors_cached(&app.db, &broker, &search, name, cache.clone());
         let mut config = QueryConfig {
             // The pipeline (relay, Kafka, projector processes, the index's
             // refresh) runs beside the whole suite: give read-your-writes
@@ -41,7 +51,11 @@ impl ReadSide {
             ..QueryConfig::default()
         };
         configure(&mut config);
-        let graphql = TestGraphql::spawn(&app, &broker, &search, name, config).await;
+        let verifier =
+            identity::Verifier::new(identity::IdentityConfig::default()).expect("a token verifier");
+        let graphql =
+            TestGraphql::spawn_cached(&app, &broker, &search, name, (config, verifier), &cache)
+                .await;
         Self {
             app,
             broker,
@@ -83,6 +97,19 @@ impl TestGraphql {
         config: QueryConfig,
         verifier: identity::Verifier,
     ) -> Self {
+        let cache = crate::cache::test_cache();
+        Self::spawn_cached(app, broker, search, relay_name, (config, verifier), &cache).await
+    }
+
+    /// [`TestGraphql::spawn_trusting`], serving `basket(id)` from `cache`.
+    pub async fn spawn_cached(
+        app: &TestApp,
+        broker: &TestBroker,
+        search: &TestSearch,
+        relay_name: &str,
+        (config, verifier): (QueryConfig, identity::Verifier),
+        cache: &cache::CacheConfig,
+    ) -> Self {
         let status = Arc::new(BusStatus::new(
             app.db.pool.clone(),
             StatusSource {
@@ -96,6 +123,9 @@ impl TestGraphql {
             status,
             config,
             verifier,
+            cache::Cache::new(cache)
+                .expect("the test cache's settings")
+                .map(read_models::basket_cache::BasketCache::new),
         )
         .expect("the GraphQL API builds");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

@@ -46,7 +46,7 @@ pub use process::{EshopEnv, EshopProcess, ProcessStack, eshop_bin, free_port};
 pub use rabbit::RabbitNode;
 pub use rounds::Rounds;
 pub use search::TestSearch;
-pub use streaming::{start_projectors, start_relay};
+pub use streaming::{start_projectors, start_projectors_cached, start_relay};
 pub use wait::eventually;
 
 /// Shows the projections' logs (info and above, other crates' warnings) in

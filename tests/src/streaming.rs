@@ -45,6 +45,17 @@ pub fn start_projectors(
     search: &TestSearch,
     group: &str,
 ) -> oneshot::Sender<()> {
+    start_projectors_cached(db, broker, search, group, crate::cache::test_cache())
+}
+
+/// [`start_projectors`], invalidating `basket_view` rows in `cache`.
+pub fn start_projectors_cached(
+    db: &TestDb,
+    broker: &TestBroker,
+    search: &TestSearch,
+    group: &str,
+    cache: cache::CacheConfig,
+) -> oneshot::Sender<()> {
     let (stop, stopped) = oneshot::channel::<()>();
     let pool = db.pool.clone();
     let config = ProjectorConfig {
@@ -58,6 +69,7 @@ pub fn start_projectors(
         instance_id: None,
         store_poll: std::time::Duration::from_millis(10),
         search: search.config(),
+        cache,
     };
     tokio::spawn(async move {
         projections::run_all(pool, config, projections::views::all(), async {

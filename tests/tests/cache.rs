@@ -515,3 +515,263 @@ async fn without_its_cache_the_command_api_is_degraded_but_ready_and_commands_wo
         }
     }
 }
+
+const BASKET_QUERY: &str = "query($id: ID!) { basket(id: $id) { itemCount version } }";
+
+fn consistency_token(response: &eshop_tests::TestResponse) -> String {
+    response.body["consistency_token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no consistency token in {}", response.body))
+        .to_owned()
+}
+
+/// The `basket_view` row's version as PostgreSQL has committed it (0 for
+/// none yet).
+async fn committed_version(app: &eshop_tests::TestApp, basket: Uuid) -> i64 {
+    sqlx::query_scalar::<_, i64>("SELECT version FROM basket_view WHERE basket_id = $1")
+        .bind(basket)
+        .fetch_optional(&app.db.pool)
+        .await
+        .expect("read basket_view")
+        .unwrap_or(0)
+}
+
+/// `basket(id)` with the cache on, 200 commands in a row on each engine:
+/// with the command's token the query always shows the command; without
+/// it the basket is never older than what `basket_view` had committed
+/// before the request; and the same basket read again is served from the
+/// cache (no SQL statement).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn basket_reads_from_the_cache_see_every_command_and_are_never_older_than_the_view() {
+    const REPETITIONS: i64 = 200;
+    for engine in ENGINES {
+        let _ = shared(engine).await;
+        let side = eshop_tests::graphql::ReadSide::start_cached(
+            &format!("basket-cache-{engine:?}").to_lowercase(),
+            CacheConfig::at(engine.shared_url()),
+            |_| {},
+        )
+        .await;
+        let (app, gql) = (&side.app, &side.graphql);
+        // A line holds at most 99 units: three products hold 200.
+        let mut products = Vec::new();
+        for p in 0..3 {
+            products.push(
+                app.register_product(&format!("BCACHE-{engine:?}-{p}"), 100, 10_000)
+                    .await,
+            );
+        }
+        let basket = app.open_basket().await;
+        let variables = serde_json::json!({ "id": basket });
+        let mut from_cache = 0;
+        for n in 1..=REPETITIONS {
+            let product = products[usize::try_from((n - 1) / 99).expect("small")];
+            let added = app.add_item(basket, product, 1).await;
+            assert_eq!(added.status, 200, "{engine:?}: {:?}", added.body);
+
+            let committed = committed_version(app, basket).await;
+            let plain = gql.query(BASKET_QUERY, variables.clone()).await;
+            if committed > 0 {
+                let version = plain["data"]["basket"]["version"].as_i64();
+                assert!(
+                    version.is_some_and(|v| v >= committed),
+                    "{engine:?}, repetition {n}: the view had committed version {committed}, \
+                     the query answered {plain}"
+                );
+            }
+
+            let seen = gql
+                .query_after(&consistency_token(&added), BASKET_QUERY, variables.clone())
+                .await;
+            assert_eq!(
+                seen["data"]["basket"]["itemCount"], n,
+                "{engine:?}, repetition {n}: {seen}"
+            );
+
+            let statements = gql.api.read_models.statements();
+            let again = gql.query(BASKET_QUERY, variables.clone()).await;
+            assert_eq!(
+                again["data"]["basket"]["itemCount"], n,
+                "{engine:?}: {again}"
+            );
+            if gql.api.read_models.statements() == statements {
+                from_cache += 1;
+            }
+        }
+        // A read can miss when the cache is slower than its timeout on a
+        // loaded machine; nearly all must hit.
+        assert!(
+            from_cache >= REPETITIONS * 9 / 10,
+            "{engine:?}: {from_cache} of {REPETITIONS} repeated reads came from the cache"
+        );
+    }
+}
+
+/// `/health/ready`'s overall status on `url`, checking it stays 200.
+async fn ready_status(client: &reqwest::Client, url: &str) -> String {
+    let response = client.get(url).send().await.expect("the API answers");
+    assert_eq!(response.status(), 200, "{url}: still ready");
+    let report: serde_json::Value = response.json().await.expect("a JSON report");
+    report["status"].as_str().unwrap_or_default().to_owned()
+}
+
+/// The cache is killed in the middle of a load of basket commands and
+/// reads, and started again: no request fails, both APIs report
+/// `degraded` (and stay ready) while it is away, the cache is filled and
+/// hit again once it is back, and the views and event store hold every
+/// command.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cache_killed_under_load_fails_no_request_and_is_used_again_when_it_returns() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    const WORKERS: usize = 4;
+    const ROUNDS: usize = 45;
+    const TOTAL: usize = WORKERS * ROUNDS;
+    for engine in ENGINES {
+        let mut server = OwnServer::start(engine);
+        let url = engine.url_on(server.port);
+        let direct = cache(url.clone(), 500);
+        eventually(Duration::from_secs(10), "the server to answer", || {
+            let direct = direct.clone();
+            async move { direct.ping().await.ok() }
+        })
+        .await;
+        let side = Arc::new(
+            eshop_tests::graphql::ReadSide::start_cached(
+                &format!("cache-kill-{engine:?}").to_lowercase(),
+                CacheConfig::at(url),
+                |_| {},
+            )
+            .await,
+        );
+        let product = side
+            .app
+            .register_product(&format!("CKILL-{engine:?}"), 100, 100_000)
+            .await;
+        let done = Arc::new(AtomicUsize::new(0));
+        let workers: Vec<_> = (0..WORKERS)
+            .map(|_| {
+                let (side, done) = (side.clone(), done.clone());
+                tokio::spawn(async move {
+                    let (app, gql) = (&side.app, &side.graphql);
+                    let basket = app.open_basket().await;
+                    let variables = serde_json::json!({ "id": basket });
+                    let mut failures = Vec::new();
+                    for n in 1..=ROUNDS {
+                        let added = app.add_item(basket, product, 1).await;
+                        if added.status != 200 {
+                            failures.push(format!("add-item {n}: {:?}", added.body));
+                        } else {
+                            let seen = gql
+                                .query_after(
+                                    &consistency_token(&added),
+                                    BASKET_QUERY,
+                                    variables.clone(),
+                                )
+                                .await;
+                            if seen["data"]["basket"]["itemCount"] != n {
+                                failures.push(format!("basket read {n}: {seen}"));
+                            }
+                        }
+                        let plain = gql.query(BASKET_QUERY, variables.clone()).await;
+                        if plain.get("errors").is_some() {
+                            failures.push(format!("plain read {n}: {plain}"));
+                        }
+                        done.fetch_add(1, Ordering::SeqCst);
+                    }
+                    (basket, failures)
+                })
+            })
+            .collect();
+        let progress = |share: usize| {
+            let done = done.clone();
+            move || {
+                let done = done.clone();
+                async move { (done.load(Ordering::SeqCst) >= TOTAL * share / 3).then_some(()) }
+            }
+        };
+        eventually(Duration::from_secs(120), "a third of the load", progress(1)).await;
+        server.stop();
+        let command_health = format!("{}/health/ready", side.app.address);
+        let query_health = format!("{}/health/ready", side.graphql.base);
+        for health in [&command_health, &query_health] {
+            eventually(
+                Duration::from_secs(10),
+                "the API to report degraded",
+                || {
+                    let client = side.app.client.clone();
+                    async move { (ready_status(&client, health).await == "degraded").then_some(()) }
+                },
+            )
+            .await;
+        }
+        assert!(
+            done.load(Ordering::SeqCst) < TOTAL,
+            "{engine:?}: the load ended before the cache was away"
+        );
+        eventually(
+            Duration::from_secs(120),
+            "two thirds of the load",
+            progress(2),
+        )
+        .await;
+        server.restart();
+        eventually(Duration::from_secs(10), "the server to answer", || {
+            let direct = direct.clone();
+            async move { direct.ping().await.ok() }
+        })
+        .await;
+
+        let mut baskets = Vec::new();
+        for worker in workers {
+            let (basket, failures) = worker.await.expect("the worker ran");
+            assert!(
+                failures.is_empty(),
+                "{engine:?}: failed requests: {failures:#?}"
+            );
+            baskets.push(basket);
+        }
+        for health in [&command_health, &query_health] {
+            eventually(Duration::from_secs(10), "the API to report up", || {
+                let client = side.app.client.clone();
+                async move {
+                    let status = ready_status(&client, health).await;
+                    (status == "up" || status == "ok").then_some(())
+                }
+            })
+            .await;
+        }
+        let store = event_store::EventStore::new(
+            side.app.db.pool.clone(),
+            event_schemas::upcasters(),
+            event_store::SnapshotPolicy::default(),
+        );
+        let gql = &side.graphql;
+        for basket in baskets {
+            let loaded = store
+                .load::<domain::basket::Basket>(&basket.to_string())
+                .await
+                .expect("load from PostgreSQL");
+            assert_eq!(
+                loaded.version,
+                1 + ROUNDS,
+                "{engine:?}: every item added once"
+            );
+            let variables = serde_json::json!({ "id": basket });
+            // The cache is read and filled again: a basket read twice
+            // comes from it the second time.
+            eventually(Duration::from_secs(10), "a read from the cache", || {
+                let variables = variables.clone();
+                async move {
+                    let first = gql.query(BASKET_QUERY, variables.clone()).await;
+                    assert_eq!(first["data"]["basket"]["itemCount"], ROUNDS, "{first}");
+                    let statements = gql.api.read_models.statements();
+                    let again = gql.query(BASKET_QUERY, variables).await;
+                    assert_eq!(again["data"]["basket"]["itemCount"], ROUNDS, "{again}");
+                    (gql.api.read_models.statements() == statements).then_some(())
+                }
+            })
+            .await;
+        }
+    }
+}

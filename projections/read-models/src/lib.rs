@@ -14,6 +14,7 @@ mod rows;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
+pub mod basket_cache;
 pub mod basket_view;
 pub mod order_view;
 pub mod product_catalog;

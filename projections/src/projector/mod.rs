@@ -161,6 +161,9 @@ pub struct ProjectorConfig {
     /// it has read everything below the horizon.
     pub store_poll: Duration,
     pub search: search_index::SearchConfig,
+    /// The cache whose `basket_view` rows the projector invalidates before
+    /// it commits their changes (none: nothing to invalidate).
+    pub cache: cache::CacheConfig,
 }
 
 impl ProjectorConfig {
@@ -181,6 +184,7 @@ impl ProjectorConfig {
             max_poll_interval_ms: options.max_poll_interval_ms,
             store_poll: Duration::from_millis(options.store_poll_ms),
             search: options.search,
+            cache: cache::CacheConfig::none(),
         }
     }
 }

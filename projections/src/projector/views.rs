@@ -1,6 +1,7 @@
 //! The PostgreSQL sink: a read model's tables, changed in the same
 //! transaction that claims the events and records the partitions' offsets.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,7 +14,8 @@ use super::dead_letters::pass_over;
 use super::{
     DeadLetters, Delivered, Failure, Origin, Projection, Sink, apply_batch, apply_message,
 };
-use crate::event::Event;
+use crate::event::{Event, Payload};
+use read_models::basket_cache::BasketCache;
 
 /// Most messages applied in one transaction.
 const MAX_BATCH: usize = 250;
@@ -27,12 +29,42 @@ const MAX_BATCH: usize = 250;
 pub struct ViewSink {
     pool: PgPool,
     projection: Arc<dyn Projection>,
+    basket_cache: Option<BasketCache>,
 }
 
 impl ViewSink {
     #[must_use]
     pub fn new(pool: PgPool, projection: Arc<dyn Projection>) -> Self {
-        Self { pool, projection }
+        Self {
+            pool,
+            projection,
+            basket_cache: None,
+        }
+    }
+
+    /// Marks the cached rows of the baskets a batch changes as gone before
+    /// committing the batch (for `basket_view`; see
+    /// [`read_models::basket_cache`]).
+    #[must_use]
+    pub fn invalidating(mut self, cache: BasketCache) -> Self {
+        self.basket_cache = Some(cache);
+        self
+    }
+
+    /// Before a batch is applied: each basket it may change, at the
+    /// furthest sequence it holds for it, is marked in the cache.
+    async fn invalidate(&self, batch: &[Delivered]) {
+        let Some(cache) = &self.basket_cache else {
+            return;
+        };
+        let mut furthest: HashMap<uuid::Uuid, i64> = HashMap::new();
+        for event in batch.iter().filter_map(|m| m.event.as_ref().ok()) {
+            if matches!(event.payload, Payload::Basket(_)) {
+                let seen = furthest.entry(event.aggregate_uuid()).or_insert(0);
+                *seen = (*seen).max(event.envelope.aggregatesequence);
+            }
+        }
+        cache.invalidate(furthest).await;
     }
 
     fn count(&self, outcome: &'static str, events: usize) {
@@ -90,6 +122,7 @@ impl Sink for ViewSink {
     }
 
     async fn take(&self, batch: &[Delivered], dead: &DeadLetters) -> Result<(), Failure> {
+        self.invalidate(batch).await;
         let decoded: Option<Vec<(Origin<'_>, Event)>> = batch
             .iter()
             .map(|m| m.event.as_ref().ok().map(|e| (m.origin(), e.clone())))
