@@ -124,6 +124,38 @@ pub fn process_cpu(pid: u32) -> anyhow::Result<Duration> {
     Ok(Duration::from_secs_f64(used as f64 / clock_ticks()? as f64))
 }
 
+/// The CPU time used so far by every running process whose command name
+/// (`/proc/<pid>/comm`) is one of `names`, per name: where a benchmark's
+/// time goes among PostgreSQL, a cache server and eshop.
+///
+/// # Errors
+/// When `/proc` cannot be read.
+pub fn cpu_by_command(names: &[&str]) -> anyhow::Result<Vec<(String, Duration)>> {
+    let mut used: Vec<(String, Duration)> = names
+        .iter()
+        .map(|name| ((*name).to_owned(), Duration::ZERO))
+        .collect();
+    for entry in std::fs::read_dir("/proc")? {
+        let entry = entry?;
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(comm) = std::fs::read_to_string(format!("/proc/{pid}/comm")) else {
+            continue;
+        };
+        if let Some((_, total)) = used.iter_mut().find(|(name, _)| name == comm.trim())
+            && let Ok(cpu) = process_cpu(pid)
+        {
+            *total += cpu;
+        }
+    }
+    Ok(used)
+}
+
 /// The kernel's clock ticks per second (`getconf CLK_TCK`).
 fn clock_ticks() -> anyhow::Result<u64> {
     let output = std::process::Command::new("getconf")

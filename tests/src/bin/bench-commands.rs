@@ -32,11 +32,33 @@ struct Args {
     /// Unmeasured seconds before measuring eshop.
     #[arg(long, default_value_t = 3)]
     warmup: u64,
+    /// Also measure eshop with this cache (`redis://…` or
+    /// `memcached://…`), in the same run, after the load without it.
+    #[arg(long)]
+    cache: Option<String>,
+    /// Run `eshop serve --api-only`: the command path alone, without the
+    /// relay and the projectors in the process (and their PostgreSQL work).
+    #[arg(long)]
+    api_only: bool,
     #[command(flatten)]
     target: eshop_tests::bench::Target,
 }
 
 const PRODUCTS: usize = 50;
+/// The services whose CPU per command is reported.
+const SERVICES: &[&str] = &["postgres", "redis-server", "memcached"];
+
+/// eshop's and the services' CPU per command, in µs.
+fn cpu_split(load: &Load) -> String {
+    let per = |cpu: Duration| cpu.as_secs_f64() * 1e6 / (load.ok + load.failed).max(1) as f64;
+    let mut parts = vec![format!("eshop {:.0}", per(load.cpu))];
+    for (name, cpu) in &load.services {
+        if !cpu.is_zero() {
+            parts.push(format!("{name} {:.0}", per(*cpu)));
+        }
+    }
+    format!("CPU per command (µs): {}", parts.join(", "))
+}
 /// Adds per basket before it is replaced (50 products x 99 units max).
 const ADDS_PER_BASKET: usize = 4_900;
 
@@ -52,12 +74,16 @@ impl Drop for Server {
     }
 }
 
-async fn start_server(args: &Args, db_url: &str) -> anyhow::Result<Server> {
+async fn start_server(args: &Args, db_url: &str, cache: Option<&str>) -> anyhow::Result<Server> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
+    let mut command = Command::new(&args.target.eshop);
+    if let Some(cache) = cache {
+        command.env("CACHE_URL", cache);
+    }
     let child = args.target.spawn(
-        Command::new(&args.target.eshop)
+        command
             .args([
                 "serve",
                 "--listen",
@@ -69,6 +95,7 @@ async fn start_server(args: &Args, db_url: &str) -> anyhow::Result<Server> {
                 "--database-max-connections",
                 &args.clients.max(4).to_string(),
             ])
+            .args(args.api_only.then_some("--api-only"))
             .stdout(Stdio::null())
             .stderr(Stdio::inherit()),
     )?;
@@ -121,6 +148,9 @@ struct Load {
     elapsed: Duration,
     /// CPU time the eshop process used while measured.
     cpu: Duration,
+    /// CPU time PostgreSQL's, Redis's and Memcached's processes used
+    /// while measured (of those that ran throughout).
+    services: Vec<(String, Duration)>,
 }
 
 /// Runs the clients for warm-up plus measured time; records only the
@@ -195,6 +225,7 @@ async fn run_load(
     tokio::time::sleep(Duration::from_secs(args.warmup)).await;
     measuring.store(true, Ordering::Relaxed);
     let cpu_before = eshop_tests::bench::process_cpu(pid)?;
+    let services_before = eshop_tests::bench::cpu_by_command(SERVICES)?;
     let started = Instant::now();
     let bar = ProgressBar::new(args.duration);
     bar.set_style(
@@ -211,6 +242,11 @@ async fn run_load(
     measuring.store(false, Ordering::Relaxed);
     let elapsed = started.elapsed();
     let cpu = eshop_tests::bench::process_cpu(pid)?.saturating_sub(cpu_before);
+    let services = eshop_tests::bench::cpu_by_command(SERVICES)?
+        .into_iter()
+        .zip(services_before)
+        .map(|((name, after), (_, before))| (name, after.saturating_sub(before)))
+        .collect();
     bar.finish_and_clear();
     for task in tasks {
         task.await??;
@@ -224,6 +260,7 @@ async fn run_load(
         failed: failed.load(Ordering::Relaxed),
         elapsed,
         cpu,
+        services,
     })
 }
 
@@ -287,7 +324,7 @@ async fn main() -> anyhow::Result<()> {
     create_database(&mut admin, &name).await?;
 
     let result = async {
-        let server = start_server(&args, &db_url).await?;
+        let server = start_server(&args, &db_url, None).await?;
         let client = eshop_tests::auth::client(eshop_tests::auth::Who::Ops).await;
         let mut products = Vec::new();
         for n in 0..PRODUCTS {
@@ -308,14 +345,25 @@ async fn main() -> anyhow::Result<()> {
             "eshop: {} clients, {} s warm-up, {} s measured …",
             args.clients, args.warmup, args.duration
         );
-        let load = run_load(&args, &server.base, server.child.id(), Arc::new(products)).await?;
+        let products = Arc::new(products);
+        let load = run_load(&args, &server.base, server.child.id(), products.clone()).await?;
         drop(server);
+        let cached = match &args.cache {
+            Some(cache) => {
+                eprintln!("eshop with CACHE_URL={cache} …");
+                let server = start_server(&args, &db_url, Some(cache)).await?;
+                let load = run_load(&args, &server.base, server.child.id(), products).await?;
+                drop(server);
+                Some(load)
+            }
+            None => None,
+        };
         let after = run_pgbench(&args, &db_url)?;
-        anyhow::Ok((load, before, after))
+        anyhow::Ok((load, cached, before, after))
     }
     .await;
     drop_database(&mut admin, &name).await?;
-    let (load, before, after) = result?;
+    let (load, cached, before, after) = result?;
     let tps = (before + after) / 2.0;
     // The verifier alone, in the same run, against eshop's CPU per command.
     let cost = eshop_tests::bench::verifier_cost(500, 100_000)?;
@@ -344,5 +392,27 @@ async fn main() -> anyhow::Result<()> {
         args.clients,
         rate / tps
     );
+    println!("{}", cpu_split(&load));
+    if let (Some(cached), Some(cache)) = (cached, &args.cache) {
+        println!("with the cache, {}", cpu_split(&cached));
+        let cached_rate = cached.ok as f64 / cached.elapsed.as_secs_f64();
+        let p50 = cached.histogram.value_at_quantile(0.50) as f64 / 1000.0;
+        let p99 = cached.histogram.value_at_quantile(0.99) as f64 / 1000.0;
+        println!(
+            "with the cache:       {cached_rate:.0} commands/s ({} ok, {} failed), p50 {p50:.2} ms, p99 {p99:.2} ms",
+            cached.ok, cached.failed
+        );
+        println!(
+            "cache/no cache:       {:.2}; with the cache/pgbench: {:.2}",
+            cached_rate / rate,
+            cached_rate / tps
+        );
+        println!(
+            "| {} | {cache} | {cached_rate:.0} | {p50:.2} | {p99:.2} | {:.2} | {:.2} |",
+            args.clients,
+            cached_rate / rate,
+            cached_rate / tps
+        );
+    }
     Ok(())
 }

@@ -38,11 +38,19 @@ struct Args {
     /// Customers they belong to.
     #[arg(long, default_value_t = 200)]
     customers: usize,
+    /// Also measure `basket(id)` from PostgreSQL and from this cache
+    /// (`redis://…` or `memcached://…`), in the same run.
+    #[arg(long)]
+    cache: Option<String>,
 }
 
 const ORDER_FIELDS: &str = "id customerId status total { amount currency formatted } \
     lines { productId sku name quantity unitPrice { amount } lineTotal { amount } } \
     shippingAddress { city country } statusHistory { status at } placedAt version";
+const BASKET_FIELDS: &str = "id customerId status lines { productId sku name quantity \
+    unitPrice { amount } lineTotal { amount } } total { amount currency } itemCount orderId version";
+const BASKET_COLUMNS: &str = "basket_id, customer_id, status, currency, lines, total_minor, item_count, \
+    order_id, opened_at, updated_at, version";
 const ORDER_COLUMNS: &str = "order_id, customer_id, basket_id, status, total_minor, currency, lines, \
     shipping_address, payment_reference, tracking_number, cancellation_reason, status_history, \
     placed_at, updated_at, version";
@@ -58,7 +66,7 @@ async fn post(http: &reqwest::Client, url: String, body: Value) -> anyhow::Resul
 }
 
 /// Places `orders` orders for `customers` customers through the API.
-async fn populate(base: &str, args: &Args) -> anyhow::Result<Vec<(Uuid, Uuid)>> {
+async fn populate(base: &str, args: &Args) -> anyhow::Result<Vec<(Uuid, Uuid, Uuid)>> {
     let http = eshop_tests::auth::client(eshop_tests::auth::Who::Ops).await;
     let mut products = Vec::new();
     for n in 0..20 {
@@ -85,7 +93,7 @@ async fn populate(base: &str, args: &Args) -> anyhow::Result<Vec<(Uuid, Uuid)>> 
                     json!({"customer_id": customer}),
                 )
                 .await?;
-                let basket = basket["id"].as_str().context("basket id")?.to_owned();
+                let basket: Uuid = basket["id"].as_str().context("basket id")?.parse()?;
                 post(
                     &http,
                     format!("{base}/baskets/{basket}/items"),
@@ -102,7 +110,7 @@ async fn populate(base: &str, args: &Args) -> anyhow::Result<Vec<(Uuid, Uuid)>> 
                 .await?;
                 bar.inc(1);
                 let order: Uuid = order["order_id"].as_str().context("order id")?.parse()?;
-                Ok::<_, anyhow::Error>((order, customer))
+                Ok::<_, anyhow::Error>((order, customer, basket))
             }
         })
         .buffer_unordered(16)
@@ -113,6 +121,32 @@ async fn populate(base: &str, args: &Args) -> anyhow::Result<Vec<(Uuid, Uuid)>> 
 }
 
 use futures::StreamExt;
+
+/// Sends `make(n)` once for every key, 16 at a time, unmeasured: each
+/// basket read once (and so cached, when there is a cache).
+async fn fill(
+    base: &str,
+    make: &Arc<dyn Fn(usize) -> Value + Send + Sync>,
+    keys: usize,
+) -> anyhow::Result<()> {
+    let http = eshop_tests::auth::client(eshop_tests::auth::Who::Ops).await;
+    let url = format!("{base}/graphql");
+    let answers = futures::stream::iter(0..keys)
+        .map(|n| {
+            let (http, url, body) = (http.clone(), url.clone(), make(n));
+            async move {
+                let answer: Value = http.post(&url).json(&body).send().await?.json().await?;
+                if answer.get("errors").is_some() {
+                    bail!("GraphQL answered with errors: {answer}");
+                }
+                Ok(())
+            }
+        })
+        .buffer_unordered(16)
+        .collect::<Vec<anyhow::Result<()>>>()
+        .await;
+    answers.into_iter().collect()
+}
 
 struct Measured {
     rate: f64,
@@ -212,9 +246,14 @@ async fn main() -> anyhow::Result<()> {
     eprintln!("waiting for order_view to hold {} orders …", placed.len());
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
-        let projected: i64 = sqlx::query_scalar("SELECT count(*) FROM order_view")
-            .fetch_one(&db.pool)
-            .await?;
+        // Both views the reads below serve: the orders, and their baskets
+        // checked out.
+        let projected: i64 = sqlx::query_scalar(
+            "SELECT least((SELECT count(*) FROM order_view), \
+                          (SELECT count(*) FROM basket_view WHERE status = 'checked_out'))",
+        )
+        .fetch_one(&db.pool)
+        .await?;
         if projected as usize >= placed.len() {
             break;
         }
@@ -234,10 +273,18 @@ async fn main() -> anyhow::Result<()> {
     sqlx::query("CREATE TABLE bench_customers (n int PRIMARY KEY, customer_id uuid NOT NULL)")
         .execute(&db.pool)
         .await?;
-    let orders: Vec<Uuid> = placed.iter().map(|(o, _)| *o).collect();
-    let mut customers: Vec<Uuid> = placed.iter().map(|(_, c)| *c).collect();
+    let orders: Vec<Uuid> = placed.iter().map(|(o, _, _)| *o).collect();
+    let baskets: Vec<Uuid> = placed.iter().map(|(_, _, b)| *b).collect();
+    let mut customers: Vec<Uuid> = placed.iter().map(|(_, c, _)| *c).collect();
     customers.sort();
     customers.dedup();
+    sqlx::query("CREATE TABLE bench_baskets (n int PRIMARY KEY, basket_id uuid NOT NULL)")
+        .execute(&db.pool)
+        .await?;
+    sqlx::query("INSERT INTO bench_baskets SELECT n::int, id FROM unnest($1::uuid[]) WITH ORDINALITY AS t(id, n)")
+        .bind(&baskets)
+        .execute(&db.pool)
+        .await?;
     sqlx::query("INSERT INTO bench_orders SELECT n::int, id FROM unnest($1::uuid[]) WITH ORDINALITY AS t(id, n)")
         .bind(&orders)
         .execute(&db.pool)
@@ -252,6 +299,7 @@ async fn main() -> anyhow::Result<()> {
     serve.kill();
     let query_port = eshop_tests::free_port();
     let mut query_api = env
+        .clone()
         .with("QUERY_LISTEN_ADDR", &format!("127.0.0.1:{query_port}"))
         .spawn(&["query-api"]);
     let base = query_api.wait_live(query_port).await;
@@ -272,6 +320,60 @@ async fn main() -> anyhow::Result<()> {
         })), customers.len()).await?
     };
     query_api.kill();
+    // basket(id) from PostgreSQL, then from the cache: `eshop query-api`
+    // without and with CACHE_URL, every basket read once before measuring
+    // (the cache filled, PostgreSQL's buffers warm alike).
+    let basket_query = {
+        let keys = baskets.clone();
+        Arc::new(move |n: usize| {
+            json!({
+                "query": format!("query($id: ID!) {{ basket(id: $id) {{ {BASKET_FIELDS} }} }}"),
+                "variables": {"id": keys[n]}
+            })
+        }) as Arc<dyn Fn(usize) -> Value + Send + Sync>
+    };
+    let mut basket_runs = Vec::new();
+    if let Some(cache) = &args.cache {
+        for (what, cache) in [
+            ("basket(id) from PostgreSQL", None),
+            ("basket(id) from the cache", Some(cache)),
+        ] {
+            let query_port = eshop_tests::free_port();
+            let mut with = env
+                .clone()
+                .with("QUERY_LISTEN_ADDR", &format!("127.0.0.1:{query_port}"));
+            if let Some(cache) = cache {
+                with = with.with("CACHE_URL", cache);
+            }
+            let mut query_api = with.spawn(&["query-api"]);
+            let base = query_api.wait_live(query_port).await;
+            fill(&base, &basket_query, baskets.len()).await?;
+            let measured = drive(
+                &base,
+                query_api.pid(),
+                &args,
+                what,
+                basket_query.clone(),
+                baskets.len(),
+            )
+            .await?;
+            query_api.kill();
+            basket_runs.push((what, measured));
+        }
+    }
+    let pg_basket = if args.cache.is_some() {
+        pgbench::tps(
+            &format!(
+                "\\set n random(1, {})\nSELECT {BASKET_COLUMNS} FROM basket_view WHERE basket_id = (SELECT basket_id FROM bench_baskets WHERE n = :n);\n",
+                baskets.len()
+            ),
+            &db.url,
+            args.clients,
+            args.duration,
+        )?
+    } else {
+        0.0
+    };
     let pg_by_id = pgbench::tps(
         &format!(
             "\\set n random(1, {})\nSELECT {ORDER_COLUMNS} FROM order_view WHERE order_id = (SELECT order_id FROM bench_orders WHERE n = :n);\n",
@@ -315,6 +417,23 @@ async fn main() -> anyhow::Result<()> {
             measured.p99_ms,
             baseline,
             measured.rate / baseline
+        );
+    }
+    for (name, measured) in &basket_runs {
+        println!(
+            "| `{name}` | {:.0} | {:.2} | {:.2} | {pg_basket:.0} | {:.2} |",
+            measured.rate,
+            measured.p50_ms,
+            measured.p99_ms,
+            measured.rate / pg_basket
+        );
+    }
+    if let [(_, postgres), (_, cached)] = basket_runs.as_slice() {
+        println!(
+            "\nbasket(id) from the cache / from PostgreSQL: {:.2} × the requests/s, p99 {:.2} × ({} cache)",
+            cached.rate / postgres.rate,
+            cached.p99_ms / postgres.p99_ms,
+            args.cache.as_deref().unwrap_or_default()
         );
     }
     // The verifier alone, in the same run, against eshop's CPU per query.
