@@ -90,6 +90,16 @@ impl Key {
     }
 }
 
+/// Why a caller went to PostgreSQL for `what` (`aggregate_state`,
+/// `basket_row`) instead of the cache: `miss` (nothing there, or a marker),
+/// `unavailable` (the cache failed or timed out) or `malformed` (an entry
+/// that does not decode). Counted in
+/// `eshop_cache_fallbacks_total{what, reason}`.
+pub fn count_fallback(what: &'static str, reason: &'static str) {
+    metrics::counter!("eshop_cache_fallbacks_total", "what" => what, "reason" => reason)
+        .increment(1);
+}
+
 #[derive(Clone)]
 enum Backend {
     Redis(redis::Redis),
@@ -152,6 +162,27 @@ impl Cache {
             self.count("get", if found.is_some() { "hit" } else { "miss" });
         }
         found
+    }
+
+    /// The entry at `key`, for a reader that goes to PostgreSQL without
+    /// one: nothing there, or a cache that fails, is `None`, counted as a
+    /// fallback of `what` ([`count_fallback`]).
+    pub async fn get_or_fall_back(&self, key: &Key, what: &'static str) -> Option<Entry> {
+        match self.get(key).await {
+            Ok(Some(entry)) => Some(entry),
+            Ok(None) => {
+                count_fallback(what, "miss");
+                None
+            }
+            Err(CacheError::Malformed(_)) => {
+                count_fallback(what, "malformed");
+                None
+            }
+            Err(_) => {
+                count_fallback(what, "unavailable");
+                None
+            }
+        }
     }
 
     /// Stores `entry` at `key` unless the cache holds its version or a

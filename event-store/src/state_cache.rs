@@ -17,6 +17,9 @@
 use std::collections::BTreeMap;
 
 use cache::{Cache, Entry, Key};
+
+/// What the fallback metric calls a command's aggregate state.
+const STATE: &str = "aggregate_state";
 use cqrs_es::Aggregate;
 
 /// The cache, and the aggregate types whose states it holds, each with the
@@ -63,12 +66,16 @@ impl StateCache {
     /// one that decodes.
     pub(crate) async fn get<A: Aggregate>(&self, aggregate_id: &str) -> Option<(A, usize)> {
         let key = self.key(A::TYPE, aggregate_id)?;
-        let entry = self.cache.get(&key).await.ok()??;
-        let version = usize::try_from(entry.version).ok()?;
-        match serde_json::from_slice::<A>(&entry.bytes) {
-            Ok(state) if version > 0 => Some((state, version)),
-            Ok(_) => None,
-            Err(error) => {
+        let entry = self.cache.get_or_fall_back(&key, STATE).await?;
+        let version = usize::try_from(entry.version).ok().filter(|v| *v > 0);
+        match (serde_json::from_slice::<A>(&entry.bytes), version) {
+            (Ok(state), Some(version)) => Some((state, version)),
+            (Ok(_), None) => {
+                cache::count_fallback(STATE, "malformed");
+                None
+            }
+            (Err(error), _) => {
+                cache::count_fallback(STATE, "malformed");
                 // Written by another format under the same key: a bug in
                 // the format's bump. Logged, dropped, read from PostgreSQL.
                 tracing::warn!(aggregate.type = A::TYPE, aggregate.id = aggregate_id, %error,

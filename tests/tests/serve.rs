@@ -337,6 +337,36 @@ async fn metrics_can_be_served_to_operators_on_an_address_of_their_own() {
     );
 }
 
+/// With a cache that does not answer, `eshop serve` still takes basket
+/// commands, and `/metrics` counts each read it took to PostgreSQL instead
+/// and why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_that_fall_back_from_the_cache_are_counted() {
+    let ProcessStack { port, env, .. } = ProcessStack::new("cache-fallback").await;
+    // Nothing listens there.
+    let env = env.with("CACHE_URL", &format!("redis://127.0.0.1:{}", free_port()));
+    let mut serve = env.spawn(&["serve", "--api-only"]);
+    serve.wait_live(port).await;
+    let api = Api::new(port).await;
+    api.place_order().await;
+    let (status, metrics) = api.get("/metrics").await;
+    assert_eq!(status, 200, "{metrics}");
+    let fallbacks = metrics
+        .lines()
+        .find(|line| {
+            line.starts_with("eshop_cache_fallbacks_total{")
+                && line.contains("what=\"aggregate_state\"")
+                && line.contains("reason=\"unavailable\"")
+        })
+        .unwrap_or_else(|| panic!("no fallback counted: {metrics}"));
+    let count: f64 = fallbacks
+        .rsplit(' ')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .expect("a count");
+    assert!(count >= 1.0, "{fallbacks}");
+}
+
 /// A port free at the moment (the process under test binds it next).
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

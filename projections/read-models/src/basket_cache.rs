@@ -37,6 +37,9 @@ use crate::basket_view::BasketRow;
 /// reads none of the old entries.
 pub const ROW_FORMAT: u32 = 1;
 
+/// What the fallback metric calls a cached `basket_view` row.
+const ROW: &str = "basket_row";
+
 /// Most markers kept for a cache that does not answer; beyond it the
 /// oldest are dropped (and counted): their baskets' rows may then be
 /// served stale from a cache that kept its data through the outage, until
@@ -82,8 +85,10 @@ impl BasketCache {
     /// that decodes.
     pub async fn get(&self, basket_id: Uuid) -> Option<BasketRow> {
         let key = Self::key(basket_id);
-        let entry = self.cache.get(&key).await.ok()??;
+        let entry = self.cache.get_or_fall_back(&key, ROW).await?;
         if entry.version % 2 == 1 {
+            // A marker: the row is being changed.
+            cache::count_fallback(ROW, "miss");
             return None;
         }
         match serde_json::from_slice::<BasketRow>(&entry.bytes) {
@@ -94,6 +99,7 @@ impl BasketCache {
                 Some(row)
             }
             Ok(_) | Err(_) => {
+                cache::count_fallback(ROW, "malformed");
                 tracing::warn!(basket.id = %basket_id, "a cached basket row that does not decode; forgetting it");
                 let _ = self.cache.delete(&key).await;
                 None
