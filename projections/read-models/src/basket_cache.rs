@@ -28,6 +28,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cache::{Cache, CacheError, Entry, Key};
+use futures::StreamExt as _;
 use uuid::Uuid;
 
 use crate::basket_view::BasketRow;
@@ -36,6 +37,10 @@ use crate::basket_view::BasketRow;
 /// [`BasketRow`]'s serialized shape (a test pins that shape): a deploy then
 /// reads none of the old entries.
 pub const ROW_FORMAT: u32 = 1;
+
+/// Most markers stored at once (Memcached's default pool holds 16
+/// connections; Redis multiplexes).
+const MARKING_AT_ONCE: usize = 16;
 
 /// What the fallback metric calls a cached `basket_view` row.
 const ROW: &str = "basket_row";
@@ -123,12 +128,18 @@ impl BasketCache {
     /// Marks the rows of these baskets older than the given versions as
     /// gone, before a commit that takes them there. A marker the cache
     /// does not take now is kept and stored later ([`Self::retry_pending`]).
+    ///
+    /// Up to [`MARKING_AT_ONCE`] markers are stored at a time: a batch of
+    /// a backlog touches hundreds of baskets, and one round trip after
+    /// another would slow the projection down by as many.
     pub async fn invalidate(&self, baskets: impl IntoIterator<Item = (Uuid, i64)>) {
-        for (basket_id, version) in baskets {
-            if self.mark(basket_id, version).await.is_err() {
-                self.pending.keep(basket_id, version);
-            }
-        }
+        futures::stream::iter(baskets)
+            .for_each_concurrent(MARKING_AT_ONCE, |(basket_id, version)| async move {
+                if self.mark(basket_id, version).await.is_err() {
+                    self.pending.keep(basket_id, version);
+                }
+            })
+            .await;
     }
 
     /// Stores the markers the cache did not take; returns how many are
