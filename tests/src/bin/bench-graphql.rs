@@ -122,6 +122,28 @@ async fn populate(base: &str, args: &Args) -> anyhow::Result<Vec<(Uuid, Uuid, Uu
 
 use futures::StreamExt;
 
+/// Creates `table` (n, `column`): the keys pgbench picks from, numbered
+/// from 1.
+async fn numbered_keys(
+    pool: &sqlx::PgPool,
+    table: &str,
+    column: &str,
+    ids: &[Uuid],
+) -> anyhow::Result<()> {
+    sqlx::query(&format!(
+        "CREATE TABLE {table} (n int PRIMARY KEY, {column} uuid NOT NULL)"
+    ))
+    .execute(pool)
+    .await?;
+    sqlx::query(&format!(
+        "INSERT INTO {table} SELECT n::int, id FROM unnest($1::uuid[]) WITH ORDINALITY AS t(id, n)"
+    ))
+    .bind(ids)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
 /// Sends `make(n)` once for every key, 16 at a time, unmeasured: each
 /// basket read once (and so cached, when there is a cache).
 async fn fill(
@@ -267,32 +289,18 @@ async fn main() -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     // The keys pgbench picks from, by number.
-    sqlx::query("CREATE TABLE bench_orders (n int PRIMARY KEY, order_id uuid NOT NULL)")
-        .execute(&db.pool)
-        .await?;
-    sqlx::query("CREATE TABLE bench_customers (n int PRIMARY KEY, customer_id uuid NOT NULL)")
-        .execute(&db.pool)
-        .await?;
     let orders: Vec<Uuid> = placed.iter().map(|(o, _, _)| *o).collect();
     let baskets: Vec<Uuid> = placed.iter().map(|(_, _, b)| *b).collect();
     let mut customers: Vec<Uuid> = placed.iter().map(|(_, c, _)| *c).collect();
     customers.sort();
     customers.dedup();
-    sqlx::query("CREATE TABLE bench_baskets (n int PRIMARY KEY, basket_id uuid NOT NULL)")
-        .execute(&db.pool)
-        .await?;
-    sqlx::query("INSERT INTO bench_baskets SELECT n::int, id FROM unnest($1::uuid[]) WITH ORDINALITY AS t(id, n)")
-        .bind(&baskets)
-        .execute(&db.pool)
-        .await?;
-    sqlx::query("INSERT INTO bench_orders SELECT n::int, id FROM unnest($1::uuid[]) WITH ORDINALITY AS t(id, n)")
-        .bind(&orders)
-        .execute(&db.pool)
-        .await?;
-    sqlx::query("INSERT INTO bench_customers SELECT n::int, id FROM unnest($1::uuid[]) WITH ORDINALITY AS t(id, n)")
-        .bind(&customers)
-        .execute(&db.pool)
-        .await?;
+    for (table, column, ids) in [
+        ("bench_orders", "order_id", &orders),
+        ("bench_customers", "customer_id", &customers),
+        ("bench_baskets", "basket_id", &baskets),
+    ] {
+        numbered_keys(&db.pool, table, column, ids).await?;
+    }
     sqlx::query("ANALYZE").execute(&db.pool).await?;
     // Reads are measured on `eshop query-api` alone, as a read replica of
     // the service would run, not beside the idle relay and projectors.
