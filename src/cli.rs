@@ -257,26 +257,49 @@ pub fn logs_to_stderr(command: &Command) -> bool {
     )
 }
 
-pub fn init_logging(format: LogFormat, stderr: bool) {
+/// Installs the logger and, when `OTEL_EXPORTER_OTLP_ENDPOINT` names a
+/// collector, the span exporter (see the `telemetry` crate). Keep the
+/// returned guard until the process ends: dropping it flushes the last
+/// spans.
+///
+/// # Errors
+/// The `OTEL_EXPORTER_OTLP_*` settings are invalid.
+pub fn init_logging(format: LogFormat, stderr: bool) -> anyhow::Result<Option<telemetry::Tracing>> {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let writer = tracing_subscriber::fmt::writer::BoxMakeWriter::new(std::io::stdout);
     let writer = if stderr {
         tracing_subscriber::fmt::writer::BoxMakeWriter::new(std::io::stderr)
     } else {
-        writer
+        tracing_subscriber::fmt::writer::BoxMakeWriter::new(std::io::stdout)
     };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(writer);
-    match format {
-        LogFormat::Json => builder
+    let logs = match format {
+        LogFormat::Json => tracing_subscriber::fmt::layer()
             .json()
             .flatten_event(true)
             .with_current_span(true)
             .with_span_list(false)
-            .init(),
-        LogFormat::Pretty => builder.init(),
-    }
+            .map_event_format(telemetry::WithTraceIds)
+            .with_writer(writer)
+            .boxed(),
+        LogFormat::Pretty => tracing_subscriber::fmt::layer().with_writer(writer).boxed(),
+    };
+    let (spans, guard) = match telemetry::init("eshop")? {
+        Some((layer, guard)) => (Some(layer), Some(guard)),
+        None => (None, None),
+    };
+    tracing_subscriber::registry()
+        // The exporter's own HTTP client must not trace itself.
+        .with(spans.map(|layer| {
+            layer.with_filter(telemetry::AskEachTime(EnvFilter::new(
+                telemetry::EXPORT_FILTER,
+            )))
+        }))
+        .with(logs.with_filter(telemetry::AskEachTime(filter)))
+        .init();
+    Ok(guard)
 }
 
 #[cfg(test)]

@@ -13,6 +13,6 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    init_logging(cli.log_format, logs_to_stderr(&cli.command));
+    let _tracing = init_logging(cli.log_format, logs_to_stderr(&cli.command))?;
     eshop::run(cli.command, Stop::on_signal()).await
 }

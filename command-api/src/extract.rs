@@ -229,24 +229,10 @@ fn parse_idempotency_key(value: &str) -> Result<String, ApiError> {
     }
 }
 
-/// A W3C `traceparent` (version 00): kept when well-formed, dropped
-/// otherwise, as the Trace Context specification asks.
+/// A W3C `traceparent`: kept when well-formed, dropped otherwise, as the
+/// Trace Context specification asks.
 fn parse_traceparent(value: &str) -> Option<String> {
-    let parts: Vec<&str> = value.trim().split('-').collect();
-    let hex = |s: &str, len: usize| {
-        s.len() == len
-            && s.bytes()
-                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
-    };
-    let valid = parts.len() == 4
-        && hex(parts[0], 2)
-        && parts[0] != "ff"
-        && hex(parts[1], 32)
-        && parts[1].bytes().any(|b| b != b'0')
-        && hex(parts[2], 16)
-        && parts[2].bytes().any(|b| b != b'0')
-        && hex(parts[3], 2);
-    valid.then(|| value.trim().to_owned())
+    telemetry::well_formed(value).map(str::to_owned)
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for CommandHeaders {
