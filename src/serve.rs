@@ -14,10 +14,22 @@ use projections::status::{BusStatus, StatusSource};
 use crate::Stop;
 use crate::cli::{QueryApiArgs, ServeArgs};
 
+/// The buckets of every `*_seconds` histogram, in seconds: from 1 ms (a
+/// cached read) to 30 s (the longest request timeout), so that dashboards
+/// can aggregate quantiles across instances (`histogram_quantile`).
+const SECONDS_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
 /// Installs the Prometheus recorder that every metric of the process goes
 /// to.
 pub(crate) fn metrics() -> anyhow::Result<PrometheusHandle> {
     PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            metrics_exporter_prometheus::Matcher::Suffix("_seconds".into()),
+            SECONDS_BUCKETS,
+        )
+        .context("invalid histogram buckets")?
         .install_recorder()
         .context("failed to install the metrics recorder")
 }

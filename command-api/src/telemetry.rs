@@ -39,16 +39,27 @@ pub async fn correlate(mut req: Request, next: Next) -> Response {
         .clone()
         .unwrap_or_else(|| req.uri().path().to_owned());
     let method = req.method().to_string();
+    // OpenTelemetry's HTTP server conventions; the client's `traceparent`
+    // (if well-formed) is its parent, otherwise it starts a trace.
     let span = tracing::info_span!(
         "request",
-        http.method = %req.method(),
+        otel.name = %format_args!("{} {route}", req.method()),
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        http.request.method = %req.method(),
         http.route = %route,
+        http.response.status_code = tracing::field::Empty,
         correlation_id = %correlation_id,
     );
+    telemetry::set_parent_from_headers(&span, req.headers());
     let started = Instant::now();
     let mut response = next.run(req).instrument(span.clone()).await;
     let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
     let status = response.status().as_u16();
+    span.record("http.response.status_code", i64::from(status));
+    if status >= 500 {
+        span.record("otel.status_code", "ERROR");
+    }
     // Every request's outcome at debug (`RUST_LOG=eshop_command_api=debug`
     // for an access log); failures are logged once, at error level, where
     // they are handled.

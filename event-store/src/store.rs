@@ -144,7 +144,7 @@ impl EventStore {
     /// Loads an aggregate: its latest snapshot, if snapshots are on for its
     /// type, then every later event, upcast to the current schema and
     /// applied once each. One query.
-    #[tracing::instrument(level = "debug", skip(self), fields(aggregate.type = A::TYPE))]
+    #[tracing::instrument(name = "load", target = "eshop::trace", level = "debug", skip(self), fields(aggregate.type = A::TYPE))]
     pub async fn load<A: Aggregate>(&self, aggregate_id: &str) -> Result<Loaded<A>, StoreError> {
         if let Some(loaded) = self.cached::<A>(aggregate_id).await {
             return Ok(loaded);
@@ -165,7 +165,7 @@ impl EventStore {
 
     /// Loads two aggregates with one query (a product and the basket it is
     /// added to, say).
-    #[tracing::instrument(level = "debug", skip(self), fields(first.type = A::TYPE, second.type = B::TYPE))]
+    #[tracing::instrument(name = "load", target = "eshop::trace", level = "debug", skip(self), fields(first.type = A::TYPE, second.type = B::TYPE))]
     pub async fn load_both<A: Aggregate, B: Aggregate>(
         &self,
         first_id: &str,
@@ -429,7 +429,7 @@ impl EventStore {
     }
 
     /// Commits a unit of work in one transaction: all of it or none of it.
-    #[tracing::instrument(level = "debug", skip_all, fields(events = uow.events.len()))]
+    #[tracing::instrument(name = "commit", target = "eshop::trace", level = "debug", skip_all, fields(events = uow.events.len()))]
     pub async fn commit(&self, mut uow: UnitOfWork) -> Result<Commit, CommitError> {
         let states = std::mem::take(&mut uow.states);
         let committed = self.commit_to_postgres(uow).await;

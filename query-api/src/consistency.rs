@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use tokio::sync::OnceCell;
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use crate::error::QueryError;
 use crate::read_models::ReadModels;
@@ -117,6 +118,24 @@ impl Consistency {
         {
             return Ok(());
         }
+        let span = tracing::debug_span!(
+            target: telemetry::SPANS,
+            "consistency.wait",
+            read_model = model.name(),
+            token = %token,
+        );
+        self.wait_until_applied(token, model, read_models, search)
+            .instrument(span)
+            .await
+    }
+
+    async fn wait_until_applied(
+        &self,
+        token: &str,
+        model: ReadModel,
+        read_models: &ReadModels,
+        search: &SearchIndex,
+    ) -> Result<(), QueryError> {
         let written = self
             .written
             .get_or_try_init(|| async {

@@ -15,6 +15,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
+use tracing::Instrument;
 
 use crate::config::QueryConfig;
 use crate::consistency::{self, Consistency};
@@ -241,7 +242,21 @@ async fn execute(
         .map(|value| value.to_str().unwrap_or("").to_owned());
     let request = request.data(Consistency::new(token, state.config.consistency_timeout()));
     let timeout = state.config.timeout();
-    let response = match tokio::time::timeout(timeout, state.executor.execute(request)).await {
+    // Under the request's span: the operation, as the client named it
+    // (bounded: a span attribute, never a metric label).
+    let span = tracing::debug_span!(
+        target: telemetry::SPANS,
+        "graphql.execute",
+        graphql.operation.name = request
+            .operation_name
+            .as_deref()
+            .map(|name| name.chars().take(64).collect::<String>()),
+    );
+    let started = std::time::Instant::now();
+    let executed = tokio::time::timeout(timeout, state.executor.execute(request))
+        .instrument(span)
+        .await;
+    let response = match executed {
         Ok(response) => response,
         Err(_) => {
             metrics::counter!("eshop_graphql_timeouts_total").increment(1);
@@ -254,8 +269,14 @@ async fn execute(
             )])
         }
     };
-    metrics::counter!("eshop_graphql_requests_total", "outcome" => if response.errors.is_empty() { "ok" } else { "error" })
-        .increment(1);
+    let outcome = if response.errors.is_empty() {
+        "ok"
+    } else {
+        "error"
+    };
+    metrics::counter!("eshop_graphql_requests_total", "outcome" => outcome).increment(1);
+    metrics::histogram!("eshop_graphql_request_duration_seconds", "outcome" => outcome)
+        .record(started.elapsed().as_secs_f64());
     response.into()
 }
 

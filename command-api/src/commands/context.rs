@@ -62,8 +62,13 @@ impl CommandContext {
         }
     }
 
-    /// The metadata stored with one event of this command.
+    /// The metadata stored with one event of this command. Its
+    /// `traceparent` names the command's span when spans are exported, so
+    /// that whoever handles the event later (the relay, the projectors) is
+    /// linked to this command; otherwise it is the client's, as received.
     pub(crate) fn metadata_for<E: DomainEvent>(&self, event: &E) -> HashMap<String, String> {
+        let traceparent =
+            telemetry::traceparent(&tracing::Span::current()).or_else(|| self.traceparent.clone());
         EventMetadata {
             event_id: Uuid::now_v7(),
             occurred_at: self.received_at,
@@ -71,7 +76,7 @@ impl CommandContext {
             causation_id: self.command_id.to_string(),
             actor: self.actor.clone(),
             schema_version: event.event_version(),
-            traceparent: self.traceparent.clone(),
+            traceparent,
         }
         .to_map()
     }

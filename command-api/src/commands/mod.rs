@@ -40,6 +40,7 @@ use domain::product::{Product, ProductError};
 use event_store::{Commit, CommitError, EventStore, IdempotencyRecord, Loaded, UnitOfWork};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
+use tracing::Instrument;
 use uuid::Uuid;
 
 pub use context::{CommandContext, IdempotencyKey};
@@ -219,9 +220,14 @@ pub(crate) async fn decide<A>(
 where
     A: Aggregate<Services = ()>,
 {
+    let span = tracing::debug_span!(target: telemetry::SPANS, "decide", aggregate.type = A::TYPE);
     let sink = EventSink::default();
-    loaded.aggregate.handle(command, &(), &sink).await?;
-    Ok(sink.collect().await)
+    async {
+        loaded.aggregate.handle(command, &(), &sink).await?;
+        Ok(sink.collect().await)
+    }
+    .instrument(span)
+    .await
 }
 
 impl CommandService {
@@ -260,8 +266,29 @@ impl CommandService {
     }
 
     /// Runs a command once per idempotency key: claims the key, or replays
-    /// the outcome of the request that holds it.
+    /// the outcome of the request that holds it. In a span of its own,
+    /// whose trace context its events carry (see
+    /// [`CommandContext::metadata_for`]).
     pub(crate) async fn run<F, Fut>(
+        &self,
+        ctx: &CommandContext,
+        resource: Resource,
+        plan: F,
+    ) -> Result<Outcome, CommandError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<Plan, CommandError>>,
+    {
+        let span = tracing::debug_span!(
+            target: telemetry::SPANS,
+            "command",
+            resource = resource.name(),
+            command.id = %ctx.command_id,
+        );
+        self.run_once(ctx, resource, plan).instrument(span).await
+    }
+
+    async fn run_once<F, Fut>(
         &self,
         ctx: &CommandContext,
         resource: Resource,

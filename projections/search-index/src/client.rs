@@ -340,6 +340,7 @@ impl SearchClient {
 
     /// Indexes documents with external versioning: a document already at
     /// this version or newer stays as it is.
+    #[tracing::instrument(name = "search.bulk", target = "eshop::trace", level = "debug", skip_all, fields(otel.kind = "client", documents = ops.len()))]
     pub async fn bulk(&self, ops: &[IndexOp]) -> Result<Vec<BulkOutcome>, SearchError> {
         if ops.is_empty() {
             return Ok(Vec::new());
@@ -353,13 +354,17 @@ impl SearchClient {
             let _ = writeln!(body, "{action}");
             let _ = writeln!(body, "{}", op.source);
         }
-        let (status, reply) = self
+        let started = std::time::Instant::now();
+        let sent = self
             .send(
                 self.request(reqwest::Method::POST, "/_bulk")
                     .header(reqwest::header::CONTENT_TYPE, "application/x-ndjson")
                     .body(body),
             )
-            .await?;
+            .await;
+        metrics::histogram!("eshop_search_bulk_duration_seconds")
+            .record(started.elapsed().as_secs_f64());
+        let (status, reply) = sent?;
         if !status.is_success() {
             return Err(SearchError::Refused(format!("_bulk: {status}: {reply}")));
         }

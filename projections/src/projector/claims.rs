@@ -216,6 +216,7 @@ pub async fn apply_message(
 /// claims as [`apply_message`], and records each partition's offset once,
 /// for its last message. Returns how many events were applied rather than
 /// skipped as already applied. Any failure rolls the whole batch back.
+#[tracing::instrument(name = "db.transaction", target = "eshop::trace", level = "debug", skip_all, fields(projection = projection.name(), events = messages.len()))]
 pub async fn apply_batch(
     pool: &PgPool,
     projection: &dyn Projection,
@@ -246,17 +247,22 @@ pub async fn apply_batch(
     Ok(applied)
 }
 
-/// The span of one event's projection: it joins the command's trace
-/// through the envelope's W3C `traceparent`.
+/// The span of one event's projection: when spans are exported, a child
+/// of the command that wrote the event (its W3C `traceparent`), so that
+/// the command's trace shows where its events were projected.
 pub(super) fn event_span(projection: &dyn Projection, event: &Event) -> tracing::Span {
-    tracing::info_span!(
+    let span = tracing::info_span!(
         "project",
+        otel.name = %format_args!("project {}", projection.name()),
+        otel.kind = "consumer",
         projection = projection.name(),
         event.id = %event.envelope.id,
         event.r#type = %event.envelope.event_type,
         aggregate.id = %event.envelope.aggregateid,
         traceparent = event.envelope.traceparent.as_deref(),
-    )
+    );
+    telemetry::follow(&span, event.envelope.traceparent.as_deref());
+    span
 }
 
 /// Claims `event` for the projection and applies it, after the events of

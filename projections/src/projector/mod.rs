@@ -31,6 +31,7 @@ use std::time::Duration;
 use anyhow::Context;
 use async_trait::async_trait;
 use sqlx::PgPool;
+use tracing::Instrument;
 
 pub(crate) use claims::take;
 pub use claims::{Origin, apply_batch, apply_message, missing_events, record_offset, swap_lock};
@@ -322,6 +323,18 @@ impl Delivered {
         }
     }
 
+    /// The W3C trace context of the command that wrote it: the message's
+    /// `traceparent` header, or the envelope's (the same value, also there
+    /// when the source is the event store).
+    #[must_use]
+    pub fn traceparent(&self) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(key, _)| key == event_schemas::metadata::TRACEPARENT)
+            .and_then(|(_, value)| std::str::from_utf8(value.as_deref()?).ok())
+            .or_else(|| self.event.as_ref().ok()?.envelope.traceparent.as_deref())
+    }
+
     /// Where it came from.
     #[must_use]
     pub fn origin(&self) -> Origin<'_> {
@@ -418,8 +431,22 @@ pub async fn run(
         if batch.is_empty() {
             continue;
         }
+        // The batch's span is linked to the commands of its events; each
+        // event's own span (see `claims::event_span`) joins its command's
+        // trace.
+        let span = tracing::debug_span!(
+            target: telemetry::SPANS,
+            "project.batch",
+            otel.kind = "consumer",
+            projection = sink.name(),
+            messaging.batch.message_count = batch.len(),
+        );
+        for message in &batch {
+            telemetry::link(&span, message.traceparent());
+        }
+        let started = std::time::Instant::now();
         loop {
-            match sink.take(&batch, dead).await {
+            match sink.take(&batch, dead).instrument(span.clone()).await {
                 Ok(()) => break,
                 Err(Failure::Transient(error)) => {
                     tracing::warn!(projection = sink.name(), %error, "taking the batch failed; retrying");
@@ -430,6 +457,9 @@ pub async fn run(
             }
             tokio::time::sleep(RETRY).await;
         }
+        metrics::histogram!("eshop_projection_batch_duration_seconds", "projection" => sink.name())
+            .record(started.elapsed().as_secs_f64());
+        drop(span);
         source.acknowledge(&batch);
     }
 }

@@ -30,10 +30,12 @@ use std::collections::VecDeque;
 
 use anyhow::Context;
 use backon::{BackoffBuilder, ExponentialBuilder};
+use event_schemas::metadata::TRACEPARENT;
 use event_store::DatabaseConfig;
 use event_store::feed::{FeedFilter, GlobalPosition, read_after};
 use futures::FutureExt;
 use sqlx::{Connection, PgPool};
+use tracing::Instrument;
 
 pub use checkpoint::{advance as advance_checkpoint, load as load_checkpoint};
 pub use config::{KafkaConfig, RelayConfig, RelayOptions, TopicMap};
@@ -215,18 +217,42 @@ async fn send_next(
     filter: &FeedFilter,
     pipeline: &mut Pipeline,
 ) -> anyhow::Result<Result<bool, PublishError>> {
+    let started = std::time::Instant::now();
     let batch = read_after(pool, pipeline.sent, filter, config.batch_size).await?;
     let Some(last) = batch.last().map(|event| event.global) else {
         return Ok(Ok(false));
     };
+    // From reading the batch to the broker's acknowledgement; linked to
+    // the commands that wrote its events.
+    let span = tracing::debug_span!(
+        target: telemetry::SPANS,
+        "relay.publish",
+        otel.kind = "producer",
+        relay = %config.name,
+        messaging.batch.message_count = batch.len(),
+        event.first = batch.first().map_or(0, |event| event.global.position),
+        event.last = last.position,
+    );
+    for event in &batch {
+        telemetry::link(
+            &span,
+            event
+                .metadata
+                .get(TRACEPARENT)
+                .and_then(serde_json::Value::as_str),
+        );
+    }
     let oldest = batch.iter().map(|event| event.recorded_at).min();
-    Ok(publisher.send(&batch).await.map(|acknowledgement| {
+    let sent = publisher.send(&batch).instrument(span.clone()).await;
+    Ok(sent.map(|acknowledgement| {
         pipeline.push(Flight {
             last,
             events: batch.len(),
             oldest,
+            started,
             sent_at: std::time::Instant::now(),
             acknowledgement,
+            span,
         });
         true
     }))
@@ -248,8 +274,12 @@ struct Flight {
     last: GlobalPosition,
     events: usize,
     oldest: Option<chrono::DateTime<chrono::Utc>>,
+    /// When its read began.
+    started: std::time::Instant,
     sent_at: std::time::Instant,
     acknowledgement: Acknowledgement,
+    /// Ends when the flight is retired (acknowledged) or dropped.
+    span: tracing::Span,
 }
 
 /// What the broker acknowledged: a prefix of the batches in flight.
@@ -330,6 +360,9 @@ impl Pipeline {
                 return Err(error);
             }
             let flight = self.flights.pop_front().expect("front exists");
+            metrics::histogram!("eshop_relay_batch_duration_seconds")
+                .record(flight.started.elapsed().as_secs_f64());
+            drop(flight.span);
             self.acknowledged = flight.last;
             let oldest_ms = flight
                 .oldest
@@ -390,8 +423,10 @@ mod tests {
             last: at(position),
             events: 10,
             oldest: None,
+            started: std::time::Instant::now(),
             sent_at: std::time::Instant::now(),
             acknowledgement,
+            span: tracing::Span::none(),
         };
         (flight, settle)
     }

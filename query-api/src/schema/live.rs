@@ -110,7 +110,17 @@ where
 {
     BroadcastStream::new(services(ctx).live.orders()).filter_map(move |update| {
         let order = match update {
-            Ok(update) => wanted(&update.change).then(|| Order(OrderRecord::clone(&update.order))),
+            Ok(update) => wanted(&update.change).then(|| {
+                // One span per push to this subscriber.
+                let _push = tracing::debug_span!(
+                    target: telemetry::SPANS,
+                    "subscription.push",
+                    otel.kind = "producer",
+                    order.id = %update.order.order_id,
+                )
+                .entered();
+                Order(OrderRecord::clone(&update.order))
+            }),
             Err(BroadcastStreamRecvError::Lagged(missed)) => {
                 tracing::warn!(missed, "a subscriber fell behind; changes were dropped");
                 None
