@@ -29,6 +29,7 @@ mod db;
 pub mod fault;
 pub mod graphql;
 pub mod history;
+pub mod jaeger;
 mod kafka;
 pub mod pgbench;
 mod process;
