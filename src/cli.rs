@@ -290,15 +290,19 @@ pub fn init_logging(format: LogFormat, stderr: bool) -> anyhow::Result<Option<te
         Some((layer, guard)) => (Some(layer), Some(guard)),
         None => (None, None),
     };
+    let exporting = spans.is_some();
     tracing_subscriber::registry()
         // The exporter's own HTTP client must not trace itself.
         .with(spans.map(|layer| {
-            layer.with_filter(telemetry::AskEachTime(EnvFilter::new(
-                telemetry::EXPORT_FILTER,
-            )))
+            layer.with_filter(telemetry::AskEachTime::when(
+                true,
+                telemetry::export_filter(),
+            ))
         }))
-        .with(logs.with_filter(telemetry::AskEachTime(filter)))
+        // Two per-layer filters: see `telemetry::AskEachTime`.
+        .with(logs.with_filter(telemetry::AskEachTime::when(exporting, filter)))
         .init();
+    telemetry::remember_dispatch();
     Ok(guard)
 }
 

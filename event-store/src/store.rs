@@ -8,6 +8,7 @@ use serde_json::Value;
 use sqlx::postgres::PgRow;
 use sqlx::types::{Json, Uuid};
 use sqlx::{PgPool, Row};
+use tracing::Instrument;
 
 use crate::error::{CommitError, StoreError, violated_constraint};
 use crate::snapshot::SnapshotPolicy;
@@ -144,12 +145,16 @@ impl EventStore {
     /// Loads an aggregate: its latest snapshot, if snapshots are on for its
     /// type, then every later event, upcast to the current schema and
     /// applied once each. One query.
-    #[tracing::instrument(name = "load", target = "eshop::trace", level = "debug", skip(self), fields(aggregate.type = A::TYPE))]
     pub async fn load<A: Aggregate>(&self, aggregate_id: &str) -> Result<Loaded<A>, StoreError> {
-        if let Some(loaded) = self.cached::<A>(aggregate_id).await {
-            return Ok(loaded);
+        let span = telemetry::span!("load", aggregate.type = A::TYPE);
+        async {
+            if let Some(loaded) = self.cached::<A>(aggregate_id).await {
+                return Ok(loaded);
+            }
+            self.load_from_postgres(aggregate_id).await
         }
-        self.load_from_postgres(aggregate_id).await
+        .instrument(span)
+        .await
     }
 
     /// Loads an aggregate from PostgreSQL, and caches it if its type is.
@@ -165,8 +170,18 @@ impl EventStore {
 
     /// Loads two aggregates with one query (a product and the basket it is
     /// added to, say).
-    #[tracing::instrument(name = "load", target = "eshop::trace", level = "debug", skip(self), fields(first.type = A::TYPE, second.type = B::TYPE))]
     pub async fn load_both<A: Aggregate, B: Aggregate>(
+        &self,
+        first_id: &str,
+        second_id: &str,
+    ) -> Result<(Loaded<A>, Loaded<B>), StoreError> {
+        let span = telemetry::span!("load", first.type = A::TYPE, second.type = B::TYPE);
+        self.load_both_once(first_id, second_id)
+            .instrument(span)
+            .await
+    }
+
+    async fn load_both_once<A: Aggregate, B: Aggregate>(
         &self,
         first_id: &str,
         second_id: &str,
@@ -429,8 +444,12 @@ impl EventStore {
     }
 
     /// Commits a unit of work in one transaction: all of it or none of it.
-    #[tracing::instrument(name = "commit", target = "eshop::trace", level = "debug", skip_all, fields(events = uow.events.len()))]
-    pub async fn commit(&self, mut uow: UnitOfWork) -> Result<Commit, CommitError> {
+    pub async fn commit(&self, uow: UnitOfWork) -> Result<Commit, CommitError> {
+        let span = telemetry::span!("commit", events = uow.events.len());
+        self.commit_once(uow).instrument(span).await
+    }
+
+    async fn commit_once(&self, mut uow: UnitOfWork) -> Result<Commit, CommitError> {
         let states = std::mem::take(&mut uow.states);
         let committed = self.commit_to_postgres(uow).await;
         if let Some(cache) = &self.state_cache {

@@ -118,8 +118,7 @@ impl Consistency {
         {
             return Ok(());
         }
-        let span = tracing::debug_span!(
-            target: telemetry::SPANS,
+        let span = telemetry::span!(
             "consistency.wait",
             read_model = model.name(),
             token = %token,

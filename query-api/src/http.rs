@@ -244,8 +244,7 @@ async fn execute(
     let timeout = state.config.timeout();
     // Under the request's span: the operation, as the client named it
     // (bounded: a span attribute, never a metric label).
-    let span = tracing::debug_span!(
-        target: telemetry::SPANS,
+    let span = telemetry::span!(
         "graphql.execute",
         graphql.operation.name = request
             .operation_name

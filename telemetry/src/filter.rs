@@ -9,7 +9,16 @@
 /// pass on the thread left behind (`tracing-subscriber` 0.3's per-layer
 /// filter state), and spans were lost from the export at random. Asking
 /// every time keeps each span's filtering its own. "Never" is still cached.
-pub struct AskEachTime<F>(pub F);
+pub struct AskEachTime<F>(pub F, pub bool);
+
+impl<F> AskEachTime<F> {
+    /// `filter`, asked about every span and event when `ask` (that is,
+    /// when the subscriber has a second per-layer filter), and otherwise
+    /// as it is.
+    pub const fn when(ask: bool, filter: F) -> Self {
+        Self(filter, ask)
+    }
+}
 
 impl<S, F: tracing_subscriber::layer::Filter<S>> tracing_subscriber::layer::Filter<S>
     for AskEachTime<F>
@@ -26,8 +35,9 @@ impl<S, F: tracing_subscriber::layer::Filter<S>> tracing_subscriber::layer::Filt
         &self,
         meta: &'static tracing::Metadata<'static>,
     ) -> tracing::subscriber::Interest {
-        if self.0.callsite_enabled(meta).is_never() {
-            tracing::subscriber::Interest::never()
+        let interest = self.0.callsite_enabled(meta);
+        if !self.1 || interest.is_never() {
+            interest
         } else {
             tracing::subscriber::Interest::sometimes()
         }

@@ -45,7 +45,39 @@ pub const SPANS: &str = "eshop::trace";
 
 /// The exporter's filter: info spans and events, the trace-only spans, and
 /// nothing of the exporter's own HTTP client (which would trace itself).
-pub const EXPORT_FILTER: &str = "info,eshop::trace=debug,hyper=off,h2=off,reqwest=off,opentelemetry=off,opentelemetry_sdk=off,opentelemetry_otlp=off";
+/// Static targets only (no per-span bookkeeping on each poll).
+#[must_use]
+pub fn export_filter() -> tracing_subscriber::filter::Targets {
+    use tracing::level_filters::LevelFilter;
+    tracing_subscriber::filter::Targets::new()
+        .with_default(LevelFilter::INFO)
+        .with_target(SPANS, LevelFilter::DEBUG)
+        .with_targets(
+            [
+                "hyper",
+                "h2",
+                "reqwest",
+                "opentelemetry",
+                "opentelemetry_sdk",
+                "opentelemetry_otlp",
+                "opentelemetry-otlp",
+            ]
+            .map(|target| (target, LevelFilter::OFF)),
+        )
+}
+
+/// The subscriber, for the log format to find a span's trace ids from
+/// within the subscriber (see [`remember_dispatch`]).
+static DISPATCH: std::sync::OnceLock<tracing::dispatcher::WeakDispatch> =
+    std::sync::OnceLock::new();
+
+/// Remembers the global subscriber once it is installed: the log format
+/// reads the current span's trace ids through it.
+pub fn remember_dispatch() {
+    tracing::dispatcher::get_default(|dispatch| {
+        let _ = DISPATCH.set(dispatch.downgrade());
+    });
+}
 
 /// Set once a tracer is installed: spans then carry OpenTelemetry contexts.
 static ENABLED: AtomicBool = AtomicBool::new(false);
@@ -113,7 +145,13 @@ where
     let layer = tracing_opentelemetry::layer()
         .with_tracer(provider.tracer(service))
         .with_threads(false)
-        .with_location(false);
+        .with_location(false)
+        // No busy/idle timings (two clock reads per poll of every span),
+        // and no OpenTelemetry context attached on each poll: the spans
+        // find their parents through tracing's own tree, and the logs
+        // their ids through the subscriber (`WithTraceIds`).
+        .with_tracked_inactivity(false)
+        .with_context_activation(false);
     ENABLED.store(true, Ordering::Relaxed);
     Ok(Some((layer, Tracing { provider })))
 }
@@ -205,14 +243,54 @@ pub fn follow(span: &tracing::Span, traceparent: Option<&str>) {
     }
 }
 
-/// Links `span` to the span `traceparent` names (a batch to the commands
-/// of its events), when it names one.
-pub fn link(span: &tracing::Span, traceparent: Option<&str>) {
-    if !enabled() {
+/// Whether `span` belongs to a trace that is sampled (recorded and
+/// exported).
+#[must_use]
+pub fn is_sampled(span: &tracing::Span) -> bool {
+    enabled() && span.context().span().span_context().is_sampled()
+}
+
+/// Whether the current span belongs to a sampled trace: only then are the
+/// trace-only spans under it worth creating (see [`span!`](crate::span)).
+#[must_use]
+pub fn sampling() -> bool {
+    enabled() && is_sampled(&tracing::Span::current())
+}
+
+/// Whether the W3C `traceparent` names a span of a sampled trace.
+#[must_use]
+pub fn is_sampled_parent(traceparent: &str) -> bool {
+    well_formed(traceparent)
+        .and_then(|tp| tp.rsplit('-').next())
+        .and_then(|flags| u8::from_str_radix(flags, 16).ok())
+        .is_some_and(|flags| flags & 1 == 1)
+}
+
+/// A trace-only span (debug level, target [`SPANS`]) under the current
+/// one, when the current trace is sampled; `Span::none()` otherwise, so
+/// that the traces not sampled (and every request when nothing is
+/// exported) pay nothing for it.
+#[macro_export]
+macro_rules! span {
+    ($($arg:tt)*) => {
+        if $crate::sampling() {
+            ::tracing::debug_span!(target: "eshop::trace", $($arg)*)
+        } else {
+            ::tracing::Span::none()
+        }
+    };
+}
+
+/// Links `span` to each span `traceparents` name, if `span` is sampled
+/// (links on a span nobody records are not worth parsing).
+pub fn link_all<'a>(span: &tracing::Span, traceparents: impl IntoIterator<Item = Option<&'a str>>) {
+    if !is_sampled(span) {
         return;
     }
-    if let Some(context) = traceparent.and_then(span_context) {
-        span.add_link(context);
+    for traceparent in traceparents {
+        if let Some(context) = traceparent.and_then(span_context) {
+            span.add_link(context);
+        }
     }
 }
 
@@ -256,6 +334,20 @@ mod tests {
         assert_eq!(context.span_id().to_string(), "00f067aa0ba902b7");
         assert!(context.is_sampled());
         assert!(context.is_remote());
+    }
+
+    #[test]
+    fn the_sampled_flag_is_read_from_a_well_formed_traceparent_only() {
+        assert!(is_sampled_parent(
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        ));
+        assert!(is_sampled_parent(
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-03"
+        ));
+        assert!(!is_sampled_parent(
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"
+        ));
+        assert!(!is_sampled_parent("00-4bf92f-00f067aa0ba902b7-01"));
     }
 
     #[test]

@@ -30,7 +30,19 @@ where
         if !crate::enabled() {
             return self.0.format_event(ctx, writer, event);
         }
-        let context = opentelemetry::Context::current();
+        // The subscriber's current span (whichever layer enabled it) and
+        // its OpenTelemetry context; no extension of it is held here.
+        let context = crate::DISPATCH
+            .get()
+            .and_then(tracing::dispatcher::WeakDispatch::upgrade)
+            .and_then(|dispatch| {
+                let current = dispatch.current_span();
+                let id = current.id()?;
+                tracing_opentelemetry::get_otel_context(id, &dispatch)
+            });
+        let Some(context) = context else {
+            return self.0.format_event(ctx, writer, event);
+        };
         let span = context.span();
         let ids = span.span_context();
         if !ids.is_valid() {

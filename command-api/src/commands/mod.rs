@@ -220,7 +220,7 @@ pub(crate) async fn decide<A>(
 where
     A: Aggregate<Services = ()>,
 {
-    let span = tracing::debug_span!(target: telemetry::SPANS, "decide", aggregate.type = A::TYPE);
+    let span = telemetry::span!("decide", aggregate.type = A::TYPE);
     let sink = EventSink::default();
     async {
         loaded.aggregate.handle(command, &(), &sink).await?;
@@ -279,8 +279,7 @@ impl CommandService {
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<Plan, CommandError>>,
     {
-        let span = tracing::debug_span!(
-            target: telemetry::SPANS,
+        let span = telemetry::span!(
             "command",
             resource = resource.name(),
             command.id = %ctx.command_id,

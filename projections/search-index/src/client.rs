@@ -14,6 +14,7 @@ use reqwest::{Client, StatusCode, Url};
 
 use crate::SearchReply;
 use serde_json::{Value, json};
+use tracing::Instrument;
 
 /// Why a request to the search engine failed.
 #[derive(Debug, thiserror::Error)]
@@ -340,8 +341,12 @@ impl SearchClient {
 
     /// Indexes documents with external versioning: a document already at
     /// this version or newer stays as it is.
-    #[tracing::instrument(name = "search.bulk", target = "eshop::trace", level = "debug", skip_all, fields(otel.kind = "client", documents = ops.len()))]
     pub async fn bulk(&self, ops: &[IndexOp]) -> Result<Vec<BulkOutcome>, SearchError> {
+        let span = telemetry::span!("search.bulk", otel.kind = "client", documents = ops.len());
+        self.bulk_once(ops).instrument(span).await
+    }
+
+    async fn bulk_once(&self, ops: &[IndexOp]) -> Result<Vec<BulkOutcome>, SearchError> {
         if ops.is_empty() {
             return Ok(Vec::new());
         }

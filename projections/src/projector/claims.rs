@@ -216,8 +216,22 @@ pub async fn apply_message(
 /// claims as [`apply_message`], and records each partition's offset once,
 /// for its last message. Returns how many events were applied rather than
 /// skipped as already applied. Any failure rolls the whole batch back.
-#[tracing::instrument(name = "db.transaction", target = "eshop::trace", level = "debug", skip_all, fields(projection = projection.name(), events = messages.len()))]
 pub async fn apply_batch(
+    pool: &PgPool,
+    projection: &dyn Projection,
+    messages: &[(Origin<'_>, Event)],
+) -> Result<usize, Failure> {
+    let span = telemetry::span!(
+        "db.transaction",
+        projection = projection.name(),
+        events = messages.len()
+    );
+    apply_batch_once(pool, projection, messages)
+        .instrument(span)
+        .await
+}
+
+async fn apply_batch_once(
     pool: &PgPool,
     projection: &dyn Projection,
     messages: &[(Origin<'_>, Event)],
@@ -247,11 +261,21 @@ pub async fn apply_batch(
     Ok(applied)
 }
 
-/// The span of one event's projection: when spans are exported, a child
-/// of the command that wrote the event (its W3C `traceparent`), so that
-/// the command's trace shows where its events were projected.
+/// The span of one event's projection: a child of the command that wrote
+/// the event (its W3C `traceparent`), so that the command's trace shows
+/// where its events were projected, or of the batch when the event names
+/// no command. Only in a sampled trace (`Span::none()` otherwise).
 pub(super) fn event_span(projection: &dyn Projection, event: &Event) -> tracing::Span {
-    let span = tracing::info_span!(
+    let traceparent = event.envelope.traceparent.as_deref();
+    let sampled = match traceparent.and_then(telemetry::well_formed) {
+        Some(traceparent) => telemetry::enabled() && telemetry::is_sampled_parent(traceparent),
+        None => telemetry::sampling(),
+    };
+    if !sampled {
+        return tracing::Span::none();
+    }
+    let span = tracing::debug_span!(
+        target: "eshop::trace",
         "project",
         otel.name = %format_args!("project {}", projection.name()),
         otel.kind = "consumer",
@@ -259,9 +283,8 @@ pub(super) fn event_span(projection: &dyn Projection, event: &Event) -> tracing:
         event.id = %event.envelope.id,
         event.r#type = %event.envelope.event_type,
         aggregate.id = %event.envelope.aggregateid,
-        traceparent = event.envelope.traceparent.as_deref(),
     );
-    telemetry::follow(&span, event.envelope.traceparent.as_deref());
+    telemetry::follow(&span, traceparent);
     span
 }
 

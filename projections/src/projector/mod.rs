@@ -441,9 +441,7 @@ pub async fn run(
             projection = sink.name(),
             messaging.batch.message_count = batch.len(),
         );
-        for message in &batch {
-            telemetry::link(&span, message.traceparent());
-        }
+        telemetry::link_all(&span, batch.iter().map(Delivered::traceparent));
         let started = std::time::Instant::now();
         loop {
             match sink.take(&batch, dead).instrument(span.clone()).await {

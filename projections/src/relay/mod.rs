@@ -233,15 +233,15 @@ async fn send_next(
         event.first = batch.first().map_or(0, |event| event.global.position),
         event.last = last.position,
     );
-    for event in &batch {
-        telemetry::link(
-            &span,
+    telemetry::link_all(
+        &span,
+        batch.iter().map(|event| {
             event
                 .metadata
                 .get(TRACEPARENT)
-                .and_then(serde_json::Value::as_str),
-        );
-    }
+                .and_then(serde_json::Value::as_str)
+        }),
+    );
     let oldest = batch.iter().map(|event| event.recorded_at).min();
     let sent = publisher.send(&batch).instrument(span.clone()).await;
     Ok(sent.map(|acknowledgement| {

@@ -112,8 +112,7 @@ where
         let order = match update {
             Ok(update) => wanted(&update.change).then(|| {
                 // One span per push to this subscriber.
-                let _push = tracing::debug_span!(
-                    target: telemetry::SPANS,
+                let _push = telemetry::span!(
                     "subscription.push",
                     otel.kind = "producer",
                     order.id = %update.order.order_id,
