@@ -183,6 +183,48 @@ pub fn verifier_share(cpu: Duration, requests: u64, cost: &VerifierCost) -> Stri
     )
 }
 
+/// Whether the eshop processes of a benchmark export their spans, and
+/// which share of traces (the clients send no trace context, so each
+/// request's own sampling decision holds for its whole trace).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Export {
+    /// No collector named: nothing is built.
+    Off,
+    /// Every trace (`parentbased_always_on`).
+    All,
+    /// One trace in ten (`parentbased_traceidratio`, 0.1).
+    Tenth,
+}
+
+impl Export {
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Off => "export off",
+            Self::All => "export 100 %",
+            Self::Tenth => "export 10 %",
+        }
+    }
+
+    /// Sets `command`'s OTEL_* variables for this setting, exporting to
+    /// `otlp` (an OTLP/HTTP endpoint), whatever the benchmark's own
+    /// environment says.
+    pub fn apply(self, command: &mut Command, otlp: &str) {
+        match self {
+            Self::Off => command
+                .env("OTEL_EXPORTER_OTLP_ENDPOINT", "")
+                .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"),
+            Self::All => command
+                .env("OTEL_EXPORTER_OTLP_ENDPOINT", otlp)
+                .env("OTEL_TRACES_SAMPLER", "parentbased_always_on"),
+            Self::Tenth => command
+                .env("OTEL_EXPORTER_OTLP_ENDPOINT", otlp)
+                .env("OTEL_TRACES_SAMPLER", "parentbased_traceidratio")
+                .env("OTEL_TRACES_SAMPLER_ARG", "0.1"),
+        };
+    }
+}
+
 /// What every benchmark runs against: the eshop binary and a PostgreSQL
 /// server.
 #[derive(Debug, Clone, clap::Args)]

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use eshop_tests::bench::{create_database, drop_database};
+use eshop_tests::bench::{Export, create_database, drop_database};
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
@@ -40,6 +40,14 @@ struct Args {
     /// relay and the projectors in the process (and their PostgreSQL work).
     #[arg(long)]
     api_only: bool,
+    /// Span export settings to measure, one load each, in this order
+    /// (comma-separated: off, all, tenth); ratios are to the mean of the
+    /// `off` loads. With only `off`, the plain benchmark.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "off")]
+    export: Vec<eshop_tests::bench::Export>,
+    /// The OTLP/HTTP endpoint spans go to (`scripts/setup`'s Jaeger).
+    #[arg(long, default_value = "http://127.0.0.1:4318")]
+    otlp: String,
     #[command(flatten)]
     target: eshop_tests::bench::Target,
 }
@@ -47,6 +55,11 @@ struct Args {
 const PRODUCTS: usize = 50;
 /// The services whose CPU per command is reported.
 const SERVICES: &[&str] = &["postgres", "redis-server", "memcached"];
+
+/// eshop's CPU per command, in µs.
+fn cpu_per_command(load: &Load) -> f64 {
+    load.cpu.as_secs_f64() * 1e6 / (load.ok + load.failed).max(1) as f64
+}
 
 /// eshop's and the services' CPU per command, in µs.
 fn cpu_split(load: &Load) -> String {
@@ -74,11 +87,17 @@ impl Drop for Server {
     }
 }
 
-async fn start_server(args: &Args, db_url: &str, cache: Option<&str>) -> anyhow::Result<Server> {
+async fn start_server(
+    args: &Args,
+    db_url: &str,
+    cache: Option<&str>,
+    export: eshop_tests::bench::Export,
+) -> anyhow::Result<Server> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
     let mut command = Command::new(&args.target.eshop);
+    export.apply(&mut command, &args.otlp);
     if let Some(cache) = cache {
         command.env("CACHE_URL", cache);
     }
@@ -324,7 +343,8 @@ async fn main() -> anyhow::Result<()> {
     create_database(&mut admin, &name).await?;
 
     let result = async {
-        let server = start_server(&args, &db_url, None).await?;
+        let first = args.export.first().copied().unwrap_or(Export::Off);
+        let server = start_server(&args, &db_url, None, first).await?;
         let client = eshop_tests::auth::client(eshop_tests::auth::Who::Ops).await;
         let mut products = Vec::new();
         for n in 0..PRODUCTS {
@@ -351,19 +371,29 @@ async fn main() -> anyhow::Result<()> {
         let cached = match &args.cache {
             Some(cache) => {
                 eprintln!("eshop with CACHE_URL={cache} …");
-                let server = start_server(&args, &db_url, Some(cache)).await?;
-                let load = run_load(&args, &server.base, server.child.id(), products).await?;
+                let server = start_server(&args, &db_url, Some(cache), first).await?;
+                let load =
+                    run_load(&args, &server.base, server.child.id(), products.clone()).await?;
                 drop(server);
                 Some(load)
             }
             None => None,
         };
+        // The other export settings, each on a server of its own.
+        let mut exported = Vec::new();
+        for &export in args.export.iter().skip(1) {
+            eprintln!("eshop with {} …", export.name());
+            let server = start_server(&args, &db_url, None, export).await?;
+            let load = run_load(&args, &server.base, server.child.id(), products.clone()).await?;
+            drop(server);
+            exported.push((export, load));
+        }
         let after = run_pgbench(&args, &db_url)?;
-        anyhow::Ok((load, cached, before, after))
+        anyhow::Ok((load, cached, exported, before, after))
     }
     .await;
     drop_database(&mut admin, &name).await?;
-    let (load, cached, before, after) = result?;
+    let (load, cached, exported, before, after) = result?;
     let tps = (before + after) / 2.0;
     // The verifier alone, in the same run, against eshop's CPU per command.
     let cost = eshop_tests::bench::verifier_cost(500, 100_000)?;
@@ -414,5 +444,70 @@ async fn main() -> anyhow::Result<()> {
             cached_rate / tps
         );
     }
+    if !exported.is_empty() {
+        print_export(&args, (args.export[0], &load), &exported, tps);
+    }
     Ok(())
+}
+
+/// Each export setting's throughput, as a ratio to the mean of the loads
+/// without export.
+fn print_export(args: &Args, first: (Export, &Load), others: &[(Export, Load)], tps: f64) {
+    let loads: Vec<(Export, &Load)> = std::iter::once(first)
+        .chain(others.iter().map(|(e, l)| (*e, l)))
+        .collect();
+    let rate = |load: &Load| load.ok as f64 / load.elapsed.as_secs_f64();
+    let off: Vec<f64> = loads
+        .iter()
+        .filter(|(e, _)| *e == Export::Off)
+        .map(|(_, l)| rate(l))
+        .collect();
+    let baseline = (!off.is_empty()).then(|| off.iter().sum::<f64>() / off.len() as f64);
+    println!();
+    println!(
+        "| clients | export | commands/s | p50 ms | p99 ms | / export off | / pgbench | eshop CPU µs/command | failed |"
+    );
+    println!("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    for &(export, load) in &loads {
+        let p50 = load.histogram.value_at_quantile(0.50) as f64 / 1000.0;
+        let p99 = load.histogram.value_at_quantile(0.99) as f64 / 1000.0;
+        println!(
+            "| {} | {} | {:.0} | {p50:.2} | {p99:.2} | {} | {:.2} | {:.0} | {} |",
+            args.clients,
+            export.name(),
+            rate(load),
+            baseline.map_or_else(|| "n/a".to_owned(), |b| format!("{:.3}", rate(load) / b)),
+            rate(load) / tps,
+            cpu_per_command(load),
+            load.failed
+        );
+    }
+    // Each setting's mean over its loads (alternate the settings, e.g.
+    // off,tenth,off,tenth,…, so that drift falls on both alike).
+    println!();
+    println!("| export | loads | mean commands/s | / export off | mean eshop CPU µs/command |");
+    println!("| --- | ---: | ---: | ---: | ---: |");
+    for export in [Export::Off, Export::All, Export::Tenth] {
+        let rates: Vec<f64> = loads
+            .iter()
+            .filter(|(e, _)| *e == export)
+            .map(|(_, l)| rate(l))
+            .collect();
+        if rates.is_empty() {
+            continue;
+        }
+        let mean = rates.iter().sum::<f64>() / rates.len() as f64;
+        let cpu = loads
+            .iter()
+            .filter(|(e, _)| *e == export)
+            .map(|(_, l)| cpu_per_command(l))
+            .sum::<f64>()
+            / rates.len() as f64;
+        println!(
+            "| {} | {} | {mean:.0} | {} | {cpu:.0} |",
+            export.name(),
+            rates.len(),
+            baseline.map_or_else(|| "n/a".to_owned(), |b| format!("{:.3}", mean / b))
+        );
+    }
 }

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use eshop_tests::bench::{drop_database, recreate_database};
+use eshop_tests::bench::{Export, drop_database, recreate_database};
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
 use rdkafka::ClientConfig;
@@ -93,6 +93,13 @@ struct Args {
     /// The search engine.
     #[arg(long, default_value = "http://127.0.0.1:9200")]
     search_url: String,
+    /// Span export settings to measure for each bus, one run each, in this
+    /// order (comma-separated: off, all, tenth).
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "off")]
+    export: Vec<Export>,
+    /// The OTLP/HTTP endpoint spans go to (`scripts/setup`'s Jaeger).
+    #[arg(long, default_value = "http://127.0.0.1:4318")]
+    otlp: String,
 }
 
 /// An event bus the benchmark measures.
@@ -146,6 +153,7 @@ struct Run {
     db_url: String,
     logs: PathBuf,
     bus: Bus,
+    export: Export,
 }
 
 impl Run {
@@ -202,9 +210,11 @@ impl Run {
             .env("SEARCH_INDEX_PREFIX", self.index_prefix())
             .env("RELAY_NAME", self.relay_name())
             .env("LOG_FORMAT", "json")
+            .env("OTEL_SERVICE_NAME", format!("bench-lag-{}", self.id))
             .env_remove("PROJECTIONS")
             .env_remove("SERVE_API_ONLY")
             .stdin(Stdio::null());
+        self.export.apply(&mut command, &args.otlp);
         command
     }
 
@@ -1235,6 +1245,7 @@ async fn clean_up(run: &Run, args: &Args) {
 
 struct Report {
     bus: Bus,
+    export: Export,
     paced: Paced,
     /// The relay's drain (none without a broker).
     relay: Option<Drained>,
@@ -1332,6 +1343,7 @@ async fn bench(run: &Run, args: &Args) -> anyhow::Result<Report> {
     let after = baseline(args, &baseline_url, projections)?;
     Ok(Report {
         bus: run.bus,
+        export: run.export,
         paced,
         relay: relay_drained,
         projected,
@@ -1345,6 +1357,7 @@ async fn bench(run: &Run, args: &Args) -> anyhow::Result<Report> {
 fn print_report(args: &Args, report: &Report) {
     let Report {
         bus,
+        export,
         paced,
         relay,
         projected,
@@ -1359,7 +1372,7 @@ fn print_report(args: &Args, report: &Report) {
     let lag = &paced.lag;
     let relay_lag = &paced.relay_lag;
     println!();
-    println!("== event bus: {}", bus.name());
+    println!("== event bus: {}, {}", bus.name(), export.name());
     println!(
         "paced load:           {:.0} commands/s intended, {achieved:.1} achieved (2xx within the {} s window); \
          {} commands per order (open basket, add item, checkout)",
@@ -1454,8 +1467,9 @@ fn print_report(args: &Args, report: &Report) {
         d.rate() / many
     );
     println!(
-        "| {} | {:.0} | {achieved:.0} | {:.1} | {:.1} | {:.1} | {} | {} | {:.0} | {:.2} | {:.0} / {:.0} | {:.0} / {:.0} |",
+        "| {} ({}) | {:.0} | {achieved:.0} | {:.1} | {:.1} | {:.1} | {} | {} | {:.0} | {:.2} | {:.0} / {:.0} | {:.0} / {:.0} |",
         bus.name(),
+        export.name(),
         args.rate,
         ms(lag, 0.5),
         ms(lag, 0.99),
@@ -1479,19 +1493,20 @@ fn print_comparison(reports: &[Report]) {
     }
     println!();
     println!(
-        "| bus | lag p50 ms | lag p99 ms | p99 / kafka p99 | projectors msg/s | projectors / pgbench |"
+        "| bus | export | lag p50 ms | lag p99 ms | p99 / kafka p99 | projectors msg/s | projectors / pgbench |"
     );
-    println!("| --- | --- | --- | --- | --- | --- |");
+    println!("| --- | --- | --- | --- | --- | --- | --- |");
     let kafka = reports
         .iter()
-        .find(|r| r.bus == Bus::Kafka)
+        .find(|r| r.bus == Bus::Kafka && r.export == Export::Off)
         .map(|r| ms(&r.paced.lag, 0.99));
     for report in reports {
         let p99 = ms(&report.paced.lag, 0.99);
         let many = f64::midpoint(report.before.1, report.after.1);
         println!(
-            "| {} | {:.1} | {p99:.1} | {} | {:.0} | {:.2} |",
+            "| {} | {} | {:.1} | {p99:.1} | {} | {:.0} | {:.2} |",
             report.bus.name(),
+            report.export.name(),
             ms(&report.paced.lag, 0.5),
             kafka.map_or_else(|| "n/a".to_owned(), |k| format!("{:.2}", p99 / k)),
             report.projected.drained.rate(),
@@ -1510,7 +1525,12 @@ async fn main() -> anyhow::Result<()> {
         .await
         .context("PostgreSQL must be running")?;
     let mut reports = Vec::new();
-    for &bus in &args.bus {
+    let runs: Vec<(Bus, Export)> = args
+        .bus
+        .iter()
+        .flat_map(|&bus| args.export.iter().map(move |&export| (bus, export)))
+        .collect();
+    for (bus, export) in runs {
         let id = Uuid::now_v7().simple().to_string();
         let logs = std::env::temp_dir().join(format!("eshop-bench-lag-{id}"));
         std::fs::create_dir_all(&logs)?;
@@ -1519,8 +1539,9 @@ async fn main() -> anyhow::Result<()> {
             id,
             logs,
             bus,
+            export,
         };
-        eprintln!("== event bus: {}", bus.name());
+        eprintln!("== event bus: {}, {}", bus.name(), export.name());
         recreate_database(&mut admin, DATABASE).await?;
         recreate_database(&mut admin, BASELINE_DATABASE).await?;
         let result = tokio::select! {
