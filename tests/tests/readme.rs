@@ -32,6 +32,10 @@ async fn the_readme_examples_work_as_written() {
         search,
         ..
     } = ProcessStack::new("readme").await;
+    // As scripts/serve does: spans go to the local Jaeger, whose query API
+    // the example reads a trace from.
+    let jaeger = eshop_tests::jaeger::TestJaeger::new().await;
+    let env = env.with("OTEL_EXPORTER_OTLP_ENDPOINT", &jaeger.otlp);
     let mut serve = env.spawn(&["serve"]);
     let address = serve.wait_live(port).await;
     let script = readme_example();
@@ -80,6 +84,9 @@ async fn the_readme_examples_work_as_written() {
         "[1,\"eshop.Order.OrderPlaced\"]\n[2,\"eshop.Order.OrderPaid\"]\n[3,\"eshop.Order.OrderShipped\"]\n[4,\"eshop.Order.OrderDelivered\"]",
         "every view equals its history",
         "order_view: rebuilt from 4 events",
+        "POST /baskets/{id}/checkout",
+        "command, commit, decide, load",
+        "project order_view",
         "{\"data\":{\"order\":{\"status\":\"DELIVERED\",\"total\":{\"formatted\":\"25.98 EUR\"},\"statusHistory\":[{\"status\":\"PLACED\"},{\"status\":\"PAID\"},{\"status\":\"SHIPPED\"},{\"status\":\"DELIVERED\"}]}}}",
     ] {
         assert!(
