@@ -116,15 +116,20 @@ async fn projected_order(
     let (product, _) = product(&side.app, sku, &format!("Mug {sku}"), "x", price).await;
     let customer = Uuid::now_v7();
     let (order, placed) = order_of(&side.app, customer, product, quantity).await;
-    data(
+    // The order and its product as the catalog shows it: with the token,
+    // both order_view and product_catalog have caught up with the checkout
+    // (it reserved the product's stock), so a client without the token
+    // finds both.
+    let seen = data(
         side.graphql
             .query_after(
                 &placed,
-                "query($id: ID!) { order(id: $id) { id } }",
+                "query($id: ID!) { order(id: $id) { id lines { product { sku } } } }",
                 json!({"id": order}),
             )
             .await,
     );
+    assert_eq!(seen["order"]["lines"][0]["product"]["sku"], sku, "{seen}");
     (product, customer, order)
 }
 
