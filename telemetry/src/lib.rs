@@ -9,12 +9,14 @@
 //!   `_ARG`, `OTEL_EXPORTER_OTLP_HEADERS`, `_TIMEOUT`, `OTEL_BSP_*`,
 //!   `OTEL_SPAN_LINK_COUNT_LIMIT`. Unset, nothing is built: no exporter, no
 //!   OpenTelemetry layer, no thread, and the helpers below return at once.
-//! - **Propagation** ([`set_parent_from_headers`], [`follow`], [`link`],
-//!   [`traceparent`]): W3C trace context, from HTTP headers, into the
+//! - **Propagation** ([`set_parent_from_headers`], [`follow`],
+//!   [`link_all`], [`traceparent`]): W3C trace context, from HTTP headers, into the
 //!   events' metadata (a command's own span, so that whoever handles the
 //!   event later is linked to the command that wrote it), and from the
 //!   events (bus headers or the store's metadata) into the spans of the
 //!   relay and the projectors.
+//! - **Cost** ([`span!`]): the spans that exist for the traces only are
+//!   created in sampled traces only.
 //! - **Logs** ([`WithTraceIds`]): a JSON log line written inside a traced
 //!   span starts with its `trace_id` and `span_id`.
 
