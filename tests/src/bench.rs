@@ -156,6 +156,151 @@ pub fn cpu_by_command(names: &[&str]) -> anyhow::Result<Vec<(String, Duration)>>
     Ok(used)
 }
 
+/// CPU time per role at one moment, to subtract from a later sample:
+/// where a benchmark's phase spent the machine's cores. A process's role
+/// comes from `classify(comm, cmdline)`; processes it returns `None` for
+/// count only in the machine's total.
+#[derive(Debug, Clone)]
+pub struct CpuSample {
+    at: Instant,
+    /// Busy and total jiffies of all CPUs (`/proc/stat`).
+    machine: (u64, u64),
+    roles: Vec<(String, Duration)>,
+}
+
+/// What one role used between two samples, as a share of one core.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CpuUse {
+    pub role: String,
+    pub cores: f64,
+}
+
+/// Where a phase's CPU went: per role, and the whole machine's busy share.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CpuSplit {
+    pub roles: Vec<CpuUse>,
+    /// Busy share of all the machine's cores, 0 to 1.
+    pub machine_busy: f64,
+    pub cores: usize,
+}
+
+impl CpuSplit {
+    /// One report line: each role in % of one core, heaviest first, and
+    /// how busy the whole machine was.
+    #[must_use]
+    pub fn line(&self) -> String {
+        let mut roles = self.roles.clone();
+        roles.sort_by(|a, b| b.cores.total_cmp(&a.cores));
+        let parts: Vec<String> = roles
+            .iter()
+            .filter(|r| r.cores >= 0.005)
+            .map(|r| format!("{} {:.0} %", r.role, r.cores * 100.0))
+            .collect();
+        format!(
+            "{} (in % of one core); machine {:.0} % busy of {} cores",
+            parts.join(", "),
+            self.machine_busy * 100.0,
+            self.cores
+        )
+    }
+}
+
+impl CpuSample {
+    /// Samples now.
+    ///
+    /// # Errors
+    /// When `/proc` cannot be read.
+    pub fn take(classify: &dyn Fn(u32, &str, &str) -> Option<String>) -> anyhow::Result<Self> {
+        let mut roles: Vec<(String, Duration)> = Vec::new();
+        for entry in std::fs::read_dir("/proc")? {
+            let entry = entry?;
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let Ok(comm) = std::fs::read_to_string(format!("/proc/{pid}/comm")) else {
+                continue;
+            };
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|bytes| String::from_utf8_lossy(&bytes).replace('\0', " "))
+                .unwrap_or_default();
+            let Some(role) = classify(pid, comm.trim(), &cmdline) else {
+                continue;
+            };
+            let Ok(cpu) = process_cpu(pid) else {
+                continue;
+            };
+            match roles.iter_mut().find(|(name, _)| *name == role) {
+                Some((_, total)) => *total += cpu,
+                None => roles.push((role, cpu)),
+            }
+        }
+        Ok(Self {
+            at: Instant::now(),
+            machine: machine_jiffies()?,
+            roles,
+        })
+    }
+
+    /// What each role used since `self`, sampled again now with the same
+    /// classification. A process that exited in between is not counted.
+    ///
+    /// # Errors
+    /// When `/proc` cannot be read.
+    pub fn since(
+        &self,
+        classify: &dyn Fn(u32, &str, &str) -> Option<String>,
+    ) -> anyhow::Result<CpuSplit> {
+        let now = Self::take(classify)?;
+        let wall = now.at.duration_since(self.at).as_secs_f64().max(1e-9);
+        let roles = now
+            .roles
+            .iter()
+            .map(|(role, cpu)| {
+                let before = self
+                    .roles
+                    .iter()
+                    .find(|(name, _)| name == role)
+                    .map_or(Duration::ZERO, |(_, cpu)| *cpu);
+                CpuUse {
+                    role: role.clone(),
+                    cores: cpu.saturating_sub(before).as_secs_f64() / wall,
+                }
+            })
+            .collect();
+        let busy = now.machine.0.saturating_sub(self.machine.0) as f64;
+        let total = now.machine.1.saturating_sub(self.machine.1).max(1) as f64;
+        Ok(CpuSplit {
+            roles,
+            machine_busy: busy / total,
+            cores: std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
+        })
+    }
+}
+
+/// Busy and total jiffies of all CPUs, from the `cpu` line of `/proc/stat`
+/// (idle and iowait count as not busy).
+fn machine_jiffies() -> anyhow::Result<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat")?;
+    let line = stat
+        .lines()
+        .find(|line| line.starts_with("cpu "))
+        .context("no cpu line in /proc/stat")?;
+    let fields: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        // user to steal; guest time is already counted in user.
+        .take(8)
+        .map(str::parse)
+        .collect::<Result<_, _>>()?;
+    let total: u64 = fields.iter().sum();
+    let idle = fields.get(3).copied().unwrap_or(0) + fields.get(4).copied().unwrap_or(0);
+    Ok((total - idle, total))
+}
+
 /// The kernel's clock ticks per second (`getconf CLK_TCK`).
 fn clock_ticks() -> anyhow::Result<u64> {
     let output = std::process::Command::new("getconf")

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use eshop_tests::bench::{Export, drop_database, recreate_database};
+use eshop_tests::bench::{CpuSample, CpuSplit, Export, drop_database, recreate_database};
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
 use rdkafka::ClientConfig;
@@ -1247,6 +1247,8 @@ struct Report {
     bus: Bus,
     export: Export,
     paced: Paced,
+    /// Where the CPU went during the paced phase (drain included).
+    cpu: CpuSplit,
     /// The relay's drain (none without a broker).
     relay: Option<Drained>,
     projected: Projected,
@@ -1256,6 +1258,29 @@ struct Report {
     /// Per topic: events, and the high watermarks' sums (read_committed,
     /// read_uncommitted) once the relay had published everything.
     watermarks: Vec<(String, i64, i64, i64)>,
+}
+
+/// Whose CPU time a process's is, for the paced phase's split: eshop's
+/// processes by their part, the backing services by what they run.
+fn role(eshop: &[(u32, &'static str)], pid: u32, comm: &str, cmdline: &str) -> Option<String> {
+    if let Some((_, name)) = eshop.iter().find(|(p, _)| *p == pid) {
+        return Some(format!("eshop {name}"));
+    }
+    if pid == std::process::id() {
+        return Some("bench-lag".to_owned());
+    }
+    let role = match comm {
+        "postgres" => "postgres",
+        "beam.smp" => "rabbitmq",
+        "jaeger" => "jaeger",
+        "redis-server" => "redis",
+        "memcached" => "memcached",
+        "java" if cmdline.contains("kafka.Kafka") => "kafka",
+        "java" if cmdline.contains("keycloak") => "keycloak",
+        "java" if cmdline.contains("opensearch") => "opensearch",
+        _ => return None,
+    };
+    Some(role.to_owned())
 }
 
 async fn bench(run: &Run, args: &Args) -> anyhow::Result<Report> {
@@ -1333,7 +1358,14 @@ async fn bench(run: &Run, args: &Args) -> anyhow::Result<Report> {
         .into_iter()
         .flatten()
         .collect();
+    let eshop: Vec<(u32, &'static str)> = processes
+        .iter()
+        .map(|process| (process.child.id(), process.name))
+        .collect();
+    let classify = |pid: u32, comm: &str, cmdline: &str| role(&eshop, pid, comm, cmdline);
+    let cpu_before = CpuSample::take(&classify)?;
     let paced = run_paced(run, args, &base, &products).await?;
+    let cpu = cpu_before.since(&classify)?;
     for process in &mut processes {
         process.check_alive()?;
     }
@@ -1345,6 +1377,7 @@ async fn bench(run: &Run, args: &Args) -> anyhow::Result<Report> {
         bus: run.bus,
         export: run.export,
         paced,
+        cpu,
         relay: relay_drained,
         projected,
         before,
@@ -1359,6 +1392,7 @@ fn print_report(args: &Args, report: &Report) {
         bus,
         export,
         paced,
+        cpu,
         relay,
         projected,
         before,
@@ -1406,6 +1440,7 @@ fn print_report(args: &Args, report: &Report) {
         ms(&paced.checkout_latency, 0.5),
         ms(&paced.checkout_latency, 0.99)
     );
+    println!("CPU, paced phase:     {}", cpu.line());
     println!(
         "lag 2xx → order_view: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms ({} orders; {} not visible {} s after the load; {} change notifications)",
         ms(lag, 0.5),
@@ -1442,10 +1477,14 @@ fn print_report(args: &Args, report: &Report) {
         d.total().as_secs_f64()
     );
     for (name, messages, seconds) in &projected.per_projection {
-        println!(
-            "  {name:<16} {messages:>6} messages in {seconds:>6.2} s: {:>6.0} messages/s",
-            *messages as f64 / seconds.max(f64::EPSILON)
-        );
+        // Done by the first progress the benchmark saw: no time to divide
+        // by (the benchmark looks every 20 ms).
+        let rate = if *seconds < 0.02 {
+            "done before the first look, too fast to time".to_owned()
+        } else {
+            format!("{:>6.0} messages/s", *messages as f64 / seconds)
+        };
+        println!("  {name:<16} {messages:>6} messages in {seconds:>6.2} s: {rate}");
     }
     for (topic, events, committed, uncommitted) in watermarks {
         if committed != events || uncommitted != events {
