@@ -150,6 +150,43 @@ pub async fn read_after(
     rows.into_iter().map(|row| decode(&row)).collect()
 }
 
+/// Reads at most `limit` events in `after < position <= until`, in global
+/// order, where `until` is an end [`readable_end`] returned: everything up
+/// to it is final (its transactions finished, and any transaction still to
+/// append has a higher id), so the read needs no horizon of its own. One
+/// lookup of the end can then serve many readers, each reading a plain
+/// range of `events_global_order`.
+pub async fn read_until(
+    pool: &PgPool,
+    after: GlobalPosition,
+    until: GlobalPosition,
+    filter: &FeedFilter,
+    limit: i64,
+) -> Result<Vec<RecordedEvent>, StoreError> {
+    if until <= after {
+        return Ok(Vec::new());
+    }
+    let rows = sqlx::query(
+        "SELECT transaction_id::text AS transaction_id, global_position, aggregate_type, aggregate_id, \
+                sequence, event_type, event_version, payload, metadata, recorded_at \
+         FROM events \
+         WHERE (transaction_id, global_position) > ($1::text::xid8, $2) \
+           AND (transaction_id, global_position) <= ($3::text::xid8, $4) \
+           AND ($5::text[] IS NULL OR aggregate_type = ANY($5)) \
+         ORDER BY events.transaction_id, events.global_position \
+         LIMIT $6",
+    )
+    .bind(after.transaction_id.to_string())
+    .bind(after.position)
+    .bind(until.transaction_id.to_string())
+    .bind(until.position)
+    .bind(filter.aggregate_types.as_deref())
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    rows.into_iter().map(|row| decode(&row)).collect()
+}
+
 /// Reads the events of one aggregate with a sequence in `after < sequence <
 /// before`, in sequence order. Projectors use it to take, from the source of
 /// truth, events the stream delivered late or not at all (a gap between the

@@ -88,6 +88,11 @@ fn projector_pool(db: &TestDb) -> PgPool {
 /// horizon is the server's, not the database's: while a transaction of
 /// another test is open anywhere on it, the feed waits.
 async fn next_ids(source: &mut StoreSource) -> Vec<String> {
+    next_ids_of_at_most(source, 100).await
+}
+
+/// [`next_ids`] of a batch of at most `max` events.
+async fn next_ids_of_at_most(source: &mut StoreSource, max: usize) -> Vec<String> {
     let ids = |batch: Vec<projections::projector::Delivered>| {
         batch
             .iter()
@@ -98,7 +103,7 @@ async fn next_ids(source: &mut StoreSource) -> Vec<String> {
     };
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let batch = source.next(100).await.expect("the store answers");
+        let batch = source.next(max).await.expect("the store answers");
         if !batch.is_empty() {
             return ids(batch);
         }
@@ -130,6 +135,75 @@ async fn an_event_committed_late_below_later_ones_is_read_not_passed() {
         [late.to_string(), early.to_string()],
         "both, in the order of their transactions"
     );
+}
+
+/// The end of the feed moves past an event committed by an older
+/// transaction while a younger one is still open: the read stops at that
+/// end, never taking what committed above the open transaction.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_stops_at_the_end_while_a_younger_transaction_is_still_open() {
+    let db = TestDb::new().await;
+    let pool = projector_pool(&db);
+    let mut feed = source(&db, &pool);
+    let (early, late, committed) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+
+    let mut older = db.pool.begin().await.expect("begin");
+    sqlx::query("SELECT pg_current_xact_id()")
+        .execute(&mut *older)
+        .await
+        .expect("take an id");
+    let writing = commit_late_around(&db, late, committed).await;
+    register(&mut *older, early, product("EARLY")).await;
+    older.commit().await.expect("commit the older transaction");
+    assert_eq!(
+        next_ids(&mut feed).await,
+        [early.to_string()],
+        "only the older transaction's event: the one above the open transaction waits"
+    );
+
+    writing.commit().await.expect("commit late");
+    assert_eq!(
+        next_ids(&mut feed).await,
+        [late.to_string(), committed.to_string()],
+        "then both, in the order of their transactions"
+    );
+}
+
+/// A projection reads up to the end the process's watch found readable,
+/// in batches of the size its loop asks for: a batch cut short by its
+/// size is followed by the rest, and events of other types on the way are
+/// passed over, not taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_cut_short_by_their_size_go_on_to_the_end_of_the_feed() {
+    let db = TestDb::new().await;
+    let pool = projector_pool(&db);
+    let products = [Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7()];
+    register(&db.pool, products[0], product("ONE")).await;
+    sqlx::query(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
+         VALUES ('Basket', $1, 1, 'BasketOpened', '1.0', '{}', '{}')",
+    )
+    .bind(Uuid::now_v7().to_string())
+    .execute(&db.pool)
+    .await
+    .expect("append another type's event");
+    register(&db.pool, products[1], product("TWO")).await;
+    register(&db.pool, products[2], product("THREE")).await;
+    let last = position_of(&db.pool, products[2]).await;
+    eventually(Duration::from_secs(30), "every event to be readable", || {
+        let pool = pool.clone();
+        async move { (readable_end(&pool).await.expect("the store answers") == last).then_some(()) }
+    })
+    .await;
+
+    let mut feed = source(&db, &pool);
+    for product in products {
+        assert_eq!(
+            next_ids_of_at_most(&mut feed, 1).await,
+            [product.to_string()],
+            "one registration per batch, in order"
+        );
+    }
 }
 
 /// The end the projections of a process wait on: a projection that found

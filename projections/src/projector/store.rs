@@ -1,6 +1,7 @@
 //! The event store itself as a [`Source`], for a deployment without a
-//! broker: a projection reads the store's global feed
-//! ([`event_store::feed::read_after`]) the way the relay does.
+//! broker: a projection reads the store's global feed up to the end one
+//! watch per process found readable ([`event_store::feed::readable_end`],
+//! [`event_store::feed::read_until`]).
 //!
 //! - **Below the horizon.** The feed never passes an event whose
 //!   transaction could still commit below it, so an event that commits
@@ -27,7 +28,7 @@ use anyhow::Context;
 use async_trait::async_trait;
 use cqrs_es::persist::EventUpcaster;
 use event_store::DatabaseConfig;
-use event_store::feed::{FeedFilter, GlobalPosition, RecordedEvent, read_after, readable_end};
+use event_store::feed::{FeedFilter, GlobalPosition, RecordedEvent, read_until, readable_end};
 use sqlx::{Connection, PgConnection, PgPool};
 use tokio::sync::watch;
 
@@ -177,12 +178,16 @@ impl StoreSource {
         self.hold_lock().await?;
         self.write_checkpoint().await?;
         let limit = i64::try_from(max).unwrap_or(i64::MAX);
-        // Taken before the read: whatever the read cannot see yet lies
-        // beyond this end, so a move of the end is the signal to read again.
+        // Everything up to the end the tail last saw is final: read up to
+        // it, with no horizon of our own; a move of the end is the signal
+        // to read again.
         self.seen = *self.tail.end.borrow_and_update();
-        let events = read_after(&self.pool, self.read, &self.filter, limit).await?;
-        if let Some(last) = events.last() {
-            self.read = last.global;
+        let events = read_until(&self.pool, self.read, self.seen, &self.filter, limit).await?;
+        match events.last() {
+            // A full batch: more may follow before the end.
+            Some(last) if events.len() >= max => self.read = last.global,
+            // Every event of the projection's types up to the end was read.
+            _ => self.read = self.read.max(self.seen),
         }
         Ok(events
             .into_iter()
