@@ -23,6 +23,7 @@
 mod app;
 pub mod auth;
 pub mod bench;
+pub mod bodies;
 mod broker;
 pub mod cache;
 mod db;

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use eshop_tests::{EshopEnv, ProcessStack, TestBus, TestDb, eventually};
+use eshop_tests::{EshopEnv, ProcessStack, TestBus, TestDb, bodies, eventually};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -51,18 +51,8 @@ impl Api {
 
     /// Registers a product and places an order for it; returns the order.
     async fn place_order(&self) -> Uuid {
-        let product = self
-            .post(
-                "/products",
-                json!({"sku": format!("SKU-{}", Uuid::now_v7().simple()), "name": "Mug",
-                       "description": "A mug", "initial_stock": 100,
-                       "price": {"amount_minor": 900, "currency": "EUR"}}),
-            )
-            .await["id"]
-            .clone();
-        let basket = self
-            .post("/baskets", json!({"customer_id": Uuid::now_v7()}))
-            .await["id"]
+        let product = self.post("/products", bodies::new_product()).await["id"].clone();
+        let basket = self.post("/baskets", bodies::new_basket()).await["id"]
             .as_str()
             .expect("basket id")
             .to_owned();
@@ -72,11 +62,7 @@ impl Api {
         )
         .await;
         let order = self
-            .post(
-                &format!("/baskets/{basket}/checkout"),
-                json!({"shipping_address": {"recipient": "Ada", "line1": "1 Road",
-                       "city": "London", "postal_code": "N1", "country": "GB"}}),
-            )
+            .post(&format!("/baskets/{basket}/checkout"), bodies::checkout())
             .await;
         order["order_id"]
             .as_str()

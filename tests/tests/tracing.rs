@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use eshop_tests::auth::{Who, client};
 use eshop_tests::jaeger::{Span, TestJaeger};
-use eshop_tests::{ProcessStack, TestDb, eventually};
+use eshop_tests::{ProcessStack, TestDb, bodies, eventually};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -67,19 +67,8 @@ impl Api {
 
     /// A product and a basket holding one of it; the basket's id.
     async fn basket_with_an_item(&self) -> String {
-        let product = self
-            .created(
-                "/products",
-                &[],
-                json!({"sku": format!("SKU-{}", Uuid::now_v7().simple()), "name": "Mug",
-                       "description": "A mug", "initial_stock": 100,
-                       "price": {"amount_minor": 900, "currency": "EUR"}}),
-            )
-            .await["id"]
-            .clone();
-        let basket = self
-            .created("/baskets", &[], json!({"customer_id": Uuid::now_v7()}))
-            .await["id"]
+        let product = self.created("/products", &[], bodies::new_product()).await["id"].clone();
+        let basket = self.created("/baskets", &[], bodies::new_basket()).await["id"]
             .as_str()
             .expect("basket id")
             .to_owned();
@@ -96,8 +85,7 @@ impl Api {
         self.created(
             &format!("/baskets/{basket}/checkout"),
             headers,
-            json!({"shipping_address": {"recipient": "Ada", "line1": "1 Road",
-                   "city": "London", "postal_code": "N1", "country": "GB"}}),
+            bodies::checkout(),
         )
         .await
     }
