@@ -131,10 +131,26 @@ pub fn process_cpu(pid: u32) -> anyhow::Result<Duration> {
 /// # Errors
 /// When `/proc` cannot be read.
 pub fn cpu_by_command(names: &[&str]) -> anyhow::Result<Vec<(String, Duration)>> {
-    let mut used: Vec<(String, Duration)> = names
+    let found = cpu_by_role(&|_, comm, _| names.contains(&comm).then(|| comm.to_owned()))?;
+    Ok(names
         .iter()
-        .map(|name| ((*name).to_owned(), Duration::ZERO))
-        .collect();
+        .map(|name| {
+            let cpu = found
+                .iter()
+                .find(|(role, _)| role == name)
+                .map_or(Duration::ZERO, |(_, cpu)| *cpu);
+            ((*name).to_owned(), cpu)
+        })
+        .collect())
+}
+
+/// The CPU time used so far by every running process, summed per role:
+/// `classify(pid, comm, cmdline)` names a process's role, or `None` to
+/// leave it out.
+fn cpu_by_role(
+    classify: &dyn Fn(u32, &str, &str) -> Option<String>,
+) -> anyhow::Result<Vec<(String, Duration)>> {
+    let mut roles: Vec<(String, Duration)> = Vec::new();
     for entry in std::fs::read_dir("/proc")? {
         let entry = entry?;
         let Some(pid) = entry
@@ -147,13 +163,21 @@ pub fn cpu_by_command(names: &[&str]) -> anyhow::Result<Vec<(String, Duration)>>
         let Ok(comm) = std::fs::read_to_string(format!("/proc/{pid}/comm")) else {
             continue;
         };
-        if let Some((_, total)) = used.iter_mut().find(|(name, _)| name == comm.trim())
-            && let Ok(cpu) = process_cpu(pid)
-        {
-            *total += cpu;
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline"))
+            .map(|bytes| String::from_utf8_lossy(&bytes).replace('\0', " "))
+            .unwrap_or_default();
+        let Some(role) = classify(pid, comm.trim(), &cmdline) else {
+            continue;
+        };
+        let Ok(cpu) = process_cpu(pid) else {
+            continue;
+        };
+        match roles.iter_mut().find(|(name, _)| *name == role) {
+            Some((_, total)) => *total += cpu,
+            None => roles.push((role, cpu)),
         }
     }
-    Ok(used)
+    Ok(roles)
 }
 
 /// CPU time per role at one moment, to subtract from a later sample:
@@ -211,33 +235,7 @@ impl CpuSample {
     /// # Errors
     /// When `/proc` cannot be read.
     pub fn take(classify: &dyn Fn(u32, &str, &str) -> Option<String>) -> anyhow::Result<Self> {
-        let mut roles: Vec<(String, Duration)> = Vec::new();
-        for entry in std::fs::read_dir("/proc")? {
-            let entry = entry?;
-            let Some(pid) = entry
-                .file_name()
-                .to_str()
-                .and_then(|s| s.parse::<u32>().ok())
-            else {
-                continue;
-            };
-            let Ok(comm) = std::fs::read_to_string(format!("/proc/{pid}/comm")) else {
-                continue;
-            };
-            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline"))
-                .map(|bytes| String::from_utf8_lossy(&bytes).replace('\0', " "))
-                .unwrap_or_default();
-            let Some(role) = classify(pid, comm.trim(), &cmdline) else {
-                continue;
-            };
-            let Ok(cpu) = process_cpu(pid) else {
-                continue;
-            };
-            match roles.iter_mut().find(|(name, _)| *name == role) {
-                Some((_, total)) => *total += cpu,
-                None => roles.push((role, cpu)),
-            }
-        }
+        let roles = cpu_by_role(classify)?;
         Ok(Self {
             at: Instant::now(),
             machine: machine_jiffies()?,
@@ -440,4 +438,30 @@ pub async fn create_database(admin: &mut PgConnection, name: &str) -> anyhow::Re
 pub async fn recreate_database(admin: &mut PgConnection, name: &str) -> anyhow::Result<()> {
     drop_database(admin, name).await?;
     create_database(admin, name).await
+}
+
+#[cfg(test)]
+mod cpu_tests {
+    use super::*;
+
+    #[test]
+    fn a_process_is_counted_by_its_command_name_and_by_its_role() {
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_millis(50) {
+            black_box(started.elapsed());
+        }
+        let comm = std::fs::read_to_string("/proc/self/comm").expect("own comm");
+        let by_command = cpu_by_command(&[comm.trim(), "no-such-command"]).expect("/proc");
+        assert_eq!(by_command[0].0, comm.trim());
+        assert!(by_command[0].1 > Duration::ZERO, "{by_command:?}");
+        assert_eq!(
+            by_command[1],
+            ("no-such-command".to_owned(), Duration::ZERO)
+        );
+
+        let me = std::process::id();
+        let roles = cpu_by_role(&|pid, _, _| (pid == me).then(|| "me".to_owned())).expect("/proc");
+        assert_eq!(roles.len(), 1, "{roles:?}");
+        assert!(roles[0].1 > Duration::ZERO, "{roles:?}");
+    }
 }
