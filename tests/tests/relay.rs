@@ -203,3 +203,19 @@ async fn interleaved_slow_and_fast_writers_are_all_published() {
     // transactions committed in.
     assert_complete_and_ordered(&consumed, total);
 }
+
+/// A backlog goes out in full batches, each spread over every partition
+/// or lane and handed to the broker as a whole: each aggregate's events
+/// still arrive in their order, without a gap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_sent_in_full_batches_arrives_in_each_aggregates_order() {
+    let db = TestDb::new().await;
+    let broker = TestBroker::new();
+    let (writers, per_writer) = (8, 40);
+    for task in db.interleaved_writers(writers, per_writer, "Order", "OrderDelivered") {
+        task.await.expect("writer");
+    }
+    let _relay = start_relay(&db, &broker, "backlog");
+    let published = broker.published(&db.pool).await;
+    assert_complete_and_ordered(&published, (writers * per_writer) as usize);
+}
