@@ -408,6 +408,32 @@ impl Target {
     }
 }
 
+/// How many events of `aggregate_types` the projection `projection` has
+/// taken from the event store's feed, with no broker: those at or before
+/// its checkpoint in the feed's order (transaction id, then position), which
+/// is not the order of positions alone (a transaction that took a lower id
+/// can append above a position another has already committed).
+///
+/// # Errors
+/// When the database refuses.
+pub async fn store_messages_taken(
+    db: &mut PgConnection,
+    projection: &str,
+    aggregate_types: &[&str],
+) -> anyhow::Result<i64> {
+    Ok(sqlx::query_scalar(
+        "SELECT count(*) FROM events AS e JOIN relay_checkpoints AS c ON c.name = $1 \
+         WHERE (e.transaction_id, e.global_position) <= (c.transaction_id, c.global_position) \
+           AND e.aggregate_type = ANY($2)",
+    )
+    .bind(projections::projector::StoreSource::checkpoint_name(
+        projection,
+    ))
+    .bind(aggregate_types)
+    .fetch_one(&mut *db)
+    .await?)
+}
+
 /// Drops the database `name` on the server of `admin`, if it exists.
 ///
 /// # Errors

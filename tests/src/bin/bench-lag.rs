@@ -28,7 +28,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use eshop_tests::bench::{CpuSample, CpuSplit, Export, drop_database, recreate_database};
+use eshop_tests::bench::{
+    CpuSample, CpuSplit, Export, drop_database, recreate_database, store_messages_taken,
+};
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
 use rdkafka::ClientConfig;
@@ -736,22 +738,10 @@ async fn drain_projectors(
         let now = Instant::now();
         let mut taken_by: HashMap<String, i64> = HashMap::new();
         if run.bus == Bus::None {
-            // Offsets are global positions: count the events of the
-            // projection's types below its recorded next position.
+            // Each projection's checkpoint in the feed: the events of its
+            // types up to there.
             for (name, types) in projections::views::catalog() {
-                let next: Option<i64> = sqlx::query_scalar(
-                    "SELECT max(next_offset) FROM projection_offsets WHERE projection = $1",
-                )
-                .bind(name)
-                .fetch_one(&mut *db)
-                .await?;
-                let taken: i64 = sqlx::query_scalar(
-                    "SELECT count(*) FROM events WHERE global_position < $1 AND aggregate_type = ANY($2)",
-                )
-                .bind(next.unwrap_or(0))
-                .bind(types.to_vec())
-                .fetch_one(&mut *db)
-                .await?;
+                let taken = store_messages_taken(db, name, types).await?;
                 taken_by.insert(name.to_owned(), taken);
             }
         }
@@ -1451,12 +1441,16 @@ fn print_report(args: &Args, report: &Report) {
         args.drain_timeout,
         paced.queries
     );
-    println!(
-        "  of which → relayed: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms (until the relay checkpoint passed the checkout's position)",
-        ms(relay_lag, 0.5),
-        ms(relay_lag, 0.99),
-        relay_lag.max() as f64 / 1000.0
-    );
+    if *bus == Bus::None {
+        println!("  no relay: the projectors read the event store");
+    } else {
+        println!(
+            "  of which → relayed: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms (until the relay checkpoint passed the checkout's position)",
+            ms(relay_lag, 0.5),
+            ms(relay_lag, 0.99),
+            relay_lag.max() as f64 / 1000.0
+        );
+    }
     match relay {
         Some(relay) => println!(
             "relay backlog:        {} events; {:.0} events/s after the first batch ({:.2} s start-up, {:.2} s in all)",
