@@ -62,6 +62,16 @@ async fn position_of(pool: &PgPool, product: Uuid) -> GlobalPosition {
     }
 }
 
+/// A transaction that has taken its id (as a writer that appends later).
+async fn begin_with_an_id(db: &TestDb) -> sqlx::Transaction<'static, sqlx::Postgres> {
+    let mut transaction = db.pool.begin().await.expect("begin");
+    sqlx::query("SELECT pg_current_xact_id()")
+        .execute(&mut *transaction)
+        .await
+        .expect("take an id");
+    transaction
+}
+
 /// Registers `late` in a transaction that takes its id first, then
 /// `committed` outside it; returns the late transaction, still open: the
 /// late writer commits last, below an event already committed.
@@ -70,11 +80,7 @@ async fn commit_late_around(
     late: Uuid,
     committed: Uuid,
 ) -> sqlx::Transaction<'static, sqlx::Postgres> {
-    let mut writing = db.pool.begin().await.expect("begin");
-    sqlx::query("SELECT pg_current_xact_id()")
-        .execute(&mut *writing)
-        .await
-        .expect("take an id");
+    let mut writing = begin_with_an_id(db).await;
     register(&mut *writing, late, product("LATE")).await;
     register(&db.pool, committed, product("COMMITTED")).await;
     writing
@@ -147,11 +153,7 @@ async fn a_read_stops_at_the_end_while_a_younger_transaction_is_still_open() {
     let mut feed = source(&db, &pool);
     let (early, late, committed) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
 
-    let mut older = db.pool.begin().await.expect("begin");
-    sqlx::query("SELECT pg_current_xact_id()")
-        .execute(&mut *older)
-        .await
-        .expect("take an id");
+    let mut older = begin_with_an_id(&db).await;
     let writing = commit_late_around(&db, late, committed).await;
     register(&mut *older, early, product("EARLY")).await;
     older.commit().await.expect("commit the older transaction");
@@ -377,7 +379,6 @@ impl projections::projector::Sink for StopAfterTaking {
 /// it lets go of the projection: a restart reads on after it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_projector_stopped_after_a_batch_writes_its_checkpoint_down() {
-    use projections::projector::Sink as _;
     for _ in 0..5 {
         let db = TestDb::new().await;
         let pool = projector_pool(&db);
@@ -385,27 +386,7 @@ async fn a_projector_stopped_after_a_batch_writes_its_checkpoint_down() {
         register(&db.pool, registered, product("STOPPED")).await;
         let at = position_of(&db.pool, registered).await;
 
-        let view = read_models::all()
-            .into_iter()
-            .find(|p| p.name() == CATALOG)
-            .expect("the catalog");
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let sink = StopAfterTaking {
-            inner: ViewSink::new(pool.clone(), view),
-            stop: std::sync::Mutex::new(Some(stop)),
-        };
-        assert_eq!(sink.name(), CATALOG);
-        let dead = DeadLetters::in_store(pool.clone());
-        let mut feed = source(&db, &pool);
-        tokio::time::timeout(
-            Duration::from_secs(30),
-            run(&sink, &mut feed, &dead, async {
-                let _ = stopped.await;
-            }),
-        )
-        .await
-        .expect("the loop stops")
-        .expect("cleanly");
+        take_one_batch(&db, &pool).await;
 
         let checkpoint: Option<(String, i64)> = sqlx::query_as(
             "SELECT transaction_id::text, global_position FROM relay_checkpoints WHERE name = $1",
@@ -469,16 +450,8 @@ async fn the_benchmark_counts_what_a_projection_took_in_the_feeds_order() {
     // younger one: its event has the higher position and comes first in the
     // feed. A transaction between them stays open: the feed ends below it.
     let (first, last) = (Uuid::now_v7(), Uuid::now_v7());
-    let mut older = db.pool.begin().await.expect("begin");
-    sqlx::query("SELECT pg_current_xact_id()")
-        .execute(&mut *older)
-        .await
-        .expect("take an id");
-    let mut between = db.pool.begin().await.expect("begin");
-    sqlx::query("SELECT pg_current_xact_id()")
-        .execute(&mut *between)
-        .await
-        .expect("take an id");
+    let mut older = begin_with_an_id(&db).await;
+    let between = begin_with_an_id(&db).await;
     register(&db.pool, last, product("LAST")).await;
     register(&mut *older, first, product("FIRST")).await;
     older.commit().await.expect("commit the older");
