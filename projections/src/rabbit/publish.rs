@@ -129,17 +129,7 @@ impl RabbitPublisher {
             Ok(())
         }))
     }
-}
 
-/// An event as the relay publishes it.
-struct Message {
-    /// The routing key, `{ce type}.{lane}`.
-    key: String,
-    payload: Vec<u8>,
-    properties: BasicProperties,
-}
-
-impl RabbitPublisher {
     /// The message of `event`: its CloudEvents envelope as the payload, the
     /// envelope's headers and the aggregate id as headers.
     fn message(&self, event: &RecordedEvent) -> Result<Message, PublishError> {
@@ -168,6 +158,14 @@ impl RabbitPublisher {
             properties,
         })
     }
+}
+
+/// An event as the relay publishes it.
+struct Message {
+    /// The routing key, `{ce type}.{lane}`.
+    key: String,
+    payload: Vec<u8>,
+    properties: BasicProperties,
 }
 
 /// The dead-letter stream on RabbitMQ: what a projection can never take,
